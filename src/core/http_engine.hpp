@@ -1,0 +1,83 @@
+/*
+ * http_engine.hpp — many HTTP POSTs in flight over one libcurl multi handle.
+ *
+ * The engine owns an epoll descriptor holding every socket libcurl wants
+ * watched. The worker waits on that single descriptor next to its latch, so
+ * requests progress without threads, busy loops or per-loop fd registration.
+ *
+ * Pure C++: no Postgres headers. No method throws except std::bad_alloc.
+ */
+#pragma once
+#ifdef POSTGRES_H
+#error "core headers must not see postgres.h"
+#endif
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace jobrunner {
+
+struct HttpRequest {
+    std::uint64_t tag = 0;             // caller's handle, returned in the result
+    std::string url;                   // validated by the caller
+    std::string body;
+    std::vector<std::string> headers;  // "Name: value", validated by the caller
+    long timeout_ms = 300000;          // whole transfer
+    long connect_timeout_ms = 10000;
+};
+
+struct HttpResult {
+    std::uint64_t tag = 0;
+    long status = 0;                   // HTTP status; 0 when no response arrived
+    std::string error;                 // transport error; empty when a response arrived
+    std::string body;                  // at most max_body_bytes
+    bool body_truncated = false;
+    std::string content_type;
+    std::optional<std::string> retry_after;  // raw Retry-After header value
+    double duration_ms = 0;
+};
+
+class HttpEngine {
+public:
+    // max_body_bytes: response bytes kept per request; the rest is discarded
+    // inside the write callback. user_agent: User-Agent header value.
+    HttpEngine(std::size_t max_body_bytes, std::string user_agent);
+    ~HttpEngine();
+    HttpEngine(const HttpEngine &) = delete;
+    HttpEngine &operator=(const HttpEngine &) = delete;
+
+    // Empty when the engine is usable; otherwise why not.
+    const std::string &init_error() const;
+
+    // Descriptor that becomes readable when sockets need service.
+    int fd() const;
+
+    // Starts a request. Only http and https; redirects are never followed;
+    // TLS peers are verified; connect and total timeouts always apply.
+    void submit(HttpRequest request);
+
+    // Services ready sockets and expired timers without blocking.
+    void poll();
+
+    // Milliseconds until poll() must run even without socket activity;
+    // -1 when no timer is pending.
+    long next_timeout_ms() const;
+
+    // Moves finished transfers into out (appends).
+    void take_finished(std::vector<HttpResult> &out);
+
+    std::size_t in_flight() const;
+
+    // Drops every transfer without results (used at shutdown).
+    void abort_all();
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace jobrunner
