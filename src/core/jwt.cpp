@@ -1,0 +1,329 @@
+/*
+ * jwt.cpp — HS256 compact JWS: base64url, HMAC-SHA256, claim serialization,
+ * signing and constant-time verification.
+ *
+ * Pure C++: no Postgres headers. HMAC comes from OpenSSL libcrypto through
+ * the one-shot HMAC() call, which is not deprecated in OpenSSL 3.
+ */
+#include "core/jwt.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+
+#include <array>
+#include <stdexcept>
+
+namespace jobrunner {
+
+namespace {
+
+constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+// The one header we mint with, serialized exactly as the contract states.
+constexpr std::string_view kHeaderJson = R"({"alg":"HS256","typ":"JWT"})";
+
+constexpr std::size_t kHmacBytes = 32;
+constexpr std::size_t kSha256BlockBytes = 64;
+
+// Maps a base64url character to its 6-bit value, or -1 when it is not one.
+int decode_char(unsigned char c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '-') return 62;
+    if (c == '_') return 63;
+    return -1;
+}
+
+// Strips '=' padding, accepting only a complete padded form (length % 4 == 0,
+// at most two '='); nullopt when padding is malformed.
+std::optional<std::string_view> strip_padding(std::string_view text) {
+    std::size_t pad = 0;
+    while (pad < text.size() && text[text.size() - 1 - pad] == '=') ++pad;
+    if (pad == 0) return text;
+    if (pad > 2 || text.size() % 4 != 0) return std::nullopt;
+    return text.substr(0, text.size() - pad);
+}
+
+// Appends one UTF-8 encoded code point U+FFFD (the replacement character).
+void append_replacement(std::string &out) { out.append("\xEF\xBF\xBD"); }
+
+// Appends a \u00XX escape for a control byte.
+void append_control_escape(std::string &out, unsigned char c) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    out.append("\\u00");
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 0x0F]);
+}
+
+// Escapes one ASCII byte as JSON requires (quotes, backslash, controls).
+void append_ascii(std::string &out, unsigned char c) {
+    switch (c) {
+        case '"':
+            out.append("\\\"");
+            return;
+        case '\\':
+            out.append("\\\\");
+            return;
+        case '\b':
+            out.append("\\b");
+            return;
+        case '\f':
+            out.append("\\f");
+            return;
+        case '\n':
+            out.append("\\n");
+            return;
+        case '\r':
+            out.append("\\r");
+            return;
+        case '\t':
+            out.append("\\t");
+            return;
+        default:
+            break;
+    }
+    if (c < 0x20) {
+        append_control_escape(out, c);
+    } else {
+        out.push_back(static_cast<char>(c));
+    }
+}
+
+// Result of looking at a multi-byte UTF-8 sequence: `length` bytes were
+// consumed; `valid` says whether they formed a well-formed code point.
+struct Utf8Step {
+    std::size_t length;
+    bool valid;
+    std::uint32_t code_point;
+};
+
+// Decodes the sequence starting with a non-ASCII lead byte at s[i]. An
+// ill-formed sequence consumes its maximal valid prefix (at least one byte),
+// the Unicode "substitution of maximal subparts" practice.
+Utf8Step decode_utf8(std::string_view s, std::size_t i) {
+    const auto lead = static_cast<unsigned char>(s[i]);
+    std::size_t need;
+    std::uint32_t cp;
+    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (lead >= 0xC2 && lead <= 0xDF) {
+        need = 1;
+        cp = lead & 0x1F;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+        need = 2;
+        cp = lead & 0x0F;
+        if (lead == 0xE0) lo = 0xA0;  // no overlongs
+        if (lead == 0xED) hi = 0x9F;  // no surrogates
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+        need = 3;
+        cp = lead & 0x07;
+        if (lead == 0xF0) lo = 0x90;  // no overlongs
+        if (lead == 0xF4) hi = 0x8F;  // nothing above U+10FFFF
+    } else {
+        return {1, false, 0};
+    }
+    for (std::size_t k = 1; k <= need; ++k) {
+        if (i + k >= s.size()) return {k, false, 0};
+        const auto c = static_cast<unsigned char>(s[i + k]);
+        const unsigned char min = (k == 1) ? lo : 0x80;
+        const unsigned char max = (k == 1) ? hi : 0xBF;
+        if (c < min || c > max) return {k, false, 0};
+        cp = (cp << 6) | (c & 0x3F);
+    }
+    return {need + 1, true, cp};
+}
+
+// Computes HMAC-SHA256 into a fixed array; throws if libcrypto fails.
+std::array<unsigned char, kHmacBytes> hmac_raw(std::string_view key, std::string_view data) {
+    // Keys longer than the block size are hashed first (RFC 2104); doing it
+    // here gives the same MAC and keeps the length within HMAC()'s int.
+    unsigned char hashed_key[SHA256_DIGEST_LENGTH];
+    if (key.size() > kSha256BlockBytes) {
+        if (!EVP_Digest(key.data(), key.size(), hashed_key, nullptr, EVP_sha256(), nullptr)) {
+            throw std::runtime_error("SHA-256 of the HMAC key failed");
+        }
+        key = std::string_view(reinterpret_cast<const char *>(hashed_key), sizeof hashed_key);
+    }
+    static const unsigned char kEmpty = 0;
+    const void *key_ptr = key.empty() ? &kEmpty : static_cast<const void *>(key.data());
+    const auto *data_ptr =
+        data.empty() ? &kEmpty : reinterpret_cast<const unsigned char *>(data.data());
+    std::array<unsigned char, kHmacBytes> mac{};
+    unsigned int mac_len = 0;
+    if (!HMAC(EVP_sha256(), key_ptr, static_cast<int>(key.size()), data_ptr, data.size(),
+              mac.data(), &mac_len) ||
+        mac_len != kHmacBytes) {
+        OPENSSL_cleanse(hashed_key, sizeof hashed_key);
+        throw std::runtime_error("HMAC-SHA256 failed");
+    }
+    OPENSSL_cleanse(hashed_key, sizeof hashed_key);
+    return mac;
+}
+
+// base64url(header) "." base64url(payload): the bytes the MAC covers.
+std::string signing_input(std::string_view header_b64, std::string_view payload_json) {
+    std::string out(header_b64);
+    out.push_back('.');
+    out.append(base64url_encode(payload_json));
+    return out;
+}
+
+// Appends "." base64url(HMAC(signing input)) to complete a token.
+std::string finish_token(std::string input, std::string_view secret) {
+    const auto mac = hmac_raw(secret, input);
+    input.push_back('.');
+    input.append(
+        base64url_encode(std::string_view(reinterpret_cast<const char *>(mac.data()), mac.size())));
+    return input;
+}
+
+// Appends "key": and a JSON string value; the keys are fixed ASCII names.
+void append_string_member(std::string &out, std::string_view key, std::string_view value) {
+    if (out.size() > 1) out.push_back(',');
+    out.push_back('"');
+    out.append(key);
+    out.append("\":");
+    append_json_string(out, value);
+}
+
+// Appends "key": and a JSON integer value.
+void append_int_member(std::string &out, std::string_view key, std::int64_t value) {
+    if (out.size() > 1) out.push_back(',');
+    out.push_back('"');
+    out.append(key);
+    out.append("\":");
+    out.append(std::to_string(value));
+}
+
+}  // namespace
+
+// JWS segments must be URL-safe and unpadded (RFC 7515 section 2).
+std::string base64url_encode(std::string_view data) {
+    std::string out;
+    out.reserve((data.size() + 2) / 3 * 4);
+    std::size_t i = 0;
+    auto byte = [&](std::size_t k) { return static_cast<unsigned char>(data[k]); };
+    for (; i + 3 <= data.size(); i += 3) {
+        const std::uint32_t v = (byte(i) << 16) | (byte(i + 1) << 8) | byte(i + 2);
+        out.push_back(kAlphabet[(v >> 18) & 63]);
+        out.push_back(kAlphabet[(v >> 12) & 63]);
+        out.push_back(kAlphabet[(v >> 6) & 63]);
+        out.push_back(kAlphabet[v & 63]);
+    }
+    const std::size_t rest = data.size() - i;
+    if (rest == 0) return out;
+    std::uint32_t v = byte(i) << 16;
+    if (rest == 2) v |= byte(i + 1) << 8;
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    if (rest == 2) out.push_back(kAlphabet[(v >> 6) & 63]);
+    return out;
+}
+
+// Strict decoder: rejects foreign characters, impossible lengths and
+// non-zero leftover bits, so every byte string has exactly one encoding
+// (a signature cannot be re-spelled to slip past a comparison).
+std::optional<std::string> base64url_decode(std::string_view text) {
+    const auto body = strip_padding(text);
+    if (!body || body->size() % 4 == 1) return std::nullopt;
+    std::string out;
+    out.reserve(body->size() * 3 / 4);
+    std::uint32_t acc = 0;
+    int bits = 0;
+    for (const char ch : *body) {
+        const int v = decode_char(static_cast<unsigned char>(ch));
+        if (v < 0) return std::nullopt;
+        acc = (acc << 6) | static_cast<std::uint32_t>(v);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out.push_back(static_cast<char>((acc >> bits) & 0xFF));
+        }
+    }
+    if ((acc & ((1u << bits) - 1)) != 0) return std::nullopt;
+    return out;
+}
+
+// Exposes the raw MAC for callers and tests.
+std::string hmac_sha256(std::string_view key, std::string_view data) {
+    const auto mac = hmac_raw(key, data);
+    return std::string(reinterpret_cast<const char *>(mac.data()), mac.size());
+}
+
+// Claim values come from users; whatever bytes they hold, the output must be
+// one valid JSON string literal.
+void append_json_string(std::string &out, std::string_view s) {
+    out.reserve(out.size() + s.size() + 2);
+    out.push_back('"');
+    std::size_t i = 0;
+    while (i < s.size()) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            append_ascii(out, c);
+            ++i;
+            continue;
+        }
+        const Utf8Step step = decode_utf8(s, i);
+        if (!step.valid) {
+            append_replacement(out);
+        } else if (step.code_point == 0x2028 || step.code_point == 0x2029) {
+            // Legal in JSON, but not in JavaScript source before ES2019.
+            out.append(step.code_point == 0x2028 ? "\\u2028" : "\\u2029");
+        } else {
+            out.append(s.substr(i, step.length));
+        }
+        i += step.length;
+    }
+    out.push_back('"');
+}
+
+// The canonical signer: every token we mint carries the same header.
+std::string sign_hs256(std::string_view payload_json, std::string_view secret) {
+    static const std::string header_b64 = base64url_encode(kHeaderJson);
+    return finish_token(signing_input(header_b64, payload_json), secret);
+}
+
+// Signs arbitrary header bytes, so RFC test vectors can be reproduced.
+std::string sign_hs256_raw(std::string_view header_json, std::string_view payload_json,
+                           std::string_view secret) {
+    return finish_token(signing_input(base64url_encode(header_json), payload_json), secret);
+}
+
+// Checks shape and signature only (not exp/iat, not the header's alg value):
+// enough for our own tokens, whose header we always write ourselves.
+bool verify_hs256(std::string_view token, std::string_view secret) {
+    // Compact JWS segments are unpadded; a padded spelling is not ours.
+    if (token.find('=') != std::string_view::npos) return false;
+    const std::size_t dot1 = token.find('.');
+    if (dot1 == std::string_view::npos) return false;
+    const std::size_t dot2 = token.find('.', dot1 + 1);
+    if (dot2 == std::string_view::npos) return false;
+    if (token.find('.', dot2 + 1) != std::string_view::npos) return false;
+    if (dot1 == 0 || dot2 == dot1 + 1) return false;
+    const std::string_view input = token.substr(0, dot2);
+    if (!base64url_decode(token.substr(0, dot1)) ||
+        !base64url_decode(token.substr(dot1 + 1, dot2 - dot1 - 1))) {
+        return false;
+    }
+    const auto given = base64url_decode(token.substr(dot2 + 1));
+    if (!given || given->size() != kHmacBytes) return false;
+    const auto expected = hmac_raw(secret, input);
+    return CRYPTO_memcmp(expected.data(), given->data(), kHmacBytes) == 0;
+}
+
+// Fixed key order keeps tokens byte-for-byte reproducible in tests.
+std::string encode_claims(const UserClaims &claims) {
+    std::string out = "{";
+    if (claims.sub) append_string_member(out, "sub", *claims.sub);
+    append_string_member(out, "role", claims.role);
+    append_string_member(out, "aud", claims.role);
+    if (claims.email) append_string_member(out, "email", *claims.email);
+    append_int_member(out, "iat", claims.iat);
+    append_int_member(out, "exp", claims.exp);
+    out.push_back('}');
+    return out;
+}
+
+}  // namespace jobrunner

@@ -1,0 +1,385 @@
+/*
+ * text_checks_test.cpp — GoogleTest cases for src/core/text_checks.cpp:
+ * URL, header, job-name and JSON validation, accepted and refused inputs.
+ */
+#include "core/text_checks.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace jobrunner {
+namespace {
+
+// Printable form of a test input, so failures show control bytes.
+std::string show(std::string_view s) {
+    std::string out;
+    for (const char ch : s) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c < 0x20 || c >= 0x7F) {
+            static constexpr char kHex[] = "0123456789abcdef";
+            out += "\\x";
+            out.push_back(kHex[c >> 4]);
+            out.push_back(kHex[c & 0x0F]);
+        } else {
+            out.push_back(ch);
+        }
+    }
+    return out.size() > 120 ? out.substr(0, 120) + "..." : out;
+}
+
+// --- is_allowed_url --------------------------------------------------------
+
+TEST(Url, AcceptsPlainHttpAndHttps) {
+    const char *good[] = {
+        "http://example.com",
+        "https://example.com/",
+        "https://example.com/functions/v1/send-email",
+        "http://localhost:8080/jobs/run?x=1&y=2#frag",
+        "HTTPS://Example.COM/Path",
+        "HtTp://a",
+        "http://127.0.0.1:54321/functions/v1/x",
+        "http://[::1]:8080/",
+        "http://[2001:db8::7]/x",
+        "https://sub.domain-with-dash.example_host.io:443/a/b%20c",
+        "http://example.com?q=1",
+        "http://example.com#top",
+    };
+    for (const char *url : good) EXPECT_TRUE(is_allowed_url(url)) << url;
+}
+
+TEST(Url, RefusesOtherSchemes) {
+    const char *bad[] = {
+        "javascript:alert(1)",
+        "javascript://example.com/%0aalert(1)",
+        "file:///etc/passwd",
+        "file://localhost/etc/passwd",
+        "ftp://example.com/x",
+        "gopher://example.com:70/",
+        "dict://127.0.0.1:11211/",
+        "ldap://example.com",
+        "data:text/plain,hi",
+        "httpx://example.com",
+        "https:/example.com",
+        "http:example.com",
+        "//example.com/x",
+        "/relative/path",
+        "example.com",
+        "",
+    };
+    for (const char *url : bad) EXPECT_FALSE(is_allowed_url(url)) << url;
+}
+
+TEST(Url, RefusesMissingOrMalformedHost) {
+    const char *bad[] = {
+        "http://",
+        "https://",
+        "http:///path",
+        "http://:8080/",
+        "http://?q=1",
+        "http://#x",
+        "http://example.com:/",
+        "http://example.com:0/",
+        "http://example.com:65536/",
+        "http://example.com:123456/",
+        "http://example.com:80a/",
+        "http://example.com:-1/",
+        "http://[::1/",
+        "http://[]/",
+        "http://[example.com]/",
+        "http://[::1]x/",
+        "http://exa%6dple.com/",
+        "http://exa\\mple.com/",
+        "http://example.com\\@evil.com/",
+        "http://a:b:c/",
+    };
+    for (const char *url : bad) EXPECT_FALSE(is_allowed_url(url)) << url;
+}
+
+TEST(Url, RefusesUserinfo) {
+    const char *bad[] = {
+        "http://user@example.com/",        "http://user:pass@example.com/",
+        "https://example.com@evil.com/",   "http://@example.com/",
+        "http://trusted.com:80@evil.com/",
+    };
+    for (const char *url : bad) EXPECT_FALSE(is_allowed_url(url)) << url;
+    // An '@' after the authority is an ordinary path or query byte.
+    EXPECT_TRUE(is_allowed_url("http://example.com/users/@me?mail=a@b.c"));
+}
+
+TEST(Url, RefusesWhitespaceAndControls) {
+    const std::string bad[] = {
+        " http://example.com/",       "http://example.com/ ",
+        "http://exa mple.com/",       "http://example.com/a b",
+        "http://example.com/\tx",     "http://example.com/\r\nHost: evil",
+        "http://example.com/\n",      std::string("http://example.com/\0x", 21),
+        "http://example.com/\x7f",    "http://example.com/\x1b",
+        "http://ex\xc3\xa4mple.com/", "http://example.com/\xe2\x80\xa8",
+    };
+    for (const auto &url : bad) EXPECT_FALSE(is_allowed_url(url)) << show(url);
+}
+
+TEST(Url, LengthLimitIs2048Bytes) {
+    const std::string prefix = "https://example.com/";
+    const std::string at_limit = prefix + std::string(2048 - prefix.size(), 'a');
+    ASSERT_EQ(at_limit.size(), 2048u);
+    EXPECT_TRUE(is_allowed_url(at_limit));
+    EXPECT_FALSE(is_allowed_url(at_limit + "a"));
+}
+
+// --- is_valid_header_name -----------------------------------------------
+
+TEST(HeaderName, AcceptsTokens) {
+    const char *good[] = {"X-Api-Key", "apikey",          "Content-Type",
+                          "x",         "X_Custom.Header", "!#$%&'*+-.^_`|~09AZaz"};
+    for (const char *name : good) EXPECT_TRUE(is_valid_header_name(name)) << name;
+    EXPECT_TRUE(is_valid_header_name(std::string(256, 'h')));
+}
+
+TEST(HeaderName, RefusesSeparatorsAndControls) {
+    const std::string bad[] = {
+        "",          "X Api",
+        "X-Api:",    "X-Api: v",
+        "X\r\nEvil", "X\n",
+        "X\t",       "(x)",
+        "<x>",       "x@y",
+        "x,y",       "x;y",
+        "x=y",       "x\"y",
+        "x/y",       "x[y]",
+        "x?",        "x{y}",
+        "x\\y",      "\x7f",
+        "h\xc3\xa9", std::string("x\0", 2),
+    };
+    for (const auto &name : bad) EXPECT_FALSE(is_valid_header_name(name)) << show(name);
+    EXPECT_FALSE(is_valid_header_name(std::string(257, 'h')));
+}
+
+// --- is_safe_header_value -----------------------------------------------
+
+TEST(HeaderValue, AcceptsOrdinaryValues) {
+    const std::string good[] = {
+        "",
+        "application/json",
+        "Bearer abc.def.ghi",
+        "a value with spaces",
+        "tab\tinside",
+        "caf\xc3\xa9",
+        "\"quoted\"; q=0.5",
+    };
+    for (const auto &v : good) EXPECT_TRUE(is_safe_header_value(v)) << show(v);
+    EXPECT_TRUE(is_safe_header_value(std::string(8192, 'v')));
+}
+
+TEST(HeaderValue, RefusesInjection) {
+    const std::string bad[] = {
+        "v\r\nX-Injected: 1",
+        "v\nX-Injected: 1",
+        "v\rX-Injected: 1",
+        "\r\n\r\nGET / HTTP/1.1",
+        "trailing\r\n",
+        "\n",
+        "\r",
+        std::string("before\0after", 12),
+        std::string(1, '\0'),
+    };
+    for (const auto &v : bad) EXPECT_FALSE(is_safe_header_value(v)) << show(v);
+    EXPECT_FALSE(is_safe_header_value(std::string(8193, 'v')));
+}
+
+// --- is_valid_job_name ----------------------------------------------------
+
+TEST(JobName, AcceptsSafeAlphabet) {
+    const char *good[] = {"send-email", "a", "Z", "0", "report.daily_v2", "..", "_-."};
+    for (const char *name : good) EXPECT_TRUE(is_valid_job_name(name)) << name;
+    EXPECT_TRUE(is_valid_job_name(std::string(128, 'j')));
+}
+
+TEST(JobName, RefusesEverythingElse) {
+    const std::string bad[] = {
+        "",    "send email", "send/email", "../etc", "a?b",
+        "a#b", "a%2f",       "job\r\n",    "job\n",  "j\xc3\xa9",
+        "a:b", "a@b",        "a+b",        "a~b",    std::string("a\0b", 3),
+    };
+    for (const auto &name : bad) EXPECT_FALSE(is_valid_job_name(name)) << show(name);
+    EXPECT_FALSE(is_valid_job_name(std::string(129, 'j')));
+}
+
+// --- is_valid_json ----------------------------------------------------------
+
+TEST(Json, AcceptsScalarsAtTopLevel) {
+    const char *good[] = {
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "123456789012345678901234567890",
+        "1.5",
+        "-0.0",
+        "1e10",
+        "1E+10",
+        "1e-10",
+        "-1.25E-3",
+        "true",
+        "false",
+        "null",
+        "\"\"",
+        "\"abc\"",
+        " 1 ",
+        "\t\r\n null \n",
+    };
+    for (const char *text : good) EXPECT_TRUE(is_valid_json(text)) << text;
+}
+
+TEST(Json, AcceptsContainers) {
+    const char *good[] = {
+        "[]",        "{}",
+        "[ ]",       "{ }",
+        "[1,2,3]",   " [ 1 , \"a\" , true , null , {} , [] ] ",
+        "{\"a\":1}", "{\"a\" : [1, {\"b\": {\"c\": []}}], \"d\": \"e\"}",
+        "{\"\":0}",  "{\"a\":1,\"a\":2}",
+        "[[[[]]]]",  "[{}, {\"x\": [{}]}]",
+    };
+    for (const char *text : good) EXPECT_TRUE(is_valid_json(text)) << text;
+}
+
+TEST(Json, AcceptsStringEscapesAndUtf8) {
+    const char *good[] = {
+        "\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"",
+        "\"\\u0041\\u00e9\\u20AC\"",
+        "\"\\ud83d\\ude00\"",
+        "\"\\uD83D\\uDE00\"",
+        "\"\\u0000\"",
+        "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"",
+        "\"\x7f\"",
+        "{\"k\xc3\xa9y\":\"\xf4\x8f\xbf\xbf\"}",
+    };
+    for (const char *text : good) EXPECT_TRUE(is_valid_json(text)) << show(text);
+}
+
+TEST(Json, RefusesBadNumbers) {
+    const char *bad[] = {
+        "01",   "-01",  "00",  "1.",       ".5",        "+1",  "-",    "1e",    "1e+", "1E-",
+        "1.e5", "0x10", "NaN", "Infinity", "-Infinity", "1 2", "1..2", "1e5.5", "--1", "- 1",
+    };
+    for (const char *text : bad) EXPECT_FALSE(is_valid_json(text)) << text;
+}
+
+TEST(Json, RefusesBadStructure) {
+    const char *bad[] = {
+        "",
+        " ",
+        "[",
+        "]",
+        "{",
+        "}",
+        "[1,]",
+        "[,1]",
+        "[1 2]",
+        "[1,,2]",
+        "{\"a\":1,}",
+        "{,}",
+        "{a:1}",
+        "{\"a\"}",
+        "{\"a\":}",
+        "{\"a\" 1}",
+        "{1:1}",
+        "{\"a\":1 \"b\":2}",
+        "[}",
+        "{]",
+        "[]]",
+        "{}}",
+        "[][]",
+        "{} {}",
+        "tru",
+        "truex",
+        "nul",
+        "True",
+        "NULL",
+        "'a'",
+        "[1] x",
+        "/*c*/1",
+        "1 // c",
+        "\"a\" \"b\"",
+        "\xef\xbb\xbf{}",  // byte order mark
+        "\x0b"
+        "1",  // vertical tab is not JSON whitespace
+        "\x0c"
+        "1",  // nor is form feed
+    };
+    for (const char *text : bad) EXPECT_FALSE(is_valid_json(text)) << show(text);
+}
+
+TEST(Json, RefusesBadStrings) {
+    const std::string bad[] = {
+        "\"abc",
+        "\"a\\\"",
+        "\"\\x41\"",
+        "\"\\a\"",
+        "\"\\u12\"",
+        "\"\\u12G4\"",
+        "\"\\U0041\"",
+        "\"tab\tinside\"",
+        "\"line\nbreak\"",
+        std::string("\"nul\0byte\"", 10),
+        "\"\\ud83d\"",           // lone high surrogate
+        "\"\\ude00\"",           // lone low surrogate
+        "\"\\ud83d\\u0041\"",    // high surrogate followed by a non-surrogate
+        "\"\\ud83dx\"",          // high surrogate followed by text
+        "\"\\ud83d\\ud83d\"",    // two highs
+        "\"\x80\"",              // lone continuation byte
+        "\"\xc0\xaf\"",          // overlong
+        "\"\xe0\x80\xaf\"",      // overlong, three bytes
+        "\"\xed\xa0\x80\"",      // surrogate in UTF-8
+        "\"\xf4\x90\x80\x80\"",  // above U+10FFFF
+        "\"\xe2\x82\"",          // truncated
+        "\"\xff\"",
+        "'single'",
+        "\xc3\xa9",  // non-ASCII outside a string
+    };
+    for (const auto &text : bad) EXPECT_FALSE(is_valid_json(text)) << show(text);
+}
+
+// Builds depth levels of nested arrays around an empty innermost one.
+std::string nested_arrays(std::size_t depth) {
+    return std::string(depth, '[') + std::string(depth, ']');
+}
+
+// Builds depth levels of {"a": ... } around null.
+std::string nested_objects(std::size_t depth) {
+    std::string out;
+    for (std::size_t i = 0; i < depth; ++i) out += "{\"a\":";
+    out += "null";
+    out += std::string(depth, '}');
+    return out;
+}
+
+TEST(Json, NestingLimitIs512) {
+    EXPECT_TRUE(is_valid_json(nested_arrays(512)));
+    EXPECT_FALSE(is_valid_json(nested_arrays(513)));
+    EXPECT_TRUE(is_valid_json(nested_objects(512)));
+    EXPECT_FALSE(is_valid_json(nested_objects(513)));
+}
+
+TEST(Json, HostileDepthDoesNotCrash) {
+    // A million unclosed brackets: must fail fast, not overflow the stack.
+    EXPECT_FALSE(is_valid_json(std::string(1000000, '[')));
+    EXPECT_FALSE(is_valid_json(nested_arrays(200000)));
+}
+
+TEST(Json, LargeFlatDocumentIsAccepted) {
+    std::string big = "[";
+    for (int i = 0; i < 100000; ++i) big += "{\"id\":" + std::to_string(i) + ",\"v\":\"x\"},";
+    big += "null]";
+    EXPECT_TRUE(is_valid_json(big));
+    big.back() = ',';
+    EXPECT_FALSE(is_valid_json(big));
+}
+
+TEST(Json, StopsAtLengthNotAtNul) {
+    const std::string text("[1]\0", 4);
+    EXPECT_FALSE(is_valid_json(text));
+    EXPECT_TRUE(is_valid_json(std::string_view(text.data(), 3)));
+}
+
+}  // namespace
+}  // namespace jobrunner
