@@ -13,6 +13,7 @@ PG_CONFIG ?= pg_config
 
 # Pure C++ units: never include Postgres headers, unit-tested alone.
 CORE_SRCS = src/core/jwt.cpp src/core/text_checks.cpp src/core/backoff.cpp \
+            src/core/dispatch.cpp \
             src/core/http_engine.cpp
 # The Postgres side: everything that includes postgres.h.
 PG_SRCS   = $(sort $(wildcard src/pg/*.cpp))
@@ -57,7 +58,7 @@ DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA       = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*--*.sql))
 EXTRA_CLEAN = build
 
-PG_CPPFLAGS = -Isrc
+PG_CPPFLAGS = -Isrc -DJOBRUNNER_VERSION=\"$(EXTVERSION)\"
 # WERROR=-Werror in CI; -Wno-register because Postgres headers use it.
 PG_CXXFLAGS = -std=c++17 -Wextra -Wno-unused-parameter -Wno-register \
               -Wno-missing-field-initializers -Wno-cast-function-type \

@@ -1,0 +1,144 @@
+/*
+ * dispatch.cpp — request building and outcome mapping for one attempt.
+ */
+#include "core/dispatch.hpp"
+
+#include "core/backoff.hpp"
+#include "core/jwt.hpp"
+#include "core/text_checks.hpp"
+
+namespace jobrunner {
+
+// Slack between an attempt's timeout and its token's expiry.
+constexpr std::int64_t kTokenSlackS = 60;
+// Connect timeout: short, but never longer than the attempt itself.
+constexpr long kConnectTimeoutMs = 10000;
+// How much of an error response body is kept in last_error.
+constexpr std::size_t kErrorBodyBytes = 200;
+
+std::optional<std::string> build_request(const ClaimedJob &job, const MintContext &mint,
+                                         std::uint64_t tag, HttpRequest &out) {
+    if (!job.url) {
+        return std::string("job \"") + job.job_name +
+               "\" has no url: set job_config.url or jobrunner.base_url";
+    }
+    if (!is_allowed_url(*job.url)) {
+        return "url of job \"" + job.job_name + "\" is not an allowed http(s) URL";
+    }
+    if (mint.secret.size() < kMinSecretBytes) {
+        return "signing secret is missing or shorter than " + std::to_string(kMinSecretBytes) +
+               " bytes: set jobrunner.jwt_secret";
+    }
+    for (const std::string &h : job.headers) {
+        std::size_t colon = h.find(':');
+        std::string_view name(h.data(), colon == std::string::npos ? h.size() : colon);
+        std::string_view value = colon == std::string::npos
+                                     ? std::string_view()
+                                     : std::string_view(h).substr(colon + 1);
+        if (colon == std::string::npos || !is_valid_header_name(name) ||
+            !is_safe_header_value(value)) {
+            return "job_config headers of job \"" + job.job_name + "\" contain an unsafe header";
+        }
+    }
+    if (!is_valid_job_name(job.job_name)) {
+        return "job name is not safe to send";
+    }
+
+    UserClaims claims;
+    claims.sub = job.user_id;
+    claims.role = job.user_role && !job.user_id ? std::string(mint.system_role)
+                  : job.user_role              ? *job.user_role
+                                               : std::string(mint.system_role);
+    if (job.user_id) claims.email = job.user_email;
+    claims.iat = mint.now_s;
+    claims.exp = mint.now_s + (job.timeout_ms + 999) / 1000 + kTokenSlackS;
+
+    out.tag = tag;
+    out.url = *job.url;
+    out.body = job.body.empty() ? "{}" : job.body;
+    out.timeout_ms = static_cast<long>(job.timeout_ms < 1 ? 1 : job.timeout_ms);
+    out.connect_timeout_ms = std::min<long>(kConnectTimeoutMs, out.timeout_ms);
+    out.headers.clear();
+    out.headers.reserve(8 + job.headers.size());
+    out.headers.emplace_back("Content-Type: application/json");
+    out.headers.emplace_back("Authorization: Bearer " +
+                             sign_hs256(encode_claims(claims), mint.secret));
+    out.headers.emplace_back("X-Job: true");
+    out.headers.emplace_back("X-Correlation-ID: " + job.id);
+    out.headers.emplace_back("X-Job-Name: " + job.job_name);
+    out.headers.emplace_back("X-Job-Attempt: " + std::to_string(job.attempt));
+    out.headers.emplace_back("Idempotency-Key: " + job.id);
+    for (const std::string &h : job.headers) out.headers.push_back(h);
+    return std::nullopt;
+}
+
+std::string sanitize_text(std::string_view bytes, std::size_t max_bytes) {
+    std::string out;
+    out.reserve(std::min(bytes.size(), max_bytes));
+    std::size_t i = 0;
+    while (i < bytes.size()) {
+        unsigned char c = static_cast<unsigned char>(bytes[i]);
+        std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3
+                                     : (c >> 3) == 0x1E ? 4 : 0;
+        bool valid = len > 0 && i + len <= bytes.size();
+        for (std::size_t k = 1; valid && k < len; k++) {
+            valid = (static_cast<unsigned char>(bytes[i + k]) & 0xC0) == 0x80;
+        }
+        if (valid && len == 3) {
+            unsigned cp = ((c & 0x0F) << 12) | ((bytes[i + 1] & 0x3F) << 6) | (bytes[i + 2] & 0x3F);
+            valid = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF);
+        } else if (valid && len == 2) {
+            valid = c >= 0xC2;
+        } else if (valid && len == 4) {
+            unsigned cp = ((c & 0x07) << 18) | ((bytes[i + 1] & 0x3F) << 12) |
+                          ((bytes[i + 2] & 0x3F) << 6) | (bytes[i + 3] & 0x3F);
+            valid = cp >= 0x10000 && cp <= 0x10FFFF;
+        }
+        std::string_view piece = valid && c != 0 ? bytes.substr(i, len) : "\xEF\xBF\xBD";
+        if (out.size() + piece.size() > max_bytes) break;
+        out.append(piece);
+        i += valid ? len : 1;
+    }
+    return out;
+}
+
+Outcome outcome_from_result(const ClaimedJob &job, const HttpResult &result,
+                            std::int64_t now_s) {
+    Outcome o;
+    o.id = job.id;
+    o.attempt = job.attempt;
+    o.status = static_cast<int>(result.status);
+    o.duration_ms = result.duration_ms;
+    if (result.status >= 200 && result.status <= 299) {
+        // jsonb refuses \u0000, so such bodies are not stored either.
+        if (!result.body_truncated && !result.body.empty() &&
+            result.body.find("\\u0000") == std::string::npos && is_valid_json(result.body)) {
+            o.response = result.body;
+        }
+        return o;
+    }
+    if (result.status == 0) {
+        o.error = sanitize_text(result.error.empty() ? "no response" : result.error, 500);
+        return o;
+    }
+    o.error = "HTTP " + std::to_string(result.status);
+    if (result.status >= 300 && result.status <= 399) {
+        o.error += " (redirects are not followed)";
+    }
+    std::string snippet = sanitize_text(result.body, kErrorBodyBytes);
+    if (!snippet.empty()) o.error += ": " + snippet;
+    if ((result.status == 429 || result.status == 503) && result.retry_after) {
+        o.retry_after_ms = parse_retry_after(*result.retry_after, now_s);
+    }
+    return o;
+}
+
+Outcome outcome_from_error(const ClaimedJob &job, std::string error) {
+    Outcome o;
+    o.id = job.id;
+    o.attempt = job.attempt;
+    o.error = std::move(error);
+    return o;
+}
+
+}  // namespace jobrunner

@@ -1,0 +1,361 @@
+/*
+ * worker.cpp — the dispatcher: one background worker that claims due jobs,
+ * POSTs them through one libcurl multi handle, and records the outcomes.
+ *
+ * One loop, one wait: the latch (commits wake us), postmaster death, and the
+ * HTTP engine's epoll descriptor share a WaitEventSet, so a slow endpoint
+ * never delays a fast one and an idle worker sleeps until something happens.
+ * Recording finished attempts and claiming new ones share a transaction, so
+ * a busy worker commits once per round trip, not twice.
+ */
+#include "core/dispatch.hpp"
+#include "core/http_engine.hpp"
+
+#include "pg/boundary.hpp"
+#include "pg/guc.hpp"
+#include "pg/shmem.hpp"
+#include "pg/worker.hpp"
+#include "pg/worker_db.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+#include <ctime>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+extern "C" {
+#include "postmaster/interrupt.h"
+#include "utils/wait_event.h"
+}
+
+#ifndef JOBRUNNER_VERSION
+#define JOBRUNNER_VERSION "dev"
+#endif
+
+namespace jobrunner {
+
+namespace {
+
+volatile sig_atomic_t got_sigterm = false;
+
+// SIGTERM: finish the current step, hand in-flight jobs back, exit.
+void handle_sigterm(SIGNAL_ARGS) {
+    int save_errno = errno;
+    got_sigterm = true;
+    SetLatch(MyLatch);
+    errno = save_errno;
+}
+
+// Most jobs claimed in one transaction.
+constexpr int kMaxClaim = 1000;
+// How often callback leases are checked and old jobs purged.
+constexpr int64 kLeaseCheckUs = 200 * 1000;
+constexpr int64 kPurgeEveryUs = 60 * 1000 * 1000;
+// Pause after a failed transaction before trying again.
+constexpr int64 kErrorPauseUs = 1000 * 1000;
+
+// Clears the published pid and latch when the worker exits, however it exits.
+void unpublish(int code, Datum arg) {
+    SharedState *s = shared_state();
+    if (s == nullptr) return;
+    SpinLockAcquire(&s->mutex);
+    s->worker_latch = nullptr;
+    s->worker_pid = 0;
+    SpinLockRelease(&s->mutex);
+    pg_atomic_write_u32(&s->in_flight, 0);
+}
+
+// Makes the worker findable: its latch for wake-ups, pid and start time.
+void publish() {
+    SharedState *s = shared_state();
+    if (s == nullptr) return;
+    SpinLockAcquire(&s->mutex);
+    s->worker_latch = MyLatch;
+    s->worker_pid = MyProcPid;
+    s->started_at = GetCurrentTimestamp();
+    s->last_loop_at = 0;
+    SpinLockRelease(&s->mutex);
+    pg_atomic_write_u64(&s->dispatched, 0);
+    pg_atomic_write_u64(&s->completed, 0);
+    pg_atomic_write_u64(&s->failed, 0);
+    on_shmem_exit(unpublish, 0);
+}
+
+class Dispatcher {
+public:
+    Dispatcher()
+        : engine_(static_cast<std::size_t>(guc_max_response_kb) * 1024,
+                  "pg_jobrunner/" JOBRUNNER_VERSION),
+          worker_id_(GetCurrentTimestamp()) {}
+
+    void run();
+
+private:
+    void recover_at_start();
+    void harvest();
+    void step(TimestampTz now);
+    void dispatch(std::vector<ClaimedJob> &claimed);
+    void record_one_by_one();
+    void wait(TimestampTz now);
+    void shutdown();
+    void publish_figures(TimestampTz now);
+
+    HttpEngine engine_;
+    int64 worker_id_;
+    std::unordered_map<std::uint64_t, ClaimedJob> in_flight_;
+    std::vector<Outcome> outcomes_;
+    std::vector<HttpResult> results_;
+    std::uint64_t next_tag_ = 1;
+    bool want_claim_ = true;
+    TimestampTz next_look_ = 0;
+    TimestampTz last_lease_check_ = 0;
+    TimestampTz last_purge_ = 0;
+    WaitEventSet *events_ = nullptr;
+};
+
+// Puts attempts of a previous incarnation back to pending before anything
+// else, retrying until the database lets us (or we are told to stop).
+void Dispatcher::recover_at_start() {
+    while (!got_sigterm) {
+        int count = 0;
+        std::string error;
+        if (db_recover(worker_id_, count, error)) {
+            if (count > 0) {
+                ereport(LOG, (errmsg("pg_jobrunner: %d interrupted attempts put back to pending",
+                                     count)));
+            }
+            return;
+        }
+        if (!error.empty()) {
+            ereport(WARNING, (errmsg("pg_jobrunner: recovery failed: %s", error.c_str())));
+        }
+        // Extension missing or recovery failed: idle, then try again.
+        pg_call([&] {
+            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+                            std::max(guc_poll_interval_ms, 1000), PG_WAIT_EXTENSION);
+            ResetLatch(MyLatch);
+            if (ConfigReloadPending) {
+                ConfigReloadPending = false;
+                ProcessConfigFile(PGC_SIGHUP);
+            }
+        });
+    }
+}
+
+// Moves finished transfers into outcomes.
+void Dispatcher::harvest() {
+    engine_.poll();
+    results_.clear();
+    engine_.take_finished(results_);
+    if (results_.empty()) return;
+    std::int64_t now_s = static_cast<std::int64_t>(time(nullptr));
+    std::uint64_t ok = 0, bad = 0;
+    for (const HttpResult &r : results_) {
+        auto it = in_flight_.find(r.tag);
+        if (it == in_flight_.end()) continue;
+        outcomes_.push_back(outcome_from_result(it->second, r, now_s));
+        (r.status >= 200 && r.status <= 299 ? ok : bad)++;
+        in_flight_.erase(it);
+    }
+    SharedState *s = shared_state();
+    if (s != nullptr) {
+        pg_atomic_fetch_add_u64(&s->completed, ok);
+        pg_atomic_fetch_add_u64(&s->failed, bad);
+    }
+}
+
+// Starts an attempt for every claimed job; jobs that cannot be sent become
+// failed outcomes right away.
+void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed) {
+    MintContext mint;
+    mint.secret = guc_jwt_secret ? guc_jwt_secret : "";
+    mint.system_role = guc_system_role ? guc_system_role : "service_role";
+    mint.now_s = static_cast<std::int64_t>(time(nullptr));
+    std::uint64_t sent = 0;
+    for (ClaimedJob &job : claimed) {
+        std::uint64_t tag = next_tag_++;
+        HttpRequest request;
+        if (auto error = build_request(job, mint, tag, request)) {
+            outcomes_.push_back(outcome_from_error(job, std::move(*error)));
+            continue;
+        }
+        engine_.submit(std::move(request));
+        in_flight_.emplace(tag, std::move(job));
+        sent++;
+    }
+    SharedState *s = shared_state();
+    if (s != nullptr) pg_atomic_fetch_add_u64(&s->dispatched, sent);
+}
+
+// After a failed batch: records outcomes one at a time so that one bad row
+// cannot hold the others back; a row that still fails is tried again later
+// without its response body.
+void Dispatcher::record_one_by_one() {
+    std::vector<Outcome> kept;
+    for (Outcome &o : outcomes_) {
+        std::vector<Outcome> one{o};
+        CycleInput in;
+        in.worker_id = worker_id_;
+        in.outcomes = &one;
+        CycleOutput out;
+        if (db_cycle(in, out)) continue;
+        if (one[0].response) {
+            one[0].response.reset();
+            CycleOutput retry;
+            if (db_cycle(in, retry)) continue;
+        }
+        ereport(WARNING, (errmsg("pg_jobrunner: could not record attempt %d of job %s: %s",
+                                 o.attempt, o.id.c_str(), out.error.c_str())));
+        kept.push_back(std::move(o));
+    }
+    outcomes_ = std::move(kept);
+}
+
+// One turn of the loop's database side: record, expire, purge, claim.
+void Dispatcher::step(TimestampTz now) {
+    if (pg_atomic_exchange_u32(&shared_state()->wake_pending, 0) != 0) want_claim_ = true;
+    if (now >= next_look_) want_claim_ = true;
+    int capacity = guc_max_in_flight - static_cast<int>(in_flight_.size());
+    bool lease_due = now - last_lease_check_ >= kLeaseCheckUs;
+    bool purge_due = now - last_purge_ >= kPurgeEveryUs;
+    bool claim = want_claim_ && capacity > 0;
+    if (outcomes_.empty() && !claim && !(want_claim_ && (lease_due || purge_due))) return;
+
+    CycleInput in;
+    in.worker_id = worker_id_;
+    in.outcomes = &outcomes_;
+    in.claim_limit = claim ? std::min(capacity, kMaxClaim) : 0;
+    in.expire_leases = lease_due;
+    in.purge = purge_due;
+    in.retention_s = guc_retention_s;
+    CycleOutput out;
+    if (!db_cycle(in, out)) {
+        ereport(WARNING, (errmsg("pg_jobrunner: worker transaction failed: %s", out.error.c_str())));
+        if (!outcomes_.empty()) record_one_by_one();
+        next_look_ = now + kErrorPauseUs;
+        want_claim_ = false;
+        return;
+    }
+    if (lease_due) last_lease_check_ = now;
+    if (purge_due) last_purge_ = now;
+    bool recorded = !outcomes_.empty();
+    outcomes_.clear();
+    if (!out.extension_present) {
+        want_claim_ = false;
+        next_look_ = now + static_cast<int64>(guc_poll_interval_ms) * 1000;
+        return;
+    }
+    int got = static_cast<int>(out.claimed.size());
+    dispatch(out.claimed);
+    // A full claim suggests more is due; recorded outcomes free slots.
+    want_claim_ = (claim && got == in.claim_limit) || (recorded && !claim);
+    int64 look_in_us = static_cast<int64>(guc_poll_interval_ms) * 1000;
+    if (out.next_wakeup_ms >= 0) look_in_us = std::min<int64>(look_in_us, out.next_wakeup_ms * 1000);
+    next_look_ = now + look_in_us;
+}
+
+// Sleeps until the latch, a socket, an HTTP timer or the next look is due.
+void Dispatcher::wait(TimestampTz now) {
+    long timeout_ms;
+    if (!outcomes_.empty() && now < next_look_) {
+        timeout_ms = (next_look_ - now) / 1000;  // failed recording: pause
+    } else if (!outcomes_.empty() ||
+               (want_claim_ && static_cast<int>(in_flight_.size()) < guc_max_in_flight)) {
+        timeout_ms = 0;
+    } else {
+        timeout_ms = std::max<int64>(0, (next_look_ - now + 999) / 1000);
+    }
+    long http_ms = engine_.next_timeout_ms();
+    if (http_ms >= 0) timeout_ms = std::min(timeout_ms, http_ms);
+    WaitEvent event;
+    pg_call([&] {
+        int n = WaitEventSetWait(events_, timeout_ms, &event, 1, PG_WAIT_EXTENSION);
+        if (n > 0 && (event.events & WL_LATCH_SET)) ResetLatch(MyLatch);
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            ProcessConfigFile(PGC_SIGHUP);
+        }
+    });
+}
+
+// Updates what worker_status() shows.
+void Dispatcher::publish_figures(TimestampTz now) {
+    SharedState *s = shared_state();
+    SpinLockAcquire(&s->mutex);
+    s->last_loop_at = now;
+    SpinLockRelease(&s->mutex);
+    pg_atomic_write_u32(&s->in_flight, static_cast<uint32>(in_flight_.size()));
+}
+
+// Records what has finished, drops what is in flight, and hands those jobs
+// back to pending so no job is left running.
+void Dispatcher::shutdown() {
+    harvest();
+    engine_.abort_all();
+    in_flight_.clear();
+    if (!outcomes_.empty()) {
+        CycleInput in;
+        in.worker_id = worker_id_;
+        in.outcomes = &outcomes_;
+        CycleOutput out;
+        (void)db_cycle(in, out);
+    }
+    int count = 0;
+    std::string error;
+    if (db_recover(0, count, error) && count > 0) {
+        ereport(LOG, (errmsg("pg_jobrunner: %d in-flight attempts put back to pending at shutdown",
+                             count)));
+    }
+}
+
+void Dispatcher::run() {
+    if (!engine_.init_error().empty()) {
+        throw std::runtime_error("HTTP engine unusable: " + engine_.init_error());
+    }
+    pg_call([&] {
+        events_ = CreateWaitEventSet(TopMemoryContext, 3);
+        AddWaitEventToSet(events_, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
+        AddWaitEventToSet(events_, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
+        AddWaitEventToSet(events_, WL_SOCKET_READABLE, engine_.fd(), nullptr, nullptr);
+    });
+    recover_at_start();
+    while (!got_sigterm) {
+        TimestampTz now = GetCurrentTimestamp();
+        publish_figures(now);
+        harvest();
+        step(now);
+        harvest();
+        wait(GetCurrentTimestamp());
+    }
+    shutdown();
+}
+
+}  // namespace
+
+}  // namespace jobrunner
+
+using namespace jobrunner;
+
+void jobrunner_worker_main(Datum main_arg) {
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, handle_sigterm);
+    BackgroundWorkerUnblockSignals();
+    BackgroundWorkerInitializeConnection(guc_database_name, nullptr, 0);
+    SetConfigOption("application_name", "pg_jobrunner worker", PGC_SUSET, PGC_S_OVERRIDE);
+    pgstat_report_appname("pg_jobrunner worker");
+    // Claims and completions must survive a crash the moment they commit;
+    // a hook must not hold the worker forever on a row lock.
+    SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+    SetConfigOption("lock_timeout", "5s", PGC_SUSET, PGC_S_OVERRIDE);
+    publish();
+    ereport(LOG, (errmsg("pg_jobrunner worker started for database \"%s\"", guc_database_name)));
+
+    CppFailure failure;
+    cpp_try(failure, [] {
+        Dispatcher dispatcher;
+        dispatcher.run();
+    });
+    if (failure.failed) raise_failure(failure);
+    proc_exit(1);  // restarted by the postmaster unless it is shutting down
+}
