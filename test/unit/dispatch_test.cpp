@@ -1,0 +1,199 @@
+/*
+ * dispatch_test.cpp — GoogleTest cases for src/core/dispatch.cpp: the request
+ * an attempt sends (headers, token claims, refusals) and the outcome a
+ * response becomes.
+ */
+#include "core/dispatch.hpp"
+#include "core/jwt.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace jobrunner {
+namespace {
+
+const std::string kSecret = "0123456789abcdef0123456789abcdef0123";
+
+ClaimedJob user_job() {
+    ClaimedJob j;
+    j.id = "6e99740b-86bb-47c1-b4df-f3f492abc9f9";
+    j.job_name = "send-email";
+    j.user_id = "8d5b3f3e-1111-4c1e-9e39-000000000001";
+    j.user_role = "authenticated";
+    j.user_email = "a@example.com";
+    j.attempt = 3;
+    j.body = "{\"to\":\"b\"}";
+    j.url = "https://api.example.com/send-email";
+    j.headers = {"X-Tenant: acme"};
+    j.timeout_ms = 30000;
+    return j;
+}
+
+MintContext mint() {
+    MintContext m;
+    m.secret = kSecret;
+    m.system_role = "service_role";
+    m.now_s = 1700000000;
+    return m;
+}
+
+// The value of a header line "Name: value", or "" when absent.
+std::string header(const HttpRequest &r, const std::string &name) {
+    for (const std::string &h : r.headers) {
+        if (h.rfind(name + ": ", 0) == 0) return h.substr(name.size() + 2);
+    }
+    return "";
+}
+
+// Decoded payload of the bearer token.
+std::string token_payload(const HttpRequest &r) {
+    std::string token = header(r, "Authorization").substr(7);
+    std::size_t a = token.find('.');
+    std::size_t b = token.find('.', a + 1);
+    return base64url_decode(token.substr(a + 1, b - a - 1)).value_or("");
+}
+
+TEST(DispatchTest, RequestCarriesContractHeadersInOrder) {
+    HttpRequest r;
+    ASSERT_FALSE(build_request(user_job(), mint(), 7, r).has_value());
+    EXPECT_EQ(r.tag, 7u);
+    EXPECT_EQ(r.url, "https://api.example.com/send-email");
+    EXPECT_EQ(r.body, "{\"to\":\"b\"}");
+    EXPECT_EQ(header(r, "Content-Type"), "application/json");
+    EXPECT_EQ(header(r, "X-Job"), "true");
+    EXPECT_EQ(header(r, "X-Correlation-ID"), "6e99740b-86bb-47c1-b4df-f3f492abc9f9");
+    EXPECT_EQ(header(r, "Idempotency-Key"), "6e99740b-86bb-47c1-b4df-f3f492abc9f9");
+    EXPECT_EQ(header(r, "X-Job-Name"), "send-email");
+    EXPECT_EQ(header(r, "X-Job-Attempt"), "3");
+    EXPECT_EQ(r.headers.back(), "X-Tenant: acme");  // config headers come last
+    EXPECT_EQ(r.timeout_ms, 30000);
+    EXPECT_LE(r.connect_timeout_ms, r.timeout_ms);
+}
+
+TEST(DispatchTest, TokenIsForTheJobsUserAndExpiresWithTheAttempt) {
+    HttpRequest r;
+    ASSERT_FALSE(build_request(user_job(), mint(), 1, r).has_value());
+    std::string token = header(r, "Authorization");
+    ASSERT_EQ(token.rfind("Bearer ", 0), 0u);
+    EXPECT_TRUE(verify_hs256(token.substr(7), kSecret));
+    EXPECT_FALSE(verify_hs256(token.substr(7), kSecret + "x"));
+    EXPECT_EQ(token_payload(r),
+              "{\"sub\":\"8d5b3f3e-1111-4c1e-9e39-000000000001\",\"role\":\"authenticated\","
+              "\"aud\":\"authenticated\",\"email\":\"a@example.com\",\"iat\":1700000000,"
+              "\"exp\":1700000090}");  // 30 s timeout + 60 s slack
+}
+
+TEST(DispatchTest, SystemJobTokenHasNoSubAndTheSystemRole) {
+    ClaimedJob j = user_job();
+    j.user_id.reset();
+    j.user_role.reset();
+    j.user_email.reset();
+    HttpRequest r;
+    ASSERT_FALSE(build_request(j, mint(), 1, r).has_value());
+    std::string payload = token_payload(r);
+    EXPECT_EQ(payload.find("\"sub\""), std::string::npos);
+    EXPECT_NE(payload.find("\"role\":\"service_role\""), std::string::npos);
+    EXPECT_EQ(payload.find("\"email\""), std::string::npos);
+}
+
+TEST(DispatchTest, EmptyBodyIsSentAsEmptyObject) {
+    ClaimedJob j = user_job();
+    j.body.clear();
+    HttpRequest r;
+    ASSERT_FALSE(build_request(j, mint(), 1, r).has_value());
+    EXPECT_EQ(r.body, "{}");
+}
+
+TEST(DispatchTest, RefusesWhatMustNotBeSent) {
+    HttpRequest r;
+    ClaimedJob no_url = user_job();
+    no_url.url.reset();
+    EXPECT_NE(build_request(no_url, mint(), 1, r).value_or("").find("has no url"),
+              std::string::npos);
+
+    ClaimedJob file_url = user_job();
+    file_url.url = "file:///etc/passwd";
+    EXPECT_TRUE(build_request(file_url, mint(), 1, r).has_value());
+
+    ClaimedJob injected = user_job();
+    injected.headers = {"X-Evil: a\r\nHost: attacker"};
+    EXPECT_TRUE(build_request(injected, mint(), 1, r).has_value());
+
+    ClaimedJob bad_name = user_job();
+    bad_name.job_name = "a\nb";
+    EXPECT_TRUE(build_request(bad_name, mint(), 1, r).has_value());
+
+    MintContext weak = mint();
+    std::string short_secret(31, 'k');
+    weak.secret = short_secret;
+    std::optional<std::string> error = build_request(user_job(), weak, 1, r);
+    ASSERT_TRUE(error.has_value());
+    EXPECT_NE(error->find("32 bytes"), std::string::npos);
+    EXPECT_EQ(error->find(short_secret), std::string::npos);  // never echoes the secret
+}
+
+TEST(DispatchTest, SuccessKeepsJsonBodyOnly) {
+    HttpResult res;
+    res.status = 200;
+    res.body = "{\"sent\":true}";
+    res.duration_ms = 4.5;
+    Outcome o = outcome_from_result(user_job(), res, 0);
+    EXPECT_EQ(o.status, 200);
+    EXPECT_TRUE(o.error.empty());
+    EXPECT_EQ(o.response.value_or(""), "{\"sent\":true}");
+    EXPECT_DOUBLE_EQ(o.duration_ms, 4.5);
+    EXPECT_EQ(o.attempt, 3);
+
+    res.body = "plain text";
+    EXPECT_FALSE(outcome_from_result(user_job(), res, 0).response.has_value());
+    res.body = "{\"a\":1}";
+    res.body_truncated = true;
+    EXPECT_FALSE(outcome_from_result(user_job(), res, 0).response.has_value());
+    res.body_truncated = false;
+    res.body = "{\"a\":\"\\u0000\"}";  // jsonb refuses NUL escapes
+    EXPECT_FALSE(outcome_from_result(user_job(), res, 0).response.has_value());
+}
+
+TEST(DispatchTest, FailuresSayWhy) {
+    HttpResult res;
+    res.status = 500;
+    res.body = "boom";
+    Outcome o = outcome_from_result(user_job(), res, 0);
+    EXPECT_EQ(o.error, "HTTP 500: boom");
+    EXPECT_FALSE(o.response.has_value());
+
+    res.status = 302;
+    res.body.clear();
+    EXPECT_EQ(outcome_from_result(user_job(), res, 0).error,
+              "HTTP 302 (redirects are not followed)");
+
+    res.status = 0;
+    res.error = "Connection refused";
+    EXPECT_EQ(outcome_from_result(user_job(), res, 0).error, "Connection refused");
+}
+
+TEST(DispatchTest, RetryAfterOnlyFor429And503) {
+    HttpResult res;
+    res.status = 429;
+    res.retry_after = "7";
+    EXPECT_EQ(outcome_from_result(user_job(), res, 0).retry_after_ms.value_or(-1), 7000);
+    res.status = 503;
+    EXPECT_EQ(outcome_from_result(user_job(), res, 0).retry_after_ms.value_or(-1), 7000);
+    res.status = 500;
+    EXPECT_FALSE(outcome_from_result(user_job(), res, 0).retry_after_ms.has_value());
+}
+
+TEST(DispatchTest, SanitizeTextYieldsValidUtf8WithoutNul) {
+    EXPECT_EQ(sanitize_text("ok", 10), "ok");
+    EXPECT_EQ(sanitize_text(std::string("a\0b", 3), 10), "a\xEF\xBF\xBD" "b");
+    EXPECT_EQ(sanitize_text("\xFF", 10), "\xEF\xBF\xBD");
+    EXPECT_EQ(sanitize_text("\xC3\xA9", 10), "\xC3\xA9");           // é kept
+    EXPECT_EQ(sanitize_text("\xED\xA0\x80", 10), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
+    EXPECT_EQ(sanitize_text("ab\xC3\xA9", 3), "ab");                 // never cuts a character
+    std::string big(10000, 'x');
+    EXPECT_EQ(sanitize_text(big, 200).size(), 200u);
+}
+
+}  // namespace
+}  // namespace jobrunner
