@@ -1,0 +1,308 @@
+"""harness.py — shared helpers for pg_jobrunner's integration tests.
+
+The tests run under Debian's /usr/bin/python3 (psycopg2 + PyJWT) against the
+throwaway cluster that scripts/run-tests.sh starts. They read:
+
+  PGHOST, PGPORT, PGUSER, PGDATABASE   where the cluster is (libpq variables)
+  JOBRUNNER_SECRET                     the cluster's jobrunner.jwt_secret
+  JOBRUNNER_DATADIR                    the cluster's data directory
+  JOBRUNNER_PGCTL                      pg_ctl to restart it with
+  JOBRUNNER_LOGFILE                    the server log (default: <datadir>/../server.log)
+
+As root, pg_ctl runs as the postgres OS user (the owner of the data directory).
+Nothing here sleeps for a fixed time: every wait polls a condition with a
+deadline and fails with a message.
+"""
+
+import json
+import os
+import pwd
+import signal
+import subprocess
+import time
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+from psycopg2.extras import Json, RealDictCursor
+
+from endpoint import Endpoint  # noqa: F401  (re-exported for the tests)
+
+WORKER_BACKEND_TYPE = "pg_jobrunner worker"
+DEFAULT_TIMEOUT = 30.0
+
+
+def env(name, default=None):
+    """An environment variable the harness needs; a clear error if unset."""
+    value = os.environ.get(name, default)
+    if value is None:
+        raise RuntimeError("%s is not set: run the tests through scripts/run-tests.sh" % name)
+    return value
+
+
+def secret():
+    """The cluster's JWT signing secret."""
+    return env("JOBRUNNER_SECRET")
+
+
+def connect(dbname=None, autocommit=True, **kwargs):
+    """A psycopg2 connection to the test cluster (libpq env), autocommit by default."""
+    params = {"connect_timeout": 5, "application_name": "jobrunner_it"}
+    params.update(kwargs)
+    if dbname is not None:
+        params["dbname"] = dbname
+    conn = psycopg2.connect(**params)
+    conn.autocommit = autocommit
+    return conn
+
+
+def wait_for(predicate, timeout=DEFAULT_TIMEOUT, interval=0.02, message=None):
+    """Poll predicate() until it returns something truthy; return that value.
+
+    Raises AssertionError(message) when the deadline passes. Exceptions from
+    predicate propagate (a broken test should fail loudly, not time out).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("%s (waited %.1fs)" % (message or "condition not met", timeout))
+        time.sleep(interval)
+
+
+def query(conn, text, args=None):
+    """Run a query, return all rows as dicts."""
+    with conn.cursor(cursor_factory=RealDictCursor) as cur:
+        cur.execute(text, args)
+        return [dict(r) for r in cur.fetchall()] if cur.description else []
+
+
+def scalar(conn, text, args=None):
+    """Run a query, return the first column of the first row (None if none)."""
+    with conn.cursor() as cur:
+        cur.execute(text, args)
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
+# --- job configuration and queueing ---------------------------------------
+
+def _adapt(value):
+    if isinstance(value, (dict, list)):
+        return Json(value)
+    return value
+
+
+def configure_job(conn, job_name, url, **columns):
+    """Insert or update jobrunner.job_config for job_name (url plus any columns).
+
+    configure_job(conn, "send_email", ep.url("/ok"), max_retries=2,
+                  retry_backoff="100 ms", headers={"X-Extra": "1"})
+    """
+    cols = ["job_name", "url"] + list(columns)
+    vals = [job_name, url] + [_adapt(v) for v in columns.values()]
+    stmt = sql.SQL(
+        "INSERT INTO jobrunner.job_config ({cols}) VALUES ({vals}) "
+        "ON CONFLICT (job_name) DO UPDATE SET {sets}").format(
+        cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols),
+        vals=sql.SQL(", ").join(sql.Placeholder() for _ in cols),
+        sets=sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in cols[1:]))
+    with conn.cursor() as cur:
+        cur.execute(stmt, vals)
+
+
+def queue_for(conn, user_id, role, email, job_name, body=None, **opts):
+    """Call jobrunner.queue_job_for; return the job id as a string.
+
+    opts are the named options of queue_job_for, with or without the leading
+    underscore: max_retries, run_at, dedup_key, idempotency_key, priority.
+    """
+    args = [None if user_id is None else str(user_id), role, email, job_name,
+            Json(body if body is not None else {})]
+    named = []
+    for key, value in opts.items():
+        name = key if key.startswith("_") else "_" + key
+        named.append(sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder()))
+        args.append(_adapt(value))
+    stmt = sql.SQL("SELECT jobrunner.queue_job_for(%s::uuid, %s, %s, %s, %s::jsonb{})::text").format(
+        sql.SQL("").join(sql.SQL(", ") + n for n in named))
+    return scalar(conn, stmt, args)
+
+
+def job(conn, job_id):
+    """The jobrunner.job row as a dict (None if there is none)."""
+    rows = query(conn, "SELECT * FROM jobrunner.job WHERE id = %s::uuid", (str(job_id),))
+    return rows[0] if rows else None
+
+
+def job_logs(conn, job_id):
+    """The job's jobrunner.job_logs rows, oldest first."""
+    return query(conn, "SELECT * FROM jobrunner.job_logs WHERE job_id = %s::uuid "
+                       "ORDER BY created_at, id", (str(job_id),))
+
+
+def wait_job_state(conn, job_id, states, timeout=DEFAULT_TIMEOUT):
+    """Wait until the job is in one of states (a string or a collection); return the row."""
+    wanted = {states} if isinstance(states, str) else set(states)
+    last = {}
+
+    def check():
+        row = job(conn, job_id)
+        last["row"] = row
+        return row if row is not None and row["state"] in wanted else None
+
+    try:
+        return wait_for(check, timeout, 0.02)
+    except AssertionError:
+        row = last.get("row") or {}
+        raise AssertionError("job %s: state %r, wanted %s (attempts=%r last_status=%r last_error=%r)" % (
+            job_id, row.get("state"), sorted(wanted), row.get("attempts"),
+            row.get("last_status"), row.get("last_error")))
+
+
+# --- the worker and the cluster ---------------------------------------------
+
+def worker_pid(conn=None):
+    """The background worker's pid, or None if it is not running."""
+    own = conn is None
+    if own:
+        conn = connect()
+    try:
+        pid = scalar(conn, "SELECT pid FROM pg_catalog.pg_stat_activity "
+                           "WHERE backend_type = %s ORDER BY backend_start DESC LIMIT 1",
+                     (WORKER_BACKEND_TYPE,))
+        if pid is None:
+            try:
+                row = query(conn, "SELECT * FROM jobrunner.worker_status()")
+            except psycopg2.Error:
+                if not conn.autocommit:
+                    conn.rollback()
+                row = []
+            if row and row[0].get("running") and row[0].get("pid"):
+                pid = row[0]["pid"]
+        return pid
+    finally:
+        if own:
+            conn.close()
+
+
+def server_accepts_connections():
+    """True when a new connection to the cluster succeeds and can run a query."""
+    try:
+        conn = connect(connect_timeout=2)
+    except psycopg2.OperationalError:
+        return False
+    try:
+        return scalar(conn, "SELECT 1") == 1
+    except psycopg2.Error:
+        return False
+    finally:
+        conn.close()
+
+
+def wait_for_server(timeout=60.0):
+    """Wait until the cluster accepts connections again."""
+    wait_for(server_accepts_connections, timeout, 0.05,
+             "the cluster did not accept connections")
+
+
+def wait_for_worker(timeout=DEFAULT_TIMEOUT, not_pid=None):
+    """Wait until the worker runs (with a pid other than not_pid); return its pid."""
+
+    def check():
+        try:
+            pid = worker_pid()
+        except psycopg2.OperationalError:
+            return None
+        return pid if pid is not None and pid != not_pid else None
+
+    return wait_for(check, timeout, 0.05,
+                    "the pg_jobrunner worker is not running" if not_pid is None
+                    else "the pg_jobrunner worker did not come back after pid %s" % not_pid)
+
+
+def kill_worker(wait_restart=True, timeout=60.0):
+    """kill -9 the background worker; return its old pid.
+
+    The postmaster treats that as a crash and resets every backend, so open
+    connections break. With wait_restart, waits until the server accepts
+    connections and a new worker runs.
+    """
+    pid = worker_pid()
+    if pid is None:
+        raise AssertionError("kill_worker: the pg_jobrunner worker is not running")
+    os.kill(pid, signal.SIGKILL)
+    if wait_restart:
+        deadline = time.monotonic() + timeout
+        wait_for_server(timeout)
+        wait_for_worker(max(deadline - time.monotonic(), 1.0), not_pid=pid)
+    return pid
+
+
+def _pg_ctl(*args, timeout=120):
+    """Run pg_ctl on the test cluster as the data directory's owner."""
+    datadir = env("JOBRUNNER_DATADIR")
+    pgctl = env("JOBRUNNER_PGCTL", "/usr/lib/postgresql/15/bin/pg_ctl")
+    cluster_dir = os.path.dirname(os.path.abspath(datadir))
+    logfile = env("JOBRUNNER_LOGFILE", os.path.join(cluster_dir, "server.log"))
+    cmd = [pgctl, "-D", datadir, "-l", logfile] + list(args)
+    if os.geteuid() == 0:
+        owner = pwd.getpwuid(os.stat(datadir).st_uid).pw_name
+        if owner != "root":
+            cmd = ["runuser", "-u", owner, "--"] + cmd
+    done = subprocess.run(cmd, cwd=cluster_dir, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise AssertionError("pg_ctl %s failed (%d): %s" % (
+            " ".join(args), done.returncode, done.stdout.decode(errors="replace")))
+    return done.stdout.decode(errors="replace")
+
+
+def restart_cluster(mode="immediate", wait_worker=True, timeout=60.0):
+    """pg_ctl restart -m mode ('immediate' or 'fast'); wait until it serves again."""
+    if mode not in ("immediate", "fast"):
+        raise ValueError("mode must be 'immediate' or 'fast'")
+    _pg_ctl("-m", mode, "-w", "-t", str(int(timeout)), "restart")
+    wait_for_server(timeout)
+    if wait_worker:
+        return wait_for_worker(timeout)
+    return None
+
+
+def stop_cluster(mode="fast", timeout=60.0):
+    """pg_ctl stop -m mode. Pair with start_cluster() in a finally block."""
+    _pg_ctl("-m", mode, "-w", "-t", str(int(timeout)), "stop")
+
+
+def start_cluster(wait_worker=True, timeout=60.0):
+    """pg_ctl start, then wait until it serves (and the worker runs)."""
+    _pg_ctl("-w", "-t", str(int(timeout)), "start")
+    wait_for_server(timeout)
+    if wait_worker:
+        return wait_for_worker(timeout)
+    return None
+
+
+def server_log_since(offset):
+    """The server log text written after byte offset (see server_log_size)."""
+    path = env("JOBRUNNER_LOGFILE", os.path.join(
+        os.path.dirname(os.path.abspath(env("JOBRUNNER_DATADIR"))), "server.log"))
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def server_log_size():
+    """The server log's current size, to pass to server_log_since later."""
+    path = env("JOBRUNNER_LOGFILE", os.path.join(
+        os.path.dirname(os.path.abspath(env("JOBRUNNER_DATADIR"))), "server.log"))
+    return os.path.getsize(path)
+
+
+def pretty(obj):
+    """JSON text for assertion messages."""
+    return json.dumps(obj, default=str, indent=1, sort_keys=True)
