@@ -1,0 +1,541 @@
+/*
+ * http_engine.cpp — libcurl multi driven through one epoll descriptor.
+ *
+ * libcurl tells us which sockets to watch (socket callback) and when it next
+ * needs a timer tick (timer callback). We mirror the sockets into an epoll set
+ * whose descriptor the worker waits on, and report the timer through
+ * next_timeout_ms(). poll() never blocks: it hands ready sockets and expired
+ * timers to curl_multi_socket_action and collects finished transfers.
+ *
+ * Every request is bounded: the body we keep is capped inside the write
+ * callback, header values we keep are capped, and all per-request state is
+ * freed when the transfer finishes or is aborted. Easy handles are kept in a
+ * small pool so their options and buffers are not rebuilt for every request;
+ * connections live in the multi handle's cache and TLS sessions in a share.
+ *
+ * Pure C++: no Postgres headers. Nothing here throws except std::bad_alloc,
+ * and no exception ever crosses a libcurl callback.
+ */
+#include "core/http_engine.hpp"
+
+#include <curl/curl.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+
+namespace jobrunner {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Easy handles kept for reuse; beyond this they are freed on completion.
+constexpr std::size_t kPoolSize = 32;
+// Ready sockets taken from epoll per poll(); the rest stay ready for the next.
+constexpr int kEpollBatch = 256;
+// Content-Type and Retry-After values longer than this are cut.
+constexpr std::size_t kHeaderValueCap = 1024;
+// Error messages longer than this are cut.
+constexpr std::size_t kErrorCap = 512;
+// The only schemes a request, or a redirect it might name, may use.
+constexpr const char *kAllowedProtocols = "http,https";
+
+// Marks a socket already present in the epoll set (via curl_multi_assign).
+char kWatched;
+
+// curl_global_init is not thread-safe and must run once per process.
+CURLcode global_init() {
+    static std::once_flag once;
+    static CURLcode result = CURLE_OK;
+    std::call_once(once, [] { result = curl_global_init(CURL_GLOBAL_DEFAULT); });
+    return result;
+}
+
+// Header names compare case-insensitively (RFC 9110 section 5.1).
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        unsigned char x = static_cast<unsigned char>(a[i]);
+        unsigned char y = static_cast<unsigned char>(b[i]);
+        if (x >= 'A' && x <= 'Z') x = static_cast<unsigned char>(x - 'A' + 'a');
+        if (y >= 'A' && y <= 'Z') y = static_cast<unsigned char>(y - 'A' + 'a');
+        if (x != y) return false;
+    }
+    return true;
+}
+
+// Header lines carry optional whitespace around values and a CRLF at the end.
+std::string_view trim(std::string_view s) {
+    auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+    while (!s.empty() && blank(s.front())) s.remove_prefix(1);
+    while (!s.empty() && blank(s.back())) s.remove_suffix(1);
+    return s;
+}
+
+// Waiting to multiplex only makes sense where h2 can be negotiated (TLS ALPN).
+// On cleartext http, curl learns a server cannot multiplex only from its
+// first response, so PIPEWAIT would hold every other request to that host
+// until the first one is answered.
+bool is_https(std::string_view url) { return iequals(url.substr(0, 8), "https://"); }
+
+// Milliseconds elapsed since start, for results that never reached curl.
+double elapsed_ms(Clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// Everything one in-flight request owns; freed as a unit when it ends.
+struct Transfer {
+    CURL *easy = nullptr;  // owned until handed back to the pool
+    curl_slist *headers = nullptr;
+    std::string body;  // request body; curl reads it in place
+    HttpResult result;
+    std::size_t max_body = 0;
+    bool out_of_memory = false;  // a callback could not store what it got
+    Clock::time_point started;
+    char errbuf[CURL_ERROR_SIZE];
+
+    Transfer() { errbuf[0] = '\0'; }
+    ~Transfer() {
+        curl_slist_free_all(headers);
+        if (easy != nullptr) curl_easy_cleanup(easy);
+    }
+    Transfer(const Transfer &) = delete;
+    Transfer &operator=(const Transfer &) = delete;
+};
+
+// Keeps the first max_body response bytes and drops the rest, so a huge or
+// endless body costs no memory (the transfer timeout bounds its duration).
+size_t on_body(char *data, size_t size, size_t nmemb, void *userdata) {
+    auto *t = static_cast<Transfer *>(userdata);
+    const size_t n = size * nmemb;
+    std::string &body = t->result.body;
+    const size_t room = t->max_body > body.size() ? t->max_body - body.size() : 0;
+    const size_t keep = std::min(n, room);
+    if (keep < n) t->result.body_truncated = true;
+    if (keep == 0) return n;
+    try {
+        if (body.capacity() < body.size() + keep) {
+            // Grow geometrically, but never past the cap.
+            body.reserve(std::min(t->max_body, std::max(body.size() + keep, 2 * body.capacity())));
+        }
+        body.append(data, keep);
+    } catch (const std::bad_alloc &) {
+        t->out_of_memory = true;
+        return 0;  // aborts the transfer with CURLE_WRITE_ERROR
+    }
+    return n;
+}
+
+// Captures Content-Type and Retry-After of the final response; a status line
+// starts a new header block (after 1xx), so earlier values are forgotten.
+size_t on_header(char *data, size_t size, size_t nitems, void *userdata) {
+    auto *t = static_cast<Transfer *>(userdata);
+    const size_t n = size * nitems;
+    std::string_view line(data, n);
+    HttpResult &r = t->result;
+    if (line.substr(0, 5) == "HTTP/") {
+        r.content_type.clear();
+        r.retry_after.reset();
+        return n;
+    }
+    const size_t colon = line.find(':');
+    if (colon == std::string_view::npos) return n;
+    const std::string_view name = trim(line.substr(0, colon));
+    std::string_view value = trim(line.substr(colon + 1));
+    value = value.substr(0, kHeaderValueCap);
+    try {
+        if (iequals(name, "content-type")) {
+            r.content_type.assign(value);
+        } else if (iequals(name, "retry-after")) {
+            r.retry_after.emplace(value);
+        }
+    } catch (const std::bad_alloc &) {
+        t->out_of_memory = true;
+        return 0;
+    }
+    return n;
+}
+
+// A short message a person can act on: curl's summary plus its detail line.
+// Built only from curl's own text, never from the request's headers.
+std::string describe_failure(CURLcode code, const Transfer &t) {
+    std::string msg =
+        t.out_of_memory ? "out of memory while storing the response" : curl_easy_strerror(code);
+    std::string_view detail = trim(std::string_view(t.errbuf, strnlen(t.errbuf, CURL_ERROR_SIZE)));
+    if (!detail.empty() && detail != msg) {
+        msg += ": ";
+        msg += detail;
+    }
+    if (msg.size() > kErrorCap) msg.resize(kErrorCap);
+    return msg;
+}
+
+}  // namespace
+
+struct HttpEngine::Impl {
+    std::size_t max_body;
+    std::string user_agent;
+    std::string init_error;
+    CURLM *multi = nullptr;
+    CURLSH *share = nullptr;
+    int epfd = -1;
+    std::optional<Clock::time_point> deadline;  // when curl next wants a tick
+    std::unordered_map<CURL *, std::unique_ptr<Transfer>> live;
+    std::vector<CURL *> pool;
+    std::vector<HttpResult> finished;
+
+    Impl(std::size_t max_body_bytes, std::string ua);
+    ~Impl();
+
+    bool usable() const { return init_error.empty(); }
+    static int socket_cb(CURL *, curl_socket_t s, int what, void *userp, void *socketp);
+    static int timer_cb(CURLM *, long timeout_ms, void *userp);
+    int on_socket(curl_socket_t s, int what, void *socketp);
+    void sync_timer();
+    CURL *acquire();
+    void recycle(Transfer &t);
+    void detach(Transfer &t);
+    bool configure(Transfer &t, const std::string &url, long timeout_ms, long connect_ms);
+    void fail_now(std::unique_ptr<Transfer> t, std::string error);
+    void complete(CURL *easy, CURLcode code);
+    void harvest();
+    void abort_all();
+};
+
+// libcurl's socket callback: forwards to the engine that registered it.
+int HttpEngine::Impl::socket_cb(CURL *, curl_socket_t s, int what, void *userp, void *socketp) {
+    return static_cast<Impl *>(userp)->on_socket(s, what, socketp);
+}
+
+// libcurl's timer callback: records when curl next needs a timeout action.
+int HttpEngine::Impl::timer_cb(CURLM *, long timeout_ms, void *userp) {
+    auto *impl = static_cast<Impl *>(userp);
+    if (timeout_ms < 0) {
+        impl->deadline.reset();
+    } else {
+        impl->deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    }
+    return 0;
+}
+
+// Sets up curl, the epoll set and the multi handle; failures land in init_error.
+HttpEngine::Impl::Impl(std::size_t max_body_bytes, std::string ua)
+    : max_body(max_body_bytes), user_agent(std::move(ua)) {
+    pool.reserve(kPoolSize);  // so recycling never allocates
+    if (CURLcode rc = global_init(); rc != CURLE_OK) {
+        init_error = std::string("curl_global_init failed: ") + curl_easy_strerror(rc);
+        return;
+    }
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) {
+        init_error = std::string("epoll_create1 failed: ") + std::strerror(errno);
+        return;
+    }
+    multi = curl_multi_init();
+    if (multi == nullptr) {
+        init_error = "curl_multi_init failed";
+        return;
+    }
+    bool ok = curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb) == CURLM_OK &&
+              curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, this) == CURLM_OK &&
+              curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb) == CURLM_OK &&
+              curl_multi_setopt(multi, CURLMOPT_TIMERDATA, this) == CURLM_OK &&
+              curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX) == CURLM_OK &&
+              curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L) == CURLM_OK;
+    if (!ok) {
+        init_error = "could not configure the curl multi handle";
+        return;
+    }
+    // TLS sessions are per easy handle unless shared; sharing them lets a new
+    // connection resume a session another handle negotiated. Optional.
+    share = curl_share_init();
+    if (share != nullptr &&
+        curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+        curl_share_cleanup(share);
+        share = nullptr;
+    }
+}
+
+// Frees transfers before handles, handles before the multi, the multi before
+// the share and the epoll descriptor its callbacks still use.
+HttpEngine::Impl::~Impl() {
+    abort_all();
+    for (CURL *easy : pool) curl_easy_cleanup(easy);
+    pool.clear();
+    if (multi != nullptr) curl_multi_cleanup(multi);
+    if (share != nullptr) curl_share_cleanup(share);
+    if (epfd >= 0) close(epfd);
+}
+
+// Mirrors curl's wish list for one socket into the epoll set.
+int HttpEngine::Impl::on_socket(curl_socket_t s, int what, void *socketp) {
+    if (what == CURL_POLL_REMOVE) {
+        // Fails harmlessly when curl already closed the socket.
+        epoll_ctl(epfd, EPOLL_CTL_DEL, s, nullptr);
+        return 0;
+    }
+    epoll_event ev{};
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    ev.data.fd = s;
+    int op = socketp != nullptr ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    int rc = epoll_ctl(epfd, op, s, &ev);
+    // A descriptor number reused after a close can make our view stale.
+    if (rc != 0 && op == EPOLL_CTL_ADD && errno == EEXIST) {
+        rc = epoll_ctl(epfd, EPOLL_CTL_MOD, s, &ev);
+    } else if (rc != 0 && op == EPOLL_CTL_MOD && errno == ENOENT) {
+        rc = epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev);
+    }
+    if (rc == 0 && socketp == nullptr) curl_multi_assign(multi, s, &kWatched);
+    // On failure we still return 0: -1 would kill every transfer on the multi
+    // handle, while this one transfer is bounded by its own timeout.
+    return 0;
+}
+
+// Reads curl's real next expiry: the timer callback is only called when the
+// expiry changes, so a tick that fired a little early must be re-armed here.
+void HttpEngine::Impl::sync_timer() {
+    long ms = -1;
+    if (multi == nullptr || curl_multi_timeout(multi, &ms) != CURLM_OK) return;
+    if (ms < 0) {
+        deadline.reset();
+    } else {
+        deadline = Clock::now() + std::chrono::milliseconds(ms);
+    }
+}
+
+// A pooled easy handle if one is free, else a new one (nullptr on failure).
+CURL *HttpEngine::Impl::acquire() {
+    if (!pool.empty()) {
+        CURL *easy = pool.back();
+        pool.pop_back();
+        return easy;
+    }
+    return curl_easy_init();
+}
+
+// Hands the transfer's easy handle back to the pool, or frees it when full.
+void HttpEngine::Impl::recycle(Transfer &t) {
+    if (t.easy == nullptr) return;
+    if (pool.size() < kPoolSize) {
+        curl_easy_reset(t.easy);  // drops options (URL, headers) but keeps caches
+        pool.push_back(t.easy);
+    } else {
+        curl_easy_cleanup(t.easy);
+    }
+    t.easy = nullptr;
+}
+
+// Takes a transfer out of the multi handle and releases what curl held for it.
+void HttpEngine::Impl::detach(Transfer &t) {
+    if (t.easy != nullptr) curl_multi_remove_handle(multi, t.easy);
+    curl_slist_free_all(t.headers);
+    t.headers = nullptr;
+    recycle(t);
+}
+
+// Applies the fixed safety options and the request's own settings.
+bool HttpEngine::Impl::configure(Transfer &t, const std::string &url, long timeout_ms,
+                                 long connect_ms) {
+    CURL *e = t.easy;
+    t.errbuf[0] = '\0';
+    return curl_easy_setopt(e, CURLOPT_PRIVATE, &t) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_SHARE, share) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t.errbuf) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, kAllowedProtocols) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, kAllowedProtocols) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_MAXREDIRS, 0L) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, std::max(1L, timeout_ms)) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, std::max(1L, connect_ms)) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_PIPEWAIT, is_https(url) ? 1L : 0L) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_URL, url.c_str()) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent.c_str()) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_HTTPHEADER, t.headers) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t.body.size()) ==
+               CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_POSTFIELDS, t.body.data()) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_WRITEDATA, &t) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_HEADERDATA, &t) == CURLE_OK;
+}
+
+// Reports a request that never reached curl, so its tag is not lost.
+void HttpEngine::Impl::fail_now(std::unique_ptr<Transfer> t, std::string error) {
+    recycle(*t);
+    HttpResult r = std::move(t->result);
+    r.status = 0;
+    r.error = std::move(error);
+    r.duration_ms = elapsed_ms(t->started);
+    t.reset();
+    finished.push_back(std::move(r));
+}
+
+// Turns a finished transfer into a result and frees its state. A transfer
+// curl reports as failed has no usable response, even if a status line came.
+void HttpEngine::Impl::complete(CURL *easy, CURLcode code) {
+    auto it = live.find(easy);
+    if (it == live.end()) {  // not ours; should not happen
+        curl_multi_remove_handle(multi, easy);
+        return;
+    }
+    std::unique_ptr<Transfer> t = std::move(it->second);
+    live.erase(it);
+    HttpResult r = std::move(t->result);
+
+    long status = 0;
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_off_t total_us = 0;
+    curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us);
+    r.duration_ms = total_us > 0 ? static_cast<double>(total_us) / 1000.0 : elapsed_ms(t->started);
+
+    if (code == CURLE_OK && status > 0) {
+        r.status = status;
+    } else {
+        r.status = 0;
+        r.error = code == CURLE_OK ? "no HTTP status received" : describe_failure(code, *t);
+        r.body.clear();
+        r.body.shrink_to_fit();
+        r.body_truncated = false;
+        r.content_type.clear();
+        r.retry_after.reset();
+    }
+    detach(*t);
+    t.reset();
+    finished.push_back(std::move(r));
+}
+
+// Collects every transfer curl has finished since the last call.
+void HttpEngine::Impl::harvest() {
+    int left = 0;
+    while (CURLMsg *msg = curl_multi_info_read(multi, &left)) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        // msg is invalid once the handle is removed, so copy what we need.
+        CURL *easy = msg->easy_handle;
+        CURLcode code = msg->data.result;
+        complete(easy, code);
+    }
+}
+
+// Removes every transfer without producing results.
+void HttpEngine::Impl::abort_all() {
+    for (auto &entry : live) detach(*entry.second);
+    live.clear();
+    if (multi != nullptr) sync_timer();
+}
+
+HttpEngine::HttpEngine(std::size_t max_body_bytes, std::string user_agent)
+    : impl_(std::make_unique<Impl>(max_body_bytes, std::move(user_agent))) {}
+
+HttpEngine::~HttpEngine() = default;
+
+// Lets the caller refuse to start when curl or epoll could not be set up.
+const std::string &HttpEngine::init_error() const { return impl_->init_error; }
+
+// The one descriptor the worker waits on; -1 when the engine is unusable.
+int HttpEngine::fd() const { return impl_->epfd; }
+
+// Queues one POST; a request curl cannot even start becomes a failed result.
+void HttpEngine::submit(HttpRequest request) {
+    Impl &m = *impl_;
+    auto t = std::make_unique<Transfer>();
+    t->started = Clock::now();
+    t->result.tag = request.tag;
+    t->max_body = m.max_body;
+    t->body = std::move(request.body);
+    if (!m.usable()) {
+        m.fail_now(std::move(t), "http engine unavailable: " + m.init_error);
+        return;
+    }
+    t->easy = m.acquire();
+    if (t->easy == nullptr) {
+        m.fail_now(std::move(t), "could not create a curl handle");
+        return;
+    }
+    // "Expect:" stops curl from waiting for 100-continue on large bodies.
+    request.headers.emplace_back("Expect:");
+    for (const std::string &h : request.headers) {
+        curl_slist *next = curl_slist_append(t->headers, h.c_str());
+        if (next == nullptr) {
+            m.fail_now(std::move(t), "out of memory building request headers");
+            return;
+        }
+        t->headers = next;
+    }
+    if (!m.configure(*t, request.url, request.timeout_ms, request.connect_timeout_ms)) {
+        m.fail_now(std::move(t), "could not configure the request");
+        return;
+    }
+    CURL *easy = t->easy;
+    auto placed = m.live.emplace(easy, std::move(t));
+    if (curl_multi_add_handle(m.multi, easy) != CURLM_OK) {
+        std::unique_ptr<Transfer> back = std::move(placed.first->second);
+        m.live.erase(placed.first);
+        m.fail_now(std::move(back), "could not start the request");
+    }
+}
+
+// Hands ready sockets and a due timer to curl, then collects finished work.
+void HttpEngine::poll() {
+    Impl &m = *impl_;
+    if (!m.usable()) return;
+    int running = 0;
+    epoll_event events[kEpollBatch];
+    const int n = epoll_wait(m.epfd, events, kEpollBatch, 0);
+    for (int i = 0; i < n; ++i) {
+        const std::uint32_t ev = events[i].events;
+        int bits = 0;
+        if (ev & EPOLLIN) bits |= CURL_CSELECT_IN;
+        if (ev & EPOLLOUT) bits |= CURL_CSELECT_OUT;
+        if (ev & (EPOLLERR | EPOLLHUP)) bits |= CURL_CSELECT_ERR;
+        curl_multi_socket_action(m.multi, events[i].data.fd, bits, &running);
+    }
+    if (m.deadline && *m.deadline <= Clock::now()) {
+        curl_multi_socket_action(m.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+    m.sync_timer();
+    m.harvest();
+}
+
+// Zero while results wait to be taken, so a caller never sleeps on them.
+long HttpEngine::next_timeout_ms() const {
+    const Impl &m = *impl_;
+    if (!m.finished.empty()) return 0;
+    if (!m.deadline) return -1;
+    const auto now = Clock::now();
+    if (*m.deadline <= now) return 0;
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(*m.deadline - now);
+    return static_cast<long>((us.count() + 999) / 1000);  // round up: never wake early
+}
+
+// Results move out so the engine keeps nothing of a finished request.
+void HttpEngine::take_finished(std::vector<HttpResult> &out) {
+    auto &done = impl_->finished;
+    if (out.empty()) {
+        out.swap(done);
+    } else {
+        out.insert(out.end(), std::make_move_iterator(done.begin()),
+                   std::make_move_iterator(done.end()));
+    }
+    done.clear();
+}
+
+// Requests started and not yet reported.
+std::size_t HttpEngine::in_flight() const { return impl_->live.size(); }
+
+// Drops in-flight transfers (shutdown); results already finished are kept.
+void HttpEngine::abort_all() { impl_->abort_all(); }
+
+}  // namespace jobrunner

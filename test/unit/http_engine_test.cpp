@@ -1,0 +1,673 @@
+/*
+ * http_engine_test.cpp — HttpEngine against a real HTTP/1.1 server.
+ *
+ * The server runs on 127.0.0.1 (ephemeral port) on its own thread: plain
+ * sockets and poll(), keep-alive, and endpoints that misbehave on purpose
+ * (slow, reset, redirect, huge). The engine is driven only the way the worker
+ * drives it: wait for fd() to become readable or next_timeout_ms() to pass,
+ * then poll(). Every wait has a deadline; nothing sleeps a fixed time.
+ */
+#include "core/http_engine.hpp"
+
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <list>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace jobrunner {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+constexpr const char *kUserAgent = "pg_jobrunner/test";
+
+// Byte i of every generated body, so a prefix can be checked exactly.
+char pattern_byte(std::size_t i) { return static_cast<char>('a' + i % 26); }
+
+// A body of n pattern bytes.
+std::string pattern(std::size_t n) {
+    std::string s(n, '\0');
+    for (std::size_t i = 0; i < n; ++i) s[i] = pattern_byte(i);
+    return s;
+}
+
+// Lower-cases header names for comparison.
+std::string lower(std::string s) {
+    for (char &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+// Minimal keep-alive HTTP/1.1 server; one thread, non-blocking sockets.
+class TestServer {
+public:
+    // Binds 127.0.0.1:0 and starts serving on a thread.
+    TestServer() {
+        listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        addr.sin_port = 0;
+        if (listen_fd_ < 0 || bind(listen_fd_, (sockaddr *)&addr, sizeof addr) != 0 ||
+            listen(listen_fd_, 1024) != 0) {
+            std::perror("test server");
+            std::abort();
+        }
+        socklen_t len = sizeof addr;
+        getsockname(listen_fd_, (sockaddr *)&addr, &len);
+        port_ = ntohs(addr.sin_port);
+        if (pipe2(wake_, O_NONBLOCK | O_CLOEXEC) != 0) std::abort();
+        thread_ = std::thread([this] { run(); });
+    }
+
+    // Stops the thread and closes every socket.
+    ~TestServer() {
+        char c = 'x';
+        (void)!write(wake_[1], &c, 1);
+        thread_.join();
+        for (Conn &c2 : conns_) close(c2.fd);
+        close(listen_fd_);
+        close(wake_[0]);
+        close(wake_[1]);
+    }
+
+    std::string url(const std::string &path) const {
+        return "http://127.0.0.1:" + std::to_string(port_) + path;
+    }
+    int port() const { return port_; }
+    int accepted() const { return accepted_.load(); }
+    int closed() const { return closed_.load(); }
+    // Requests seen for one path.
+    int hits(const std::string &path) const {
+        std::lock_guard<std::mutex> g(mu_);
+        auto it = hits_.find(path);
+        return it == hits_.end() ? 0 : it->second;
+    }
+
+private:
+    struct Conn {
+        int fd;
+        std::string in;
+        std::string out;
+        std::size_t out_off = 0;
+        std::optional<Clock::time_point> delayed_until;
+        std::string delayed;
+        bool dead = false;
+    };
+
+    // Serializes one response with a Content-Length so the connection stays open.
+    static std::string response(int code, const std::string &reason, const std::string &headers,
+                                const std::string &body) {
+        return "HTTP/1.1 " + std::to_string(code) + " " + reason +
+               "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + headers + "\r\n" +
+               body;
+    }
+
+    // Serves until the wake pipe fires.
+    void run() {
+        for (;;) {
+            std::vector<pollfd> fds;
+            fds.push_back({wake_[0], POLLIN, 0});
+            fds.push_back({listen_fd_, POLLIN, 0});
+            int timeout = -1;
+            auto now = Clock::now();
+            for (Conn &c : conns_) {
+                short ev = POLLIN;
+                if (c.out_off < c.out.size()) ev |= POLLOUT;
+                fds.push_back({c.fd, ev, 0});
+                if (c.delayed_until) {
+                    auto ms = std::chrono::duration_cast<milliseconds>(*c.delayed_until - now);
+                    int t = static_cast<int>(std::max<long>(0, ms.count() + 1));
+                    timeout = timeout < 0 ? t : std::min(timeout, t);
+                }
+            }
+            ::poll(fds.data(), fds.size(), timeout);
+            if (fds[0].revents) return;
+            if (fds[1].revents & POLLIN) accept_all();
+            std::size_t i = 2;
+            for (Conn &c : conns_) {
+                if (i >= fds.size()) break;  // accepted during this round
+                short re = fds[i++].revents;
+                if (re & (POLLIN | POLLHUP | POLLERR)) read_from(c);
+                if (!c.dead && c.delayed_until && Clock::now() >= *c.delayed_until) {
+                    c.out += c.delayed;
+                    c.delayed.clear();
+                    c.delayed_until.reset();
+                }
+                if (!c.dead) write_to(c);
+            }
+            for (auto it = conns_.begin(); it != conns_.end();) {
+                if (it->dead) {
+                    close(it->fd);
+                    closed_++;
+                    it = conns_.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+        }
+    }
+
+    // Accepts every pending connection.
+    void accept_all() {
+        for (;;) {
+            int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0) return;
+            accepted_++;
+            conns_.push_back(Conn{fd, {}, {}, 0, std::nullopt, {}, false});
+        }
+    }
+
+    // Reads what arrived and answers every complete request.
+    void read_from(Conn &c) {
+        char buf[65536];
+        for (;;) {
+            ssize_t n = recv(c.fd, buf, sizeof buf, 0);
+            if (n > 0) {
+                c.in.append(buf, static_cast<std::size_t>(n));
+                continue;
+            }
+            if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) c.dead = true;
+            break;
+        }
+        while (!c.dead && handle_one(c)) {
+        }
+    }
+
+    // Parses and answers one request from c.in; false when it is incomplete.
+    bool handle_one(Conn &c) {
+        std::size_t head_end = c.in.find("\r\n\r\n");
+        if (head_end == std::string::npos) return false;
+        std::string head = c.in.substr(0, head_end);
+        std::size_t content_length = 0;
+        std::size_t pos = head.find("\r\n");
+        while (pos != std::string::npos) {
+            std::size_t next = head.find("\r\n", pos + 2);
+            std::string line = head.substr(
+                pos + 2, next == std::string::npos ? std::string::npos : next - pos - 2);
+            std::size_t colon = line.find(':');
+            if (colon != std::string::npos && lower(line.substr(0, colon)) == "content-length") {
+                content_length = std::stoul(line.substr(colon + 1));
+            }
+            pos = next;
+        }
+        if (c.in.size() < head_end + 4 + content_length) return false;
+        std::string body = c.in.substr(head_end + 4, content_length);
+        c.in.erase(0, head_end + 4 + content_length);
+
+        std::size_t sp1 = head.find(' ');
+        std::size_t sp2 = head.find(' ', sp1 + 1);
+        std::string path = head.substr(sp1 + 1, sp2 - sp1 - 1);
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            hits_[path]++;
+        }
+        route(c, path, head, body);
+        return !c.dead;
+    }
+
+    // The endpoints.
+    void route(Conn &c, const std::string &path, const std::string &head, const std::string &body) {
+        if (path == "/ok") {
+            c.out += response(200, "OK", "Content-Type: application/json\r\n", "{\"ok\":true}");
+        } else if (path == "/status/503") {
+            c.out += response(503, "Service Unavailable",
+                              "Retry-After: 7\r\nContent-Type: text/plain\r\n", "busy");
+        } else if (path == "/redirect") {
+            c.out += response(302, "Found", "Location: /ok\r\n", "");
+        } else if (path == "/huge") {
+            c.out += response(200, "OK", "Content-Type: application/octet-stream\r\n",
+                              pattern(8u << 20));
+        } else if (path.rfind("/bytes/", 0) == 0) {
+            c.out += response(200, "OK", "", pattern(std::stoul(path.substr(7))));
+        } else if (path == "/slow" || path.rfind("/delay/", 0) == 0) {
+            long ms = path == "/slow" ? 5000 : std::stol(path.substr(7));
+            c.delayed_until = Clock::now() + milliseconds(ms);
+            c.delayed = response(200, "OK", "", body);
+        } else if (path == "/reset") {
+            linger lg{1, 0};  // close with RST, no response at all
+            setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            c.dead = true;
+        } else if (path == "/hints") {
+            // A 1xx block whose headers must not leak into the final result.
+            c.out +=
+                "HTTP/1.1 103 Early Hints\r\nContent-Type: text/bogus\r\n"
+                "Retry-After: 99\r\n\r\n";
+            c.out += response(200, "OK", "content-TYPE: \t application/json \t\r\n", "{}");
+        } else if (path == "/echo") {
+            c.out += response(200, "OK", "Content-Type: text/plain\r\n", head + "\r\n\r\n" + body);
+        } else {
+            c.out += response(404, "Not Found", "", "");
+        }
+    }
+
+    // Sends as much pending output as the socket takes.
+    void write_to(Conn &c) {
+        while (c.out_off < c.out.size()) {
+            ssize_t n =
+                send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
+            if (n <= 0) {
+                if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) c.dead = true;
+                return;
+            }
+            c.out_off += static_cast<std::size_t>(n);
+        }
+        c.out.clear();
+        c.out_off = 0;
+    }
+
+    int listen_fd_ = -1;
+    int wake_[2] = {-1, -1};
+    int port_ = 0;
+    std::list<Conn> conns_;
+    std::atomic<int> accepted_{0};
+    std::atomic<int> closed_{0};
+    mutable std::mutex mu_;
+    std::map<std::string, int> hits_;
+    std::thread thread_;
+};
+
+// Drives the engine like the worker: sleep on fd() or the timer, then poll().
+// Returns once done() holds or the deadline passes; counts loop iterations.
+// A condition on the server's state needs a slice: the engine has no reason
+// to wake when only the server made progress.
+struct Driver {
+    explicit Driver(HttpEngine &e) : engine(e) {}
+
+    HttpEngine &engine;
+    std::vector<HttpResult> results;
+    long iterations = 0;
+
+    bool run_until(const std::function<bool()> &done, milliseconds budget = milliseconds(5000),
+                   long slice_ms = -1) {
+        const auto deadline = Clock::now() + budget;
+        while (!done()) {
+            const auto now = Clock::now();
+            if (now >= deadline) return false;
+            long left = std::chrono::duration_cast<milliseconds>(deadline - now).count() + 1;
+            long t = engine.next_timeout_ms();
+            if (slice_ms >= 0) left = std::min(left, slice_ms);
+            int wait = static_cast<int>(t < 0 ? left : std::min(t, left));
+            pollfd p{engine.fd(), POLLIN, 0};
+            ::poll(&p, 1, wait);
+            engine.poll();
+            engine.take_finished(results);
+            ++iterations;
+        }
+        return true;
+    }
+
+    // Waits for n results in total.
+    bool wait_results(std::size_t n, milliseconds budget = milliseconds(5000)) {
+        return run_until([&] { return results.size() >= n; }, budget);
+    }
+};
+
+// Waits for a condition owned by the server thread, with a deadline.
+bool eventually(const std::function<bool()> &cond, milliseconds budget = milliseconds(3000)) {
+    const auto deadline = Clock::now() + budget;
+    while (!cond()) {
+        if (Clock::now() >= deadline) return false;
+        std::this_thread::sleep_for(milliseconds(1));
+    }
+    return true;
+}
+
+HttpRequest post(const std::string &url, std::uint64_t tag, std::string body = "{}") {
+    HttpRequest r;
+    r.tag = tag;
+    r.url = url;
+    r.body = std::move(body);
+    r.headers = {"Content-Type: application/json"};
+    r.timeout_ms = 5000;
+    r.connect_timeout_ms = 2000;
+    return r;
+}
+
+class HttpEngineTest : public ::testing::Test {
+protected:
+    // A proxy from the environment would take the loopback requests elsewhere.
+    static void SetUpTestSuite() {
+        for (const char *v :
+             {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) {
+            unsetenv(v);
+        }
+    }
+
+    // One request through a fresh engine; the single result.
+    HttpResult one(HttpRequest req, std::size_t cap = 1 << 20) {
+        HttpEngine engine(cap, kUserAgent);
+        EXPECT_EQ(engine.init_error(), "");
+        engine.submit(std::move(req));
+        Driver d(engine);
+        EXPECT_TRUE(d.wait_results(1));
+        EXPECT_EQ(engine.in_flight(), 0u);
+        return d.results.empty() ? HttpResult{} : d.results[0];
+    }
+
+    TestServer server;
+};
+
+TEST_F(HttpEngineTest, IdleEngineHasNoTimerAndNoWork) {
+    HttpEngine engine(1024, kUserAgent);
+    EXPECT_EQ(engine.init_error(), "");
+    EXPECT_GE(engine.fd(), 0);
+    EXPECT_EQ(engine.next_timeout_ms(), -1);
+    EXPECT_EQ(engine.in_flight(), 0u);
+    pollfd p{engine.fd(), POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 0), 0);  // nothing readable: the worker may sleep
+    engine.poll();
+    std::vector<HttpResult> out;
+    engine.take_finished(out);
+    EXPECT_TRUE(out.empty());
+}
+
+TEST_F(HttpEngineTest, OkReturnsStatusBodyAndContentType) {
+    HttpResult r = one(post(server.url("/ok"), 17));
+    EXPECT_EQ(r.tag, 17u);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.error, "");
+    EXPECT_EQ(r.body, "{\"ok\":true}");
+    EXPECT_FALSE(r.body_truncated);
+    EXPECT_EQ(r.content_type, "application/json");
+    EXPECT_FALSE(r.retry_after.has_value());
+    EXPECT_GT(r.duration_ms, 0.0);
+    EXPECT_LT(r.duration_ms, 5000.0);
+}
+
+TEST_F(HttpEngineTest, ErrorStatusKeepsRetryAfter) {
+    HttpResult r = one(post(server.url("/status/503"), 1));
+    EXPECT_EQ(r.status, 503);
+    EXPECT_EQ(r.error, "");
+    EXPECT_EQ(r.body, "busy");
+    EXPECT_EQ(r.content_type, "text/plain");
+    ASSERT_TRUE(r.retry_after.has_value());
+    EXPECT_EQ(*r.retry_after, "7");
+}
+
+TEST_F(HttpEngineTest, InformationalHeadersAreForgottenAndNamesAreCaseInsensitive) {
+    HttpResult r = one(post(server.url("/hints"), 1));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "{}");
+    EXPECT_EQ(r.content_type, "application/json");  // trimmed, from "content-TYPE"
+    EXPECT_FALSE(r.retry_after.has_value());        // only the 103 had one
+}
+
+TEST_F(HttpEngineTest, SendsExactlyTheGivenHeadersAndBody) {
+    HttpRequest req = post(server.url("/echo"), 5, "{\"job\":42}");
+    req.headers = {"Content-Type: application/json",
+                   "Authorization: Bearer aaa.bbb.ccc",
+                   "X-Job: true",
+                   "X-Correlation-ID: 42",
+                   "X-Job-Name: nightly",
+                   "X-Job-Attempt: 3",
+                   "Idempotency-Key: 42"};
+    HttpResult r = one(std::move(req));
+    ASSERT_EQ(r.status, 200) << r.error;
+    std::size_t split = r.body.find("\r\n\r\n");
+    ASSERT_NE(split, std::string::npos);
+    EXPECT_EQ(r.body.substr(split + 4), "{\"job\":42}");
+
+    std::string head = r.body.substr(0, split);
+    std::size_t eol = head.find("\r\n");
+    EXPECT_EQ(head.substr(0, eol), "POST /echo HTTP/1.1");
+    std::multimap<std::string, std::string> got;
+    while (eol != std::string::npos) {
+        std::size_t next = head.find("\r\n", eol + 2);
+        std::string line = head.substr(eol + 2, next == std::string::npos ? next : next - eol - 2);
+        std::size_t colon = line.find(':');
+        ASSERT_NE(colon, std::string::npos) << line;
+        std::size_t v = line.find_first_not_of(' ', colon + 1);
+        got.emplace(lower(line.substr(0, colon)), v == std::string::npos ? "" : line.substr(v));
+        eol = next;
+    }
+    std::multimap<std::string, std::string> want = {
+        {"host", "127.0.0.1:" + std::to_string(server.port())},
+        {"user-agent", kUserAgent},
+        {"accept", "*/*"},
+        {"content-type", "application/json"},
+        {"content-length", "10"},
+        {"authorization", "Bearer aaa.bbb.ccc"},
+        {"x-job", "true"},
+        {"x-correlation-id", "42"},
+        {"x-job-name", "nightly"},
+        {"x-job-attempt", "3"},
+        {"idempotency-key", "42"},
+    };
+    EXPECT_EQ(got, want);
+}
+
+TEST_F(HttpEngineTest, LargeBodyIsSentWithoutExpectContinue) {
+    // curl would ask for 100-continue before a body this large.
+    std::string big = pattern(2u << 20);
+    HttpResult r = one(post(server.url("/echo"), 9, big), 4u << 20);
+    ASSERT_EQ(r.status, 200) << r.error;
+    std::size_t split = r.body.find("\r\n\r\n");
+    ASSERT_NE(split, std::string::npos);
+    std::string head = lower(r.body.substr(0, split));
+    EXPECT_EQ(head.find("expect:"), std::string::npos) << head;
+    EXPECT_NE(head.find("content-length: " + std::to_string(big.size())), std::string::npos);
+    EXPECT_TRUE(r.body.compare(split + 4, std::string::npos, big) == 0);
+
+    HttpResult empty = one(post(server.url("/echo"), 10, ""));
+    ASSERT_EQ(empty.status, 200) << empty.error;
+    EXPECT_NE(lower(empty.body).find("content-length: 0\r\n"), std::string::npos);
+}
+
+TEST_F(HttpEngineTest, RedirectIsReturnedNotFollowed) {
+    HttpResult r = one(post(server.url("/redirect"), 3));
+    EXPECT_EQ(r.status, 302);
+    EXPECT_EQ(r.error, "");
+    EXPECT_EQ(server.hits("/redirect"), 1);
+    EXPECT_EQ(server.hits("/ok"), 0);
+}
+
+TEST_F(HttpEngineTest, BodyIsCutAtTheCap) {
+    const std::size_t cap = 1000;
+    HttpResult exact = one(post(server.url("/bytes/1000"), 1), cap);
+    EXPECT_EQ(exact.status, 200);
+    EXPECT_EQ(exact.body, pattern(cap));
+    EXPECT_FALSE(exact.body_truncated);
+
+    HttpResult over = one(post(server.url("/bytes/1001"), 2), cap);
+    EXPECT_EQ(over.status, 200);
+    EXPECT_EQ(over.body, pattern(cap));
+    EXPECT_TRUE(over.body_truncated);
+
+    HttpResult huge = one(post(server.url("/huge"), 3), cap);
+    EXPECT_EQ(huge.status, 200);
+    EXPECT_EQ(huge.error, "");
+    EXPECT_EQ(huge.body, pattern(cap));
+    EXPECT_LE(huge.body.capacity(), 2 * cap);  // never grew toward 8 MiB
+    EXPECT_TRUE(huge.body_truncated);
+    EXPECT_EQ(huge.content_type, "application/octet-stream");
+
+    HttpResult none = one(post(server.url("/ok"), 4), 0);
+    EXPECT_EQ(none.status, 200);
+    EXPECT_EQ(none.body, "");
+    EXPECT_TRUE(none.body_truncated);
+}
+
+TEST_F(HttpEngineTest, TimeoutGivesStatusZeroAndError) {
+    HttpRequest req = post(server.url("/slow"), 8);
+    req.timeout_ms = 300;
+    req.headers.push_back("Authorization: Bearer top-secret-token");
+    const auto start = Clock::now();
+    HttpResult r = one(std::move(req));
+    const auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - start).count();
+    EXPECT_EQ(r.tag, 8u);
+    EXPECT_EQ(r.status, 0);
+    EXPECT_NE(r.error.find("Timeout"), std::string::npos) << r.error;
+    EXPECT_EQ(r.error.find("top-secret"), std::string::npos) << r.error;
+    EXPECT_EQ(r.body, "");
+    EXPECT_GE(took, 250);
+    EXPECT_LT(took, 3000);
+    EXPECT_EQ(server.hits("/slow"), 1);
+}
+
+TEST_F(HttpEngineTest, ResetGivesStatusZeroAndError) {
+    HttpResult r = one(post(server.url("/reset"), 4));
+    EXPECT_EQ(r.status, 0);
+    EXPECT_FALSE(r.error.empty());
+    EXPECT_EQ(r.body, "");
+    EXPECT_GE(server.hits("/reset"), 1);
+}
+
+TEST_F(HttpEngineTest, RefusedConnectionGivesError) {
+    // A bound socket that never listens: the kernel answers with RST.
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(s, (sockaddr *)&addr, sizeof addr), 0);
+    socklen_t len = sizeof addr;
+    getsockname(s, (sockaddr *)&addr, &len);
+    HttpRequest req = post("http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/ok", 6);
+    req.headers.push_back("Authorization: Bearer top-secret-token");
+    HttpResult r = one(std::move(req));
+    close(s);
+    EXPECT_EQ(r.tag, 6u);
+    EXPECT_EQ(r.status, 0);
+    EXPECT_NE(r.error.find("connect"), std::string::npos) << r.error;
+    EXPECT_EQ(r.error.find("top-secret"), std::string::npos) << r.error;
+}
+
+TEST_F(HttpEngineTest, OnlyHttpAndHttpsAreAllowed) {
+    char path[] = "/tmp/http_engine_test_XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    const std::string marker = "marker-that-must-not-be-read";
+    ASSERT_EQ(write(fd, marker.data(), marker.size()), (ssize_t)marker.size());
+    close(fd);
+
+    const std::string hostport = "127.0.0.1:" + std::to_string(server.port());
+    const std::vector<std::string> urls = {
+        "file:///etc/passwd",       std::string("file://") + path, std::string("FILE://") + path,
+        "ftp://" + hostport + "/x", "gopher://" + hostport + "/x", "dict://" + hostport + "/x",
+        "telnet://" + hostport,
+    };
+    HttpEngine engine(1 << 20, kUserAgent);
+    for (std::size_t i = 0; i < urls.size(); ++i) engine.submit(post(urls[i], i));
+    Driver d(engine);
+    ASSERT_TRUE(d.wait_results(urls.size()));
+    unlink(path);
+    for (const HttpResult &r : d.results) {
+        SCOPED_TRACE(urls.at(r.tag));
+        EXPECT_EQ(r.status, 0);
+        EXPECT_NE(r.error.find("Unsupported protocol"), std::string::npos) << r.error;
+        EXPECT_EQ(r.body, "");
+    }
+    EXPECT_EQ(server.accepted(), 0);  // no scheme reached the network
+}
+
+TEST_F(HttpEngineTest, WaitingDoesNotSpin) {
+    HttpEngine engine(1024, kUserAgent);
+    engine.submit(post(server.url("/delay/200"), 1));
+    Driver d(engine);
+    ASSERT_TRUE(d.wait_results(1));
+    EXPECT_EQ(d.results[0].status, 200);
+    EXPECT_EQ(d.results[0].body, "{}");
+    EXPECT_LT(d.iterations, 20);  // a busy loop would spin thousands of times
+}
+
+TEST_F(HttpEngineTest, ManyConcurrentRequestsCompleteWithTheirTags) {
+    // Each answer takes 100 ms: one after another this would need 20 s.
+    const std::size_t n = 200;
+    HttpEngine engine(1 << 16, kUserAgent);
+    const auto start = Clock::now();
+    for (std::size_t i = 0; i < n; ++i) {
+        engine.submit(post(server.url("/delay/100"), 1000 + i, "tag=" + std::to_string(1000 + i)));
+    }
+    EXPECT_EQ(engine.in_flight(), n);
+    Driver d(engine);
+    ASSERT_TRUE(d.wait_results(n, milliseconds(5000)));
+    const auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - start).count();
+    EXPECT_EQ(d.results.size(), n);
+    EXPECT_EQ(engine.in_flight(), 0u);
+    std::set<std::uint64_t> tags;
+    for (const HttpResult &r : d.results) {
+        EXPECT_EQ(r.status, 200) << r.error;
+        EXPECT_EQ(r.body, "tag=" + std::to_string(r.tag));
+        tags.insert(r.tag);
+    }
+    EXPECT_EQ(tags.size(), n);
+    EXPECT_EQ(*tags.begin(), 1000u);
+    EXPECT_EQ(*tags.rbegin(), 1000u + n - 1);
+    EXPECT_LT(took, 3000);                               // they really ran side by side
+    EXPECT_EQ(server.accepted(), static_cast<int>(n));   // HTTP/1.1: one connection each
+    EXPECT_LT(d.iterations, static_cast<long>(10 * n));  // about 18 when idle
+}
+
+TEST_F(HttpEngineTest, SequentialRequestsReuseConnections) {
+    HttpEngine engine(1024, kUserAgent);
+    Driver d(engine);
+    for (std::size_t i = 0; i < 100; ++i) {
+        engine.submit(post(server.url("/ok"), i));
+        ASSERT_TRUE(d.wait_results(i + 1));
+        ASSERT_EQ(d.results.back().status, 200) << d.results.back().error;
+    }
+    EXPECT_EQ(server.hits("/ok"), 100);
+    EXPECT_LE(server.accepted(), 2);
+}
+
+TEST_F(HttpEngineTest, AbortAllDropsTransfersAndEngineStaysUsable) {
+    HttpEngine engine(1024, kUserAgent);
+    for (std::uint64_t i = 0; i < 5; ++i) engine.submit(post(server.url("/slow"), i));
+    Driver d(engine);
+    ASSERT_TRUE(d.run_until([&] { return server.hits("/slow") == 5; }, milliseconds(3000), 2))
+        << server.hits("/slow") << " of 5 requests arrived";
+    engine.abort_all();
+    EXPECT_EQ(engine.in_flight(), 0u);
+    EXPECT_TRUE(eventually([&] { return server.closed() == 5; }));  // sockets really closed
+    engine.poll();
+    engine.take_finished(d.results);
+    EXPECT_TRUE(d.results.empty());
+
+    engine.submit(post(server.url("/ok"), 99));
+    ASSERT_TRUE(d.wait_results(1));
+    EXPECT_EQ(d.results[0].tag, 99u);
+    EXPECT_EQ(d.results[0].status, 200);
+}
+
+TEST_F(HttpEngineTest, DestroyingTheEngineClosesInFlightConnections) {
+    {
+        HttpEngine engine(1024, kUserAgent);
+        for (std::uint64_t i = 0; i < 3; ++i) engine.submit(post(server.url("/slow"), i));
+        Driver d(engine);
+        ASSERT_TRUE(d.run_until([&] { return server.hits("/slow") == 3; }, milliseconds(3000), 2));
+    }
+    EXPECT_TRUE(eventually([&] { return server.closed() == 3; }));
+}
+
+TEST_F(HttpEngineTest, TimeoutsAreClampedToAtLeastOneMillisecond) {
+    HttpRequest req = post(server.url("/slow"), 1);
+    req.timeout_ms = 0;  // 0 would mean "no timeout" to curl
+    req.connect_timeout_ms = -5;
+    HttpResult r = one(std::move(req));
+    EXPECT_EQ(r.status, 0);
+    EXPECT_NE(r.error.find("Timeout"), std::string::npos) << r.error;
+}
+
+}  // namespace
+}  // namespace jobrunner
