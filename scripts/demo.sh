@@ -1,19 +1,125 @@
 #!/usr/bin/env bash
-# demo.sh — `make demo`: a throwaway PostgreSQL 15 cluster with pg_jobrunner
-# installed and created. A placeholder: the guided demo is under construction.
+# demo.sh — `make demo`: a throwaway PostgreSQL 15 cluster with pg_jobrunner,
+# a demo endpoint on 127.0.0.1, and jobs flowing: orders inserted by "users"
+# queue jobs from a trigger in the same transaction, one job name fails and
+# retries, a hook records receipts, and job_stats is shown live. Everything
+# it starts is stopped when it ends (after DEMO_SECONDS, default 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+PY=/usr/bin/python3
+PORT=${DEMO_PORT:-54339}
+EP_PORT=${DEMO_ENDPOINT_PORT:-18089}
+SECONDS_TO_RUN=${DEMO_SECONDS:-20}
 
 if [[ $(id -u) -eq 0 ]]; then make --no-print-directory install >/dev/null
 else sudo make --no-print-directory install >/dev/null; fi
 
 DEMO_DIR=$(mktemp -d /tmp/jobrunner-demo.XXXXXX)
-trap 'test/lib/cluster.sh stop "$DEMO_DIR" >/dev/null 2>&1 || true; rm -rf "$DEMO_DIR"' EXIT
-eval "$(test/lib/cluster.sh start "$DEMO_DIR" "${DEMO_PORT:-54339}")"
+EP_PID=""
+cleanup() {
+  [[ -n "$EP_PID" ]] && kill "$EP_PID" 2>/dev/null || true
+  test/lib/cluster.sh stop "$DEMO_DIR" >/dev/null 2>&1 || true
+  [[ -n "${DEMO_KEEP:-}" ]] || rm -rf "$DEMO_DIR"
+}
+trap cleanup EXIT
 
-psql() { /usr/lib/postgresql/15/bin/psql -X -v ON_ERROR_STOP=1 "$@"; }
-psql -q -d postgres -c 'CREATE DATABASE jobrunner_it'
-psql -q -d jobrunner_it -c 'CREATE EXTENSION pg_cron' -c 'CREATE EXTENSION pg_jobrunner'
-psql -d jobrunner_it -c 'SELECT * FROM jobrunner.worker_status()'
+echo "jobrunner.base_url = 'http://127.0.0.1:$EP_PORT'" > "$DEMO_DIR/demo.conf"
+eval "$(test/lib/cluster.sh start "$DEMO_DIR" "$PORT" "$DEMO_DIR/demo.conf")"
+JOBRUNNER_SECRET=$(cat "$DEMO_DIR/jwt_secret") \
+  $PY test/integration/endpoint.py --host 127.0.0.1 --port "$EP_PORT" \
+  > "$DEMO_DIR/endpoint.log" 2>&1 &
+EP_PID=$!
 
-echo "pg_jobrunner demo: under construction (the cluster above is stopped on exit)."
+psql() { /usr/lib/postgresql/15/bin/psql -X -q -v ON_ERROR_STOP=1 -d jobrunner_it "$@"; }
+/usr/lib/postgresql/15/bin/psql -X -q -d postgres -c 'CREATE DATABASE jobrunner_it'
+
+# Wait (bounded) for the worker and the endpoint.
+for _ in $(seq 1 100); do
+  running=$(psql -At -c "CREATE EXTENSION IF NOT EXISTS pg_jobrunner" \
+                     -c "SELECT running FROM jobrunner.worker_status()" 2>/dev/null || true)
+  [[ "$running" == t ]] && break
+  sleep 0.1
+done
+[[ "$running" == t ]] || { echo "demo: the worker did not start" >&2; exit 1; }
+
+echo "== pg_jobrunner demo: cluster on port $PORT, endpoint on 127.0.0.1:$EP_PORT"
+psql <<'SQL'
+CREATE SCHEMA app;
+CREATE TABLE app.orders (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer    uuid NOT NULL,
+    total_cents int  NOT NULL,
+    receipt_at  timestamptz
+);
+
+-- Three job names on the demo endpoint: one fast, one that fails twice
+-- before succeeding, one slow.
+INSERT INTO jobrunner.job_config (job_name, url, concurrency_limit, retry_backoff, retry_backoff_max)
+VALUES ('send-receipt', current_setting('jobrunner.base_url') || '/ok', 4, '1 second', '2 seconds'),
+       ('charge-card',  current_setting('jobrunner.base_url') || '/flaky?fail=2', 2, '1 second', '2 seconds'),
+       ('build-report', current_setting('jobrunner.base_url') || '/slow?ms=300', 1, '1 second', '2 seconds');
+
+-- The receipt's completion and the order's receipt_at commit together.
+CREATE FUNCTION app.receipt_sent(j jobrunner.job) RETURNS void LANGUAGE sql AS $$
+    UPDATE app.orders SET receipt_at = now() WHERE id = (j.request_body ->> 'order_id')::bigint;
+$$;
+UPDATE jobrunner.job_config SET on_complete = 'app.receipt_sent(jobrunner.job)'
+ WHERE job_name = 'send-receipt';
+
+-- The trigger queues in the inserting transaction, as the inserting user
+-- (the caller's request.jwt.claims, as PostgREST sets them).
+CREATE FUNCTION app.order_placed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM jobrunner.queue_job('charge-card', jsonb_build_object('order_id', NEW.id, 'cents', NEW.total_cents));
+    PERFORM jobrunner.queue_job('send-receipt', jsonb_build_object('order_id', NEW.id));
+    RETURN NEW;
+END $$;
+CREATE TRIGGER order_placed AFTER INSERT ON app.orders
+    FOR EACH ROW EXECUTE FUNCTION app.order_placed();
+SQL
+
+echo "== five users place orders (each in its own transaction, as PostgREST would)"
+for u in 1 2 3 4 5; do
+  sub="00000000-0000-4000-8000-00000000000$u"
+  psql <<SQL
+BEGIN;
+SET LOCAL request.jwt.claims = '{"sub":"$sub","role":"authenticated","email":"user$u@example.com"}';
+INSERT INTO app.orders (customer, total_cents) SELECT '$sub', 100 * g FROM generate_series(1, 4) g;
+COMMIT;
+SQL
+done
+echo "== a rolled-back order queues nothing"
+before=$(psql -At -c "SELECT count(*) FROM jobrunner.job")
+psql <<'SQL'
+BEGIN;
+SET LOCAL request.jwt.claims = '{"sub":"00000000-0000-4000-8000-000000000009","role":"authenticated"}';
+INSERT INTO app.orders (customer, total_cents) VALUES ('00000000-0000-4000-8000-000000000009', 1);
+ROLLBACK;
+SQL
+after=$(psql -At -c "SELECT count(*) FROM jobrunner.job")
+echo "jobs before: $before, after the rolled-back order: $after"
+psql -c "SELECT jobrunner.queue_job_for(NULL, NULL, NULL, 'build-report', '{\"period\":\"daily\"}') AS system_job" >/dev/null
+
+deadline=$((SECONDS + SECONDS_TO_RUN))
+while (( SECONDS < deadline )); do
+  echo "-- job_stats at $(date +%T)"
+  psql -c "SELECT job_name, pending, running, completed_last_hour AS completed,
+                  failed_last_hour AS failed, round(p50_ms::numeric, 1) AS p50_ms
+             FROM jobrunner.job_stats ORDER BY job_name"
+  left=$(psql -At -c "SELECT count(*) FROM jobrunner.job WHERE state IN ('pending', 'running')")
+  [[ "$left" == 0 ]] && break
+  sleep 1
+done
+
+echo "== one charge-card job, attempt by attempt (fails twice, then succeeds)"
+psql -c "SELECT l.attempt, l.log_level, l.status_code, left(l.log_message, 70) AS log_message
+           FROM jobrunner.job_logs l
+          WHERE l.job_id = (SELECT id FROM jobrunner.job WHERE job_name = 'charge-card'
+                             ORDER BY created_at, id LIMIT 1)
+          ORDER BY l.id"
+echo "== receipts written by the on_complete hook, in the completion's transaction"
+psql -c "SELECT count(*) AS orders, count(receipt_at) AS receipts FROM app.orders"
+echo "== the endpoint verified every token independently"
+psql -c "SELECT * FROM jobrunner.worker_status()" -x
+grep -c '"violations": \[\]' "$DEMO_DIR/endpoint.log" | sed 's/^/requests without contract violations: /'
