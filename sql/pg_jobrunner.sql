@@ -1231,6 +1231,34 @@ SELECT j.id, j.job_name, j.user_id, j.state, j.attempts, j.last_status, j.last_e
 COMMENT ON VIEW jobrunner.recent_failures IS
     'failed jobs and jobs waiting to retry, with their last error, from the last day';
 
+-- Internal functions: documented for whoever reads \df+ jobrunner.*
+COMMENT ON FUNCTION jobrunner._check_access(uuid, uuid, boolean) IS
+    'internal: raise not-found unless the caller owns the job or is an admin';
+COMMENT ON FUNCTION jobrunner._validate_job_config() IS
+    'internal: trigger refusing job_config rows that could misdirect or break requests';
+COMMENT ON FUNCTION jobrunner._enqueue(uuid, text, text, text, jsonb, int, timestamptz, text, text, int) IS
+    'internal: the one place jobs are inserted (dedup and idempotency through unique indexes)';
+COMMENT ON FUNCTION jobrunner._run_hook(regprocedure, jobrunner.job) IS
+    'internal: run a completion hook with request.jwt.claims set to the job user''s claims';
+COMMENT ON FUNCTION jobrunner._settle_ok(jobrunner.job, int, jsonb, double precision, text) IS
+    'internal: complete a job (or acknowledge a callback job), running on_complete in a subtransaction';
+COMMENT ON FUNCTION jobrunner._settle_fail(jobrunner.job, int, text, boolean, bigint, double precision) IS
+    'internal: fail an attempt: retry after backoff, or fail for good and run on_fail';
+COMMENT ON FUNCTION jobrunner._recover(bigint) IS
+    'internal: put attempts left in flight by another worker incarnation back to pending';
+COMMENT ON FUNCTION jobrunner._claim(int, bigint) IS
+    'internal: claim due jobs fairly within concurrency, max_concurrency and rate limits';
+COMMENT ON FUNCTION jobrunner._record(bigint, uuid[], int[], int[], text[], text[], double precision[], bigint[]) IS
+    'internal: record a batch of attempt outcomes, fenced by attempt and worker';
+COMMENT ON FUNCTION jobrunner._expire_leases(int) IS
+    'internal: fail callback attempts whose lease ran out';
+COMMENT ON FUNCTION jobrunner._next_wakeup() IS
+    'internal: when the worker must look at the queue again';
+COMMENT ON FUNCTION jobrunner._purge(interval, int) IS
+    'internal: delete completed and canceled jobs and their logs past retention, in batches';
+COMMENT ON FUNCTION jobrunner._run_schedule(text) IS
+    'internal: what pg_cron runs for a schedule; skipped while the previous run is active';
+
 ------------------------------------------------------------------------------
 -- Privileges and row-level security
 ------------------------------------------------------------------------------

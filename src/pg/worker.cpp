@@ -348,6 +348,9 @@ void jobrunner_worker_main(Datum main_arg) {
     // a hook must not hold the worker forever on a row lock.
     SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
     SetConfigOption("lock_timeout", "5s", PGC_SUSET, PGC_S_OVERRIDE);
+    // The claim relies on READ COMMITTED row re-checks, whatever the default.
+    SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET,
+                    PGC_S_OVERRIDE);
     publish();
     ereport(LOG, (errmsg("pg_jobrunner worker started for database \"%s\"", guc_database_name)));
 
