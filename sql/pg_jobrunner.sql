@@ -800,7 +800,7 @@ CREATE FUNCTION jobrunner._claim(_limit int, _worker bigint)
 AS $$
 #variable_conflict use_column
 DECLARE
-    _ids uuid[];
+    _ctids tid[];
     _base text := NULLIF(pg_catalog.current_setting('jobrunner.base_url'), '');
 BEGIN
     IF _limit <= 0 THEN
@@ -851,17 +851,25 @@ BEGIN
           FROM grp g
           JOIN jobrunner.job_config c ON c.job_name = g.job_name AND c.enabled
           LEFT JOIN running r ON r.job_name = g.job_name AND r.owner = g.owner
-    ), cand AS (
-        SELECT s.job_name, s.owner, s.free, x.id, x.priority, x.next_run_at
+    ), fair_share AS (
+        -- No group needs more than an even share of this claim: fetching
+        -- more would only be sorted away. Groups left short are topped up by
+        -- the next claim.
+        SELECT GREATEST(1, ceil(_limit::numeric / GREATEST(1, count(DISTINCT (s.job_name, s.owner)))))::int AS n
           FROM slots s
+         WHERE s.free > 0
+    ), cand AS (
+        SELECT s.job_name, s.owner, s.free, x.row_ctid, x.priority, x.next_run_at
+          FROM slots s
+          CROSS JOIN fair_share f
           CROSS JOIN LATERAL (
-                SELECT j.id, j.priority, j.next_run_at
+                SELECT j.ctid AS row_ctid, j.priority, j.next_run_at
                   FROM jobrunner.job j
                  WHERE j.state = 'pending' AND j.job_name = s.job_name
                    AND COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) = s.owner
                    AND j.priority = s.priority AND j.next_run_at <= now()
                  ORDER BY j.next_run_at
-                 LIMIT s.free) x
+                 LIMIT LEAST(s.free, f.n)) x
          WHERE s.free > 0
     ), in_group AS (
         SELECT c.*, row_number() OVER (PARTITION BY c.job_name, c.owner
@@ -873,7 +881,7 @@ BEGIN
           FROM in_group g
          WHERE g.grp_rank <= g.free
     ), allowed AS (
-        SELECT i.id, i.grp_rank, i.priority, i.next_run_at
+        SELECT i.row_ctid, i.grp_rank, i.priority, i.next_run_at
           FROM in_name i
           JOIN jobrunner.job_config c ON c.job_name = i.job_name
           LEFT JOIN (SELECT r.job_name, sum(r.n) AS n FROM running r GROUP BY 1) rn
@@ -882,19 +890,22 @@ BEGIN
          WHERE (c.max_concurrency IS NULL OR i.name_rank <= c.max_concurrency - COALESCE(rn.n, 0))
            AND (c.rate_limit IS NULL OR i.name_rank <= floor(COALESCE(b.tokens, 0)))
     )
-    SELECT pg_catalog.array_agg(a.id) INTO _ids
-      FROM (SELECT a.id FROM allowed a
+    SELECT pg_catalog.array_agg(a.row_ctid) INTO _ctids
+      FROM (SELECT a.row_ctid FROM allowed a
              ORDER BY a.grp_rank, a.priority DESC, a.next_run_at
              LIMIT _limit) a;
 
-    IF _ids IS NULL THEN
+    IF _ctids IS NULL THEN
         RETURN;
     END IF;
 
+    -- Rows are found by ctid (TID scans). A row changed since it was read
+    -- (dequeued, say) no longer matches and is skipped, as is a row locked
+    -- by an unfinished dequeue_job.
     RETURN QUERY
     WITH locked AS (
-        SELECT j.id FROM jobrunner.job j
-         WHERE j.id = ANY (_ids) AND j.state = 'pending'
+        SELECT j.ctid AS row_ctid FROM jobrunner.job j
+         WHERE j.ctid = ANY (_ctids) AND j.state = 'pending'
          FOR UPDATE SKIP LOCKED
     ), upd AS (
         UPDATE jobrunner.job j
@@ -902,7 +913,7 @@ BEGIN
                locked_by = _worker, last_run_at = now(), updated_at = now(),
                acked_at = NULL, lease_expires_at = NULL
           FROM locked l
-         WHERE j.id = l.id
+         WHERE j.ctid = l.row_ctid AND j.state = 'pending'
         RETURNING j.*
     ), logged AS (
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
@@ -939,41 +950,48 @@ DECLARE
     _k int;
     _r record;
 BEGIN
-    -- Outcomes that need a hook or a callback acknowledgement: one by one.
-    FOR _r IN
-        SELECT j AS job, x.status, x.err, x.resp, x.dur, x.ra,
-               (x.status BETWEEN 200 AND 299) AS ok
-          FROM unnest(_ids, _attempts, _statuses, _errors, _responses, _durations, _retry_after_ms)
-               AS x(id, attempt, status, err, resp, dur, ra)
-          JOIN jobrunner.job j ON j.id = x.id
-          JOIN jobrunner.job_config c ON c.job_name = j.job_name
-         WHERE j.state = 'running' AND j.attempts = x.attempt AND j.locked_by = _worker
-           AND j.acked_at IS NULL
-           AND CASE WHEN x.status BETWEEN 200 AND 299
-                    THEN c.on_complete IS NOT NULL OR c.completion = 'callback'
-                    ELSE c.on_fail IS NOT NULL AND j.attempts > j.max_retries END
-           FOR UPDATE OF j
-    LOOP
-        IF _r.ok THEN
-            PERFORM jobrunner._settle_ok(_r.job, _r.status, _r.resp::jsonb, _r.dur, 'worker');
-        ELSE
-            PERFORM jobrunner._settle_fail(_r.job, _r.status, _r.err, true, _r.ra, _r.dur);
-        END IF;
-        _n := _n + 1;
-    END LOOP;
+    -- Outcomes that need a hook or a callback acknowledgement: one by one
+    -- (skipped outright when no job name has either).
+    IF EXISTS (SELECT 1 FROM jobrunner.job_config c
+                WHERE c.on_complete IS NOT NULL OR c.on_fail IS NOT NULL
+                   OR c.completion = 'callback') THEN
+        FOR _r IN
+            SELECT jj AS job, x.status, x.err, x.resp, x.dur, x.ra,
+                   (x.status BETWEEN 200 AND 299) AS ok
+              FROM unnest(_ids, _attempts, _statuses, _errors, _responses, _durations, _retry_after_ms)
+                   AS x(id, attempt, status, err, resp, dur, ra)
+             CROSS JOIN LATERAL (
+                    SELECT j.* FROM jobrunner.job j
+                     WHERE j.id = x.id AND j.state = 'running' AND j.attempts = x.attempt
+                       AND j.locked_by = _worker AND j.acked_at IS NULL
+                       FOR UPDATE) jj
+              JOIN jobrunner.job_config c ON c.job_name = jj.job_name
+             WHERE CASE WHEN x.status BETWEEN 200 AND 299
+                        THEN c.on_complete IS NOT NULL OR c.completion = 'callback'
+                        ELSE c.on_fail IS NOT NULL AND jj.attempts > jj.max_retries END
+        LOOP
+            IF _r.ok THEN
+                PERFORM jobrunner._settle_ok(_r.job, _r.status, _r.resp::jsonb, _r.dur, 'worker');
+            ELSE
+                PERFORM jobrunner._settle_fail(_r.job, _r.status, _r.err, true, _r.ra, _r.dur);
+            END IF;
+            _n := _n + 1;
+        END LOOP;
+    END IF;
 
     -- Everything else in one statement.
     WITH x AS (
         SELECT * FROM unnest(_ids, _attempts, _statuses, _errors, _responses, _durations, _retry_after_ms)
                  AS x(id, attempt, status, err, resp, dur, ra)
-    ), t AS (
-        SELECT x.*, (x.status BETWEEN 200 AND 299) AS ok, c.retry_backoff, c.retry_backoff_max
+    ), t AS MATERIALIZED (
+        SELECT x.*, j.row_ctid, (x.status BETWEEN 200 AND 299) AS ok, c.retry_backoff, c.retry_backoff_max
           FROM x
-          JOIN jobrunner.job j ON j.id = x.id
+         CROSS JOIN LATERAL (
+                SELECT j.ctid AS row_ctid, j.job_name, j.attempts, j.max_retries FROM jobrunner.job j
+                 WHERE j.id = x.id AND j.state = 'running' AND j.attempts = x.attempt
+                   AND j.locked_by = _worker AND j.acked_at IS NULL) j
           LEFT JOIN jobrunner.job_config c ON c.job_name = j.job_name
-         WHERE j.state = 'running' AND j.attempts = x.attempt AND j.locked_by = _worker
-           AND j.acked_at IS NULL
-           AND NOT COALESCE(CASE WHEN x.status BETWEEN 200 AND 299
+         WHERE NOT COALESCE(CASE WHEN x.status BETWEEN 200 AND 299
                                  THEN c.on_complete IS NOT NULL OR c.completion = 'callback'
                                  ELSE c.on_fail IS NOT NULL AND j.attempts > j.max_retries END, false)
     ), upd AS (
@@ -993,8 +1011,11 @@ BEGIN
                locked_at = NULL,
                locked_by = CASE WHEN t.ok OR j.attempts > j.max_retries THEN j.locked_by END
           FROM t
-         WHERE j.id = t.id AND j.state = 'running' AND j.attempts = t.attempt
-           AND j.locked_by = _worker AND j.acked_at IS NULL
+         -- By ctid: a TID scan, whatever the planner believes about how many
+         -- rows are running. A row changed since t was read is skipped: only
+         -- someone finishing this attempt changes a running row.
+         WHERE j.ctid = t.row_ctid AND j.id = t.id AND j.state = 'running'
+           AND j.attempts = t.attempt AND j.locked_by = _worker AND j.acked_at IS NULL
         RETURNING j.id, j.attempts, j.state, j.next_run_at, t.status, t.err, t.dur
     ), logged AS (
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)

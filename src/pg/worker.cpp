@@ -108,6 +108,7 @@ private:
     std::vector<HttpResult> results_;
     std::uint64_t next_tag_ = 1;
     bool want_claim_ = true;
+    bool backlog_ = false;  // the last claim was full: more jobs are due
     TimestampTz next_look_ = 0;
     TimestampTz last_lease_check_ = 0;
     TimestampTz last_purge_ = 0;
@@ -219,7 +220,10 @@ void Dispatcher::step(TimestampTz now) {
     int capacity = guc_max_in_flight - static_cast<int>(in_flight_.size());
     bool lease_due = now - last_lease_check_ >= kLeaseCheckUs;
     bool purge_due = now - last_purge_ >= kPurgeEveryUs;
-    bool claim = want_claim_ && capacity > 0;
+    // While a backlog drains, claim in batches (a quarter of the slots) so
+    // that each transaction carries many jobs; otherwise claim at once.
+    int batch = backlog_ && !in_flight_.empty() ? std::max(1, guc_max_in_flight / 4) : 1;
+    bool claim = want_claim_ && capacity >= batch;
     if (outcomes_.empty() && !claim && !(want_claim_ && (lease_due || purge_due))) return;
 
     CycleInput in;
@@ -229,6 +233,7 @@ void Dispatcher::step(TimestampTz now) {
     in.expire_leases = lease_due;
     in.purge = purge_due;
     in.retention_s = guc_retention_s;
+    in.next_wakeup = !claim || !backlog_;
     CycleOutput out;
     if (!db_cycle(in, out)) {
         ereport(WARNING, (errmsg("pg_jobrunner: worker transaction failed: %s", out.error.c_str())));
@@ -249,7 +254,8 @@ void Dispatcher::step(TimestampTz now) {
     int got = static_cast<int>(out.claimed.size());
     dispatch(out.claimed);
     // A full claim suggests more is due; recorded outcomes free slots.
-    want_claim_ = (claim && got == in.claim_limit) || (recorded && !claim);
+    if (claim) backlog_ = got == in.claim_limit;
+    want_claim_ = (claim && backlog_) || (recorded && !claim);
     int64 look_in_us = static_cast<int64>(guc_poll_interval_ms) * 1000;
     if (out.next_wakeup_ms >= 0) look_in_us = std::min<int64>(look_in_us, out.next_wakeup_ms * 1000);
     next_look_ = now + look_in_us;

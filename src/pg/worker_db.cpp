@@ -225,9 +225,11 @@ bool db_cycle(const CycleInput &in, CycleOutput &out) {
                 purged = (int)select_int(sql);
             }
             if (in.claim_limit > 0) claim_jobs(in.worker_id, in.claim_limit, raw);
+            if (!in.next_wakeup) return;
+            // NULL (nothing dated) stays NULL: GREATEST alone would turn it into 0.
             next_ms = select_int(
-                "SELECT GREATEST(0, ceil(EXTRACT(epoch FROM jobrunner._next_wakeup() - "
-                "clock_timestamp()) * 1000))::bigint");
+                "SELECT CASE WHEN w IS NOT NULL THEN GREATEST(0, ceil(EXTRACT(epoch FROM w - "
+                "clock_timestamp()) * 1000))::bigint END FROM jobrunner._next_wakeup() w");
         },
         errbuf, sizeof(errbuf));
     out.extension_present = present;

@@ -20,6 +20,7 @@ struct CycleInput {
     bool expire_leases = false;
     bool purge = false;
     int retention_s = 0;
+    bool next_wakeup = true;  // also ask when the queue next needs a look
 };
 
 struct CycleOutput {
