@@ -801,6 +801,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     _ctids tid[];
+    _ids uuid[];
     _base text := NULLIF(pg_catalog.current_setting('jobrunner.base_url'), '');
 BEGIN
     IF _limit <= 0 THEN
@@ -859,11 +860,11 @@ BEGIN
           FROM slots s
          WHERE s.free > 0
     ), cand AS (
-        SELECT s.job_name, s.owner, s.free, x.row_ctid, x.priority, x.next_run_at
+        SELECT s.job_name, s.owner, s.free, x.row_ctid, x.id, x.priority, x.next_run_at
           FROM slots s
           CROSS JOIN fair_share f
           CROSS JOIN LATERAL (
-                SELECT j.ctid AS row_ctid, j.priority, j.next_run_at
+                SELECT j.ctid AS row_ctid, j.id, j.priority, j.next_run_at
                   FROM jobrunner.job j
                  WHERE j.state = 'pending' AND j.job_name = s.job_name
                    AND COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) = s.owner
@@ -881,7 +882,7 @@ BEGIN
           FROM in_group g
          WHERE g.grp_rank <= g.free
     ), allowed AS (
-        SELECT i.row_ctid, i.grp_rank, i.priority, i.next_run_at
+        SELECT i.row_ctid, i.id, i.grp_rank, i.priority, i.next_run_at
           FROM in_name i
           JOIN jobrunner.job_config c ON c.job_name = i.job_name
           LEFT JOIN (SELECT r.job_name, sum(r.n) AS n FROM running r GROUP BY 1) rn
@@ -890,8 +891,8 @@ BEGIN
          WHERE (c.max_concurrency IS NULL OR i.name_rank <= c.max_concurrency - COALESCE(rn.n, 0))
            AND (c.rate_limit IS NULL OR i.name_rank <= floor(COALESCE(b.tokens, 0)))
     )
-    SELECT pg_catalog.array_agg(a.row_ctid) INTO _ctids
-      FROM (SELECT a.row_ctid FROM allowed a
+    SELECT pg_catalog.array_agg(a.row_ctid), pg_catalog.array_agg(a.id) INTO _ctids, _ids
+      FROM (SELECT a.row_ctid, a.id FROM allowed a
              ORDER BY a.grp_rank, a.priority DESC, a.next_run_at
              LIMIT _limit) a;
 
@@ -899,14 +900,17 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Rows are found by ctid (TID scans). A row changed since it was read
-    -- (dequeued, say) no longer matches and is skipped, as is a row locked
-    -- by an unfinished dequeue_job.
+    -- Rows are found by ctid (TID scans) and checked by id. A row changed
+    -- since it was read (dequeued, say) no longer matches and is skipped, as
+    -- is a row locked by an unfinished dequeue_job.
     RETURN QUERY
     WITH locked AS (
-        SELECT j.ctid AS row_ctid FROM jobrunner.job j
-         WHERE j.ctid = ANY (_ctids) AND j.state = 'pending'
-         FOR UPDATE SKIP LOCKED
+        SELECT l.row_ctid
+          FROM unnest(_ctids, _ids) AS c(row_ctid, id)
+         CROSS JOIN LATERAL (
+                SELECT j.ctid AS row_ctid FROM jobrunner.job j
+                 WHERE j.ctid = c.row_ctid AND j.id = c.id AND j.state = 'pending'
+                   FOR UPDATE SKIP LOCKED) l
     ), upd AS (
         UPDATE jobrunner.job j
            SET state = 'running', attempts = j.attempts + 1, locked_at = now(),
