@@ -110,6 +110,7 @@ private:
     bool want_claim_ = true;
     bool backlog_ = false;  // the last claim was full: more jobs are due
     TimestampTz next_look_ = 0;
+    TimestampTz paused_until_ = 0;  // after a failed transaction: no retry before
     TimestampTz last_lease_check_ = 0;
     TimestampTz last_purge_ = 0;
     WaitEventSet *events_ = nullptr;
@@ -224,6 +225,7 @@ void Dispatcher::step(TimestampTz now) {
     // that each transaction carries many jobs; otherwise claim at once.
     int batch = backlog_ && !in_flight_.empty() ? std::max(1, guc_max_in_flight / 4) : 1;
     bool claim = want_claim_ && capacity >= batch;
+    if (now < paused_until_) return;
     if (outcomes_.empty() && !claim && !(want_claim_ && (lease_due || purge_due))) return;
 
     CycleInput in;
@@ -239,6 +241,7 @@ void Dispatcher::step(TimestampTz now) {
         ereport(WARNING, (errmsg("pg_jobrunner: worker transaction failed: %s", out.error.c_str())));
         if (!outcomes_.empty()) record_one_by_one();
         next_look_ = now + kErrorPauseUs;
+        paused_until_ = next_look_;
         want_claim_ = false;
         return;
     }
@@ -264,8 +267,8 @@ void Dispatcher::step(TimestampTz now) {
 // Sleeps until the latch, a socket, an HTTP timer or the next look is due.
 void Dispatcher::wait(TimestampTz now) {
     long timeout_ms;
-    if (!outcomes_.empty() && now < next_look_) {
-        timeout_ms = (next_look_ - now) / 1000;  // failed recording: pause
+    if (now < paused_until_) {
+        timeout_ms = (paused_until_ - now + 999) / 1000;  // after a failure: pause
     } else if (!outcomes_.empty() ||
                (want_claim_ && static_cast<int>(in_flight_.size()) < guc_max_in_flight)) {
         timeout_ms = 0;
