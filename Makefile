@@ -13,7 +13,7 @@ PG_CONFIG ?= pg_config
 
 # Pure C++ units: never include Postgres headers, unit-tested alone.
 CORE_SRCS = src/core/jwt.cpp src/core/text_checks.cpp src/core/backoff.cpp \
-            src/core/dispatch.cpp \
+            src/core/dispatch.cpp src/core/http_thread.cpp \
             src/core/http_engine.cpp
 # The Postgres side: everything that includes postgres.h.
 PG_SRCS   = $(sort $(wildcard src/pg/*.cpp))
@@ -38,9 +38,9 @@ bench: deps
 
 # --- unit tests: GoogleTest against src/core only -------------------------
 UNIT_CXX      ?= g++
-UNIT_CXXFLAGS  = -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc -pthread
+UNIT_CXXFLAGS  = -std=c++17 -O1 -g -Wall -Wextra -Werror -Isrc -Itest/unit -pthread
 UNIT_SRCS      = $(sort $(wildcard test/unit/*_test.cpp))
-build/unit_tests: $(CORE_SRCS) $(wildcard src/core/*.hpp) $(UNIT_SRCS)
+build/unit_tests: $(CORE_SRCS) $(wildcard src/core/*.hpp) $(UNIT_SRCS) $(wildcard test/unit/*.hpp)
 	@mkdir -p build
 	$(UNIT_CXX) $(UNIT_CXXFLAGS) -o $@ $(CORE_SRCS) $(UNIT_SRCS) \
 		-lgtest -lgtest_main -lcurl -lcrypto

@@ -352,6 +352,9 @@ bool HttpEngine::Impl::configure(Transfer &t, const std::string &url, long timeo
            curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, kAllowedProtocols) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, kAllowedProtocols) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
+           // Only job_config decides where a request goes: proxies from the
+           // server's environment (http_proxy and friends) are ignored.
+           curl_easy_setopt(e, CURLOPT_PROXY, "") == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_MAXREDIRS, 0L) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK &&

@@ -3,13 +3,15 @@
  * POSTs them through one libcurl multi handle, and records the outcomes.
  *
  * One loop, one wait: the latch (commits wake us), postmaster death, and the
- * HTTP engine's epoll descriptor share a WaitEventSet, so a slow endpoint
- * never delays a fast one and an idle worker sleeps until something happens.
- * Recording finished attempts and claiming new ones share a transaction, so
- * a busy worker commits once per round trip, not twice.
+ * HTTP thread's "results ready" descriptor share a WaitEventSet, so a slow
+ * endpoint never delays a fast one and an idle worker sleeps until something
+ * happens. Requests travel on the HTTP thread (src/core/http_thread.hpp)
+ * while this thread records and claims, so network and database work
+ * overlap. Recording finished attempts and claiming new ones share a
+ * transaction, so a busy worker commits once per round trip, not twice.
  */
 #include "core/dispatch.hpp"
-#include "core/http_engine.hpp"
+#include "core/http_thread.hpp"
 
 #include "pg/boundary.hpp"
 #include "pg/guc.hpp"
@@ -85,8 +87,8 @@ void publish() {
 class Dispatcher {
 public:
     Dispatcher()
-        : engine_(static_cast<std::size_t>(guc_max_response_kb) * 1024,
-                  "pg_jobrunner/" JOBRUNNER_VERSION),
+        : http_(static_cast<std::size_t>(guc_max_response_kb) * 1024,
+                "pg_jobrunner/" JOBRUNNER_VERSION),
           worker_id_(GetCurrentTimestamp()) {}
 
     void run();
@@ -101,11 +103,12 @@ private:
     void shutdown();
     void publish_figures(TimestampTz now);
 
-    HttpEngine engine_;
+    HttpThread http_;
     int64 worker_id_;
     std::unordered_map<std::uint64_t, ClaimedJob> in_flight_;
     std::vector<Outcome> outcomes_;
     std::vector<HttpResult> results_;
+    std::vector<HttpRequest> requests_;
     std::uint64_t next_tag_ = 1;
     bool want_claim_ = true;
     bool backlog_ = false;  // the last claim was full: more jobs are due
@@ -147,9 +150,9 @@ void Dispatcher::recover_at_start() {
 
 // Moves finished transfers into outcomes.
 void Dispatcher::harvest() {
-    engine_.poll();
+    if (http_.failed()) throw std::runtime_error("the HTTP thread stopped: out of memory");
     results_.clear();
-    engine_.take_finished(results_);
+    http_.take_finished(results_);
     if (results_.empty()) return;
     std::int64_t now_s = static_cast<std::int64_t>(time(nullptr));
     std::uint64_t ok = 0, bad = 0;
@@ -182,10 +185,11 @@ void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed) {
             outcomes_.push_back(outcome_from_error(job, std::move(*error)));
             continue;
         }
-        engine_.submit(std::move(request));
+        requests_.push_back(std::move(request));
         in_flight_.emplace(tag, std::move(job));
         sent++;
     }
+    http_.submit(requests_);
     SharedState *s = shared_state();
     if (s != nullptr) pg_atomic_fetch_add_u64(&s->dispatched, sent);
 }
@@ -275,8 +279,6 @@ void Dispatcher::wait(TimestampTz now) {
     } else {
         timeout_ms = std::max<int64>(0, (next_look_ - now + 999) / 1000);
     }
-    long http_ms = engine_.next_timeout_ms();
-    if (http_ms >= 0) timeout_ms = std::min(timeout_ms, http_ms);
     WaitEvent event;
     pg_call([&] {
         int n = WaitEventSetWait(events_, timeout_ms, &event, 1, PG_WAIT_EXTENSION);
@@ -301,7 +303,7 @@ void Dispatcher::publish_figures(TimestampTz now) {
 // back to pending so no job is left running.
 void Dispatcher::shutdown() {
     harvest();
-    engine_.abort_all();
+    http_.stop();
     in_flight_.clear();
     if (!outcomes_.empty()) {
         CycleInput in;
@@ -319,14 +321,14 @@ void Dispatcher::shutdown() {
 }
 
 void Dispatcher::run() {
-    if (!engine_.init_error().empty()) {
-        throw std::runtime_error("HTTP engine unusable: " + engine_.init_error());
+    if (!http_.init_error().empty()) {
+        throw std::runtime_error("HTTP engine unusable: " + http_.init_error());
     }
     pg_call([&] {
         events_ = CreateWaitEventSet(TopMemoryContext, 3);
         AddWaitEventToSet(events_, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
         AddWaitEventToSet(events_, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
-        AddWaitEventToSet(events_, WL_SOCKET_READABLE, engine_.fd(), nullptr, nullptr);
+        AddWaitEventToSet(events_, WL_SOCKET_READABLE, http_.fd(), nullptr, nullptr);
     });
     recover_at_start();
     while (!got_sigterm) {

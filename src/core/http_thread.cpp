@@ -1,0 +1,125 @@
+/*
+ * http_thread.cpp — the HTTP engine's own thread and its two eventfds.
+ */
+#include "core/http_thread.hpp"
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+
+namespace jobrunner {
+namespace {
+
+// Adds one to an eventfd counter, making it readable.
+void signal_fd(int fd) {
+    std::uint64_t one = 1;
+    while (::write(fd, &one, sizeof(one)) < 0 && errno == EINTR) {
+    }
+}
+
+// Resets an eventfd counter to zero (non-blocking).
+void drain_fd(int fd) {
+    std::uint64_t value;
+    while (::read(fd, &value, sizeof(value)) < 0 && errno == EINTR) {
+    }
+}
+
+}  // namespace
+
+HttpThread::HttpThread(std::size_t max_body_bytes, std::string user_agent)
+    : engine_(max_body_bytes, std::move(user_agent)) {
+    init_error_ = engine_.init_error();
+    if (!init_error_.empty()) return;
+    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    done_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd_ < 0 || done_fd_ < 0) {
+        init_error_ = std::string("eventfd: ") + std::strerror(errno);
+        return;
+    }
+    // The thread inherits this mask: every signal stays with the main thread.
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    try {
+        thread_ = std::thread([this] {
+            try {
+                run();
+            } catch (...) {  // out of memory: report, never terminate the process
+                failed_.store(true);
+                signal_fd(done_fd_);
+            }
+        });
+    } catch (const std::system_error &e) {
+        init_error_ = std::string("cannot start the HTTP thread: ") + e.what();
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+}
+
+HttpThread::~HttpThread() {
+    stop();
+    if (wake_fd_ >= 0) ::close(wake_fd_);
+    if (done_fd_ >= 0) ::close(done_fd_);
+}
+
+void HttpThread::stop() {
+    if (!thread_.joinable()) return;
+    stopping_.store(true);
+    signal_fd(wake_fd_);
+    thread_.join();
+}
+
+void HttpThread::submit(std::vector<HttpRequest> &batch) {
+    if (batch.empty()) return;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (HttpRequest &r : batch) incoming_.push_back(std::move(r));
+    }
+    batch.clear();
+    signal_fd(wake_fd_);
+}
+
+void HttpThread::take_finished(std::vector<HttpResult> &out) {
+    drain_fd(done_fd_);
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (HttpResult &r : finished_) out.push_back(std::move(r));
+    finished_.clear();
+}
+
+// The thread's loop: wait for sockets, the engine's timer or new requests;
+// drive the engine; publish what finished.
+void HttpThread::run() {
+    std::vector<HttpRequest> taken;
+    std::vector<HttpResult> done;
+    while (!stopping_.load()) {
+        long timeout = engine_.next_timeout_ms();
+        pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {engine_.fd(), POLLIN, 0}};
+        ::poll(fds, 2, timeout < 0 ? -1 : static_cast<int>(std::min(timeout, 60000L)));
+        if (fds[0].revents & POLLIN) {
+            drain_fd(wake_fd_);
+            std::lock_guard<std::mutex> lock(mutex_);
+            taken.swap(incoming_);
+        }
+        for (HttpRequest &r : taken) engine_.submit(std::move(r));
+        taken.clear();
+        engine_.poll();
+        engine_.take_finished(done);
+        if (!done.empty()) {
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                for (HttpResult &r : done) finished_.push_back(std::move(r));
+            }
+            done.clear();
+            signal_fd(done_fd_);
+        }
+    }
+    engine_.abort_all();
+}
+
+}  // namespace jobrunner

@@ -1,0 +1,92 @@
+/*
+ * http_thread_test.cpp — HttpThread against a real HTTP/1.1 server: requests
+ * handed over in batches come back through fd(), from another thread, with
+ * their tags; stop() abandons what is in flight.
+ */
+#include "core/http_thread.hpp"
+#include "test_http_server.hpp"
+
+#include <gtest/gtest.h>
+
+#include <poll.h>
+
+#include <set>
+
+namespace jobrunner {
+namespace {
+
+using namespace test_support;
+
+HttpRequest post_to(const std::string &url, std::uint64_t tag) {
+    HttpRequest r;
+    r.tag = tag;
+    r.url = url;
+    r.body = "{}";
+    r.headers = {"Content-Type: application/json"};
+    r.timeout_ms = 5000;
+    r.connect_timeout_ms = 2000;
+    return r;
+}
+
+// Waits on fd() like the worker does and collects results until n arrived.
+bool collect(HttpThread &http, std::vector<HttpResult> &out, std::size_t n,
+             milliseconds budget = milliseconds(5000)) {
+    const auto deadline = Clock::now() + budget;
+    while (out.size() < n) {
+        auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+        if (left <= 0) return false;
+        pollfd p{http.fd(), POLLIN, 0};
+        ::poll(&p, 1, static_cast<int>(left));
+        http.take_finished(out);
+    }
+    return true;
+}
+
+TEST(HttpThreadTest, BatchesComeBackWithTheirTags) {
+    TestServer server;
+    HttpThread http(1 << 16, "pg_jobrunner/test");
+    ASSERT_EQ(http.init_error(), "");
+    std::vector<HttpRequest> batch;
+    for (std::uint64_t i = 1; i <= 150; i++) batch.push_back(post_to(server.url("/ok"), i));
+    http.submit(batch);
+    EXPECT_TRUE(batch.empty());  // moved out
+    std::vector<HttpResult> results;
+    ASSERT_TRUE(collect(http, results, 150));
+    std::set<std::uint64_t> tags;
+    for (const HttpResult &r : results) {
+        EXPECT_EQ(r.status, 200);
+        tags.insert(r.tag);
+    }
+    EXPECT_EQ(tags.size(), 150u);
+    EXPECT_EQ(*tags.begin(), 1u);
+    EXPECT_EQ(*tags.rbegin(), 150u);
+}
+
+TEST(HttpThreadTest, FdIsQuietWhenNothingFinished) {
+    HttpThread http(1 << 16, "pg_jobrunner/test");
+    ASSERT_EQ(http.init_error(), "");
+    pollfd p{http.fd(), POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 50), 0);
+    std::vector<HttpResult> results;
+    http.take_finished(results);
+    EXPECT_TRUE(results.empty());
+}
+
+TEST(HttpThreadTest, StopAbandonsSlowRequestsPromptly) {
+    TestServer server;
+    HttpThread http(1 << 16, "pg_jobrunner/test");
+    ASSERT_EQ(http.init_error(), "");
+    std::vector<HttpRequest> batch{post_to(server.url("/slow"), 1)};
+    http.submit(batch);
+    ASSERT_TRUE(eventually([&] { return server.hits("/slow") >= 1; }));
+    const auto start = Clock::now();
+    http.stop();
+    EXPECT_LT(Clock::now() - start, milliseconds(1000));
+    std::vector<HttpResult> results;
+    http.take_finished(results);
+    EXPECT_TRUE(results.empty());
+    EXPECT_FALSE(http.failed());
+}
+
+}  // namespace
+}  // namespace jobrunner
