@@ -960,19 +960,21 @@ BEGIN
                 WHERE c.on_complete IS NOT NULL OR c.on_fail IS NOT NULL
                    OR c.completion = 'callback') THEN
         FOR _r IN
-            SELECT jj AS job, x.status, x.err, x.resp, x.dur, x.ra,
+            -- jj.job is the locked row as a jobrunner.job (a whole-row
+            -- reference to a subquery would be an anonymous record).
+            SELECT jj.job, x.status, x.err, x.resp, x.dur, x.ra,
                    (x.status BETWEEN 200 AND 299) AS ok
               FROM unnest(_ids, _attempts, _statuses, _errors, _responses, _durations, _retry_after_ms)
                    AS x(id, attempt, status, err, resp, dur, ra)
              CROSS JOIN LATERAL (
-                    SELECT j.* FROM jobrunner.job j
+                    SELECT j AS job FROM jobrunner.job j
                      WHERE j.id = x.id AND j.state = 'running' AND j.attempts = x.attempt
                        AND j.locked_by = _worker AND j.acked_at IS NULL
                        FOR UPDATE) jj
-              JOIN jobrunner.job_config c ON c.job_name = jj.job_name
+              JOIN jobrunner.job_config c ON c.job_name = (jj.job).job_name
              WHERE CASE WHEN x.status BETWEEN 200 AND 299
                         THEN c.on_complete IS NOT NULL OR c.completion = 'callback'
-                        ELSE c.on_fail IS NOT NULL AND jj.attempts > jj.max_retries END
+                        ELSE c.on_fail IS NOT NULL AND (jj.job).attempts > (jj.job).max_retries END
         LOOP
             IF _r.ok THEN
                 PERFORM jobrunner._settle_ok(_r.job, _r.status, _r.resp::jsonb, _r.dur, 'worker');
