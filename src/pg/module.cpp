@@ -48,13 +48,15 @@ static void redact_secret(ErrorData *edata) {
     if (prev_emit_log_hook) prev_emit_log_hook(edata);
 }
 
-// Registers the one background worker; restarts it a second after a crash.
+// Registers the one background worker. After a crash the postmaster restarts
+// it at once with everything else; after an orderly exit (say, the database
+// does not exist yet) it tries again every few seconds, without flooding the log.
 static void register_worker() {
     BackgroundWorker worker;
     memset(&worker, 0, sizeof(worker));
     worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
     worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-    worker.bgw_restart_time = 1;
+    worker.bgw_restart_time = 5;
     strlcpy(worker.bgw_library_name, "pg_jobrunner", BGW_MAXLEN);
     strlcpy(worker.bgw_function_name, "jobrunner_worker_main", BGW_MAXLEN);
     strlcpy(worker.bgw_name, "pg_jobrunner worker", BGW_MAXLEN);
