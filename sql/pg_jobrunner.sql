@@ -273,7 +273,8 @@ BEGIN
     IF _job_id IS NULL THEN
         RAISE EXCEPTION 'job id must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF NOT _found OR NOT (_me.is_admin OR (_owner IS NOT NULL AND _owner = _me.user_id)) THEN
+    -- COALESCE: a caller without a believed sub compares NULL, which must deny.
+    IF NOT _found OR NOT COALESCE(_me.is_admin OR _owner = _me.user_id, false) THEN
         RAISE EXCEPTION 'job % not found', _job_id
             USING ERRCODE = 'no_data_found',
                   HINT = 'a job can be acted on only by its own user or an administrator';
