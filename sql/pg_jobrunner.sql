@@ -146,6 +146,7 @@ COMMENT ON COLUMN jobrunner.job.lease_expires_at IS
 CREATE INDEX job_pending_idx ON jobrunner.job
     (job_name, (COALESCE(user_id, '00000000-0000-0000-0000-000000000000'::uuid)),
      priority, next_run_at)
+    INCLUDE (created_at)
     WHERE state = 'pending';
 -- When the next delayed job or retry comes due.
 CREATE INDEX job_pending_due_idx ON jobrunner.job (next_run_at) WHERE state = 'pending';
@@ -155,6 +156,8 @@ CREATE INDEX job_running_idx ON jobrunner.job (lease_expires_at) WHERE state = '
 CREATE INDEX job_user_idx ON jobrunner.job (user_id, created_at);
 -- Dashboards (last hour) and purge (past retention).
 CREATE INDEX job_finished_idx ON jobrunner.job (finished_at) WHERE finished_at IS NOT NULL;
+-- Recent failures (the view of that name): only rows with an error.
+CREATE INDEX job_error_idx ON jobrunner.job (updated_at) WHERE last_error IS NOT NULL;
 -- Dedup: one active job per (job_name, owner, dedup_key).
 CREATE UNIQUE INDEX job_dedup_key_idx ON jobrunner.job
     (job_name, (COALESCE(user_id, '00000000-0000-0000-0000-000000000000'::uuid)), dedup_key)
@@ -1221,20 +1224,37 @@ COMMENT ON FUNCTION jobrunner.unschedule_job(text) IS
 
 -- public API
 CREATE VIEW jobrunner.job_stats WITH (security_invoker = true) AS
-WITH names AS (
-    SELECT DISTINCT j.job_name FROM jobrunner.job j
-     WHERE j.state IN ('pending', 'running') OR j.finished_at > now() - interval '1 hour'
+-- Job names come from the indexes, never from a scan of the table: a skip
+-- scan over pending jobs, the running ones, and those finished in the hour.
+WITH RECURSIVE pending_names AS (
+    (SELECT j.job_name FROM jobrunner.job j
+      WHERE j.state = 'pending' ORDER BY j.job_name LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.job_name FROM jobrunner.job j
+             WHERE j.state = 'pending' AND j.job_name > p.job_name
+             ORDER BY j.job_name LIMIT 1)
+      FROM pending_names p
+     WHERE p.job_name IS NOT NULL
+), names AS (
+    SELECT p.job_name FROM pending_names p WHERE p.job_name IS NOT NULL
+    UNION
+    SELECT j.job_name FROM jobrunner.job j WHERE j.state = 'running'
+    UNION
+    SELECT j.job_name FROM jobrunner.job j WHERE j.finished_at > now() - interval '1 hour'
 )
 SELECT n.job_name,
-       (SELECT count(*) FROM jobrunner.job j WHERE j.job_name = n.job_name AND j.state = 'pending') AS pending,
+       p.pending,
        (SELECT count(*) FROM jobrunner.job j WHERE j.job_name = n.job_name AND j.state = 'running') AS running,
        h.completed_last_hour,
        h.failed_last_hour,
        h.p50_ms,
        h.p95_ms,
-       (SELECT now() - min(j.created_at) FROM jobrunner.job j
-         WHERE j.job_name = n.job_name AND j.state = 'pending') AS oldest_pending_age
+       now() - p.oldest_created_at AS oldest_pending_age
   FROM names n
+  CROSS JOIN LATERAL (
+        SELECT count(*) AS pending, min(j.created_at) AS oldest_created_at
+          FROM jobrunner.job j
+         WHERE j.job_name = n.job_name AND j.state = 'pending') p
   CROSS JOIN LATERAL (
         SELECT count(*) FILTER (WHERE j.state = 'completed') AS completed_last_hour,
                count(*) FILTER (WHERE j.state = 'failed') AS failed_last_hour,
