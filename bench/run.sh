@@ -231,13 +231,14 @@ printf '{"requests_per_s": %s, "connections": 64, "threads": 2, "seconds": 5}\n'
 
 # --- ceiling B: pgbench --------------------------------------------------------------
 
-PGBENCH=("$PGBIN/pgbench" -n -d ceiling)
+PGBENCH=(env PGDATABASE=ceiling "$PGBIN/pgbench" -n)
 tps_of() { awk '/^tps = / {print $3}' "$1"; }
 
 log "ceiling B: pgbench _claim(500) + _record(500), 1 client, $JOBS jobs pending at the start, $RUNS runs"
 psql_q -d ceiling -c "INSERT INTO jobrunner.job_config (job_name, url, concurrency_limit) VALUES ('bench', 'http://127.0.0.1:$NGINX_PORT/bench', 1000)"
-CLAIM_RATES=()
-for run in $(seq 1 "$RUNS"); do
+# queue_ceiling_jobs: an empty queue, then $JOBS pending jobs for $USERS users,
+# analyzed and checkpointed, as before every timed run.
+queue_ceiling_jobs() {
   psql_q -d ceiling <<EOF
 TRUNCATE jobrunner.job, jobrunner.job_logs;
 SELECT count(jobrunner.queue_job_for(
@@ -247,6 +248,10 @@ SELECT count(jobrunner.queue_job_for(
   FROM generate_series(1, $JOBS) i \g /dev/null
 ANALYZE jobrunner.job; ANALYZE jobrunner.job_logs; CHECKPOINT;
 EOF
+}
+CLAIM_RATES=()
+for run in $(seq 1 "$RUNS"); do
+  queue_ceiling_jobs
   "${PGBENCH[@]}" -M simple -c 1 -t $(((JOBS + 499) / 500)) -f "$BENCH/pgbench/claim_record.sql" > "$RUN_DIR/pgbench_claim_$run.txt" 2>&1 ||
     { cat "$RUN_DIR/pgbench_claim_$run.txt" >&2; die "pgbench claim/record failed"; }
   done_n=$(psql_q -At -d ceiling -c "SELECT count(*) FROM jobrunner.job WHERE state = 'completed'")
@@ -256,7 +261,28 @@ EOF
   CLAIM_RATES+=("$(awk -v t="$tps" -v n="$JOBS" 'BEGIN { tx = int((n + 499) / 500); printf "%.0f", t * n / tx }')")
   log "  run $run: ${CLAIM_RATES[-1]} jobs/s"
 done
-CLAIM_MEDIAN=$(printf '%s\n' "${CLAIM_RATES[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
+median_of() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+CLAIM_MEDIAN=$(median_of "${CLAIM_RATES[@]}")
+
+log "ceiling B: pgbench worker cycle (_record the previous 256 + _claim 256 per transaction), $RUNS runs"
+CYCLE_RATES=()
+CYCLE_TX=$(((JOBS + 255) / 256 + 1))
+for run in $(seq 1 "$RUNS"); do
+  queue_ceiling_jobs
+  "${PGBENCH[@]}" -M simple -r -c 1 -t "$CYCLE_TX" -D 'ids={}' -D 'attempts={}' -D n=0 -D batch=256 \
+    -f "$BENCH/pgbench/worker_cycle.sql" > "$RUN_DIR/pgbench_cycle_$run.txt" 2>&1 ||
+    { cat "$RUN_DIR/pgbench_cycle_$run.txt" >&2; die "pgbench worker cycle failed"; }
+  done_n=$(psql_q -At -d ceiling -c "SELECT count(*) FROM jobrunner.job WHERE state = 'completed'")
+  [[ $done_n -eq $JOBS ]] || die "pgbench worker cycle completed $done_n of $JOBS jobs"
+  tps=$(tps_of "$RUN_DIR/pgbench_cycle_$run.txt")
+  CYCLE_RATES+=("$(awk -v t="$tps" -v n="$JOBS" -v tx="$CYCLE_TX" 'BEGIN { printf "%.0f", t * n / tx }')")
+  log "  run $run: ${CYCLE_RATES[-1]} jobs/s"
+done
+CYCLE_MEDIAN=$(median_of "${CYCLE_RATES[@]}")
+# Per-statement latencies of the last run (ms per 256-job batch).
+RECORD_MS=$(awk '$1 ~ /^[0-9.]+$/ && /jobrunner._record\(/ {print $1; exit}' "$RUN_DIR/pgbench_cycle_$RUNS.txt")
+CLAIM_MS=$(awk '$1 ~ /^[0-9.]+$/ && /array_agg\(c.id\)/ {print $1; exit}' "$RUN_DIR/pgbench_cycle_$RUNS.txt")
+COMMIT_MS=$(awk '$1 ~ /^[0-9.]+$/ && $NF == "COMMIT;" {print $1; exit}' "$RUN_DIR/pgbench_cycle_$RUNS.txt")
 psql_q -d ceiling -c 'TRUNCATE jobrunner.job, jobrunner.job_logs'
 
 log "ceiling B: pgbench single-row UPDATE + INSERT, 1 and 16 clients, 5 s each"
@@ -272,8 +298,9 @@ EOF
   { cat "$RUN_DIR/pgbench_ui_1.txt" >&2; die "pgbench update/insert failed"; }
 "${PGBENCH[@]}" -M prepared -c 16 -j 2 -T 5 -f "$BENCH/pgbench/update_insert.sql" > "$RUN_DIR/pgbench_ui_16.txt" 2>&1 ||
   { cat "$RUN_DIR/pgbench_ui_16.txt" >&2; die "pgbench update/insert failed"; }
-printf '{"claim_record_jobs_per_s": %s, "claim_record_runs": [%s], "batch": 500, "update_insert_tps_1": %s, "update_insert_tps_many": %s, "clients_many": 16}\n' \
+printf '{"claim_record_jobs_per_s": %s, "claim_record_runs": [%s], "batch": 500, "cycle_jobs_per_s": %s, "cycle_runs": [%s], "cycle_ms": {"record": %s, "claim": %s, "commit": %s}, "update_insert_tps_1": %s, "update_insert_tps_many": %s, "clients_many": 16}\n' \
   "$CLAIM_MEDIAN" "$(IFS=,; echo "${CLAIM_RATES[*]}")" \
+  "$CYCLE_MEDIAN" "$(IFS=,; echo "${CYCLE_RATES[*]}")" "${RECORD_MS:-null}" "${CLAIM_MS:-null}" "${COMMIT_MS:-null}" \
   "$(tps_of "$RUN_DIR/pgbench_ui_1.txt")" "$(tps_of "$RUN_DIR/pgbench_ui_16.txt")" > "$RAW/ceiling_b.json"
 
 # --- pg_jobrunner end to end ---------------------------------------------------------

@@ -112,6 +112,13 @@ export function childrenOf(ppid) {
   return out;
 }
 
+// Busy CPU seconds of the whole machine (all cores), from /proc/stat.
+function machineBusySeconds() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+  return (total - f[3] - f[4]) / TICK;   // minus idle and iowait
+}
+
 // A CPU snapshot of named process groups: {name: [pids] | () => [pids]}.
 // Processes that exit between snapshots are lost, so groups should be
 // long-lived (postmaster children, the worker, nginx workers).
@@ -123,20 +130,27 @@ export function cpuSnapshot(groups) {
     for (const pid of pids) snap[name][pid] = cpuSeconds(pid);
   }
   snap._self = process.cpuUsage();
+  snap._machine = machineBusySeconds();
   return snap;
 }
 
 // CPU seconds used per group between two snapshots (new pids count from 0).
 export function cpuDelta(before, after) {
   const out = {};
+  let ours = 0;
   for (const name of Object.keys(after)) {
-    if (name === '_self') continue;
+    if (name.startsWith('_')) continue;
     let sum = 0;
     for (const [pid, secs] of Object.entries(after[name])) sum += secs - (before[name]?.[pid] ?? 0);
     out[name] = Math.round(sum * 100) / 100;
+    ours += sum;
   }
   const self = process.cpuUsage(before._self);
   out.harness = Math.round((self.user + self.system) / 1e4) / 100;
+  ours += out.harness;
+  // Whatever else ran on the machine meanwhile (other users' processes too).
+  out.machine_busy = Math.round((after._machine - before._machine) * 100) / 100;
+  out.outside = Math.round((out.machine_busy - ours) * 100) / 100;
   return out;
 }
 
