@@ -1208,8 +1208,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    IF pg_catalog.to_regproc('cron.unschedule') IS NOT NULL THEN
-        EXECUTE 'SELECT cron.unschedule($1)' USING 'jobrunner:' || _schedule_name;
+    -- By signature: cron.unschedule is overloaded (job id, job name), so
+    -- to_regproc('cron.unschedule') is NULL and would skip this.
+    IF pg_catalog.to_regprocedure('cron.unschedule(bigint)') IS NOT NULL THEN
+        EXECUTE 'SELECT cron.unschedule($1)' USING _s.cron_job_id;
     END IF;
     DELETE FROM jobrunner.schedule s WHERE s.schedule_name = _schedule_name;
     RETURN true;
