@@ -73,6 +73,12 @@ async function setupJobrunner() {
   return { worker_pid: status.pid };
 }
 
+// WAL bytes written (by the whole cluster) since lsn.
+async function walSince(db, lsn) {
+  const r = await db.query('SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1)::bigint AS b', [lsn]);
+  return Number(r.rows[0].b);
+}
+
 async function workerPid(db) {
   const r = await db.query('SELECT pid FROM jobrunner.worker_status() WHERE running');
   if (!r.rows.length) throw new Error('the pg_jobrunner worker is not running');
@@ -96,6 +102,7 @@ async function jobrunnerRun(db, n, users, postmaster, nginx) {
     postgres_other: () => childrenOf(postmaster).filter((p) => p !== wpid),
     nginx: () => childrenOf(nginx),
   };
+  const lsn0 = (await db.query('SELECT pg_current_wal_lsn() AS l')).rows[0].l;
   const before = cpuSnapshot(groups);
   const t0 = nowMs();
   await db.query('BEGIN');
@@ -114,8 +121,9 @@ async function jobrunnerRun(db, n, users, postmaster, nginx) {
   const seconds = (nowMs() - t0) / 1000;
   const cpu = cpuDelta(before, cpuSnapshot(groups));
   const st = (await db.query('SELECT dispatched, completed, failed FROM jobrunner.worker_status()')).rows[0];
+  const wal = await walSince(db, lsn0);
   return { seconds: round(seconds, 3), jobs_per_s: round(n / seconds, 0), queue_s: round(queueS, 2),
-           polls, cpu_s: cpu, worker_totals: st };
+           polls, cpu_s: cpu, wal_bytes_per_job: round(wal / n, 0), worker_totals: st };
 }
 
 async function jobrunnerBench() {
@@ -266,6 +274,7 @@ async function peerBench() {
           postgres_other: () => childrenOf(num('postmaster')),
           nginx: () => childrenOf(num('nginx')),
         };
+        const lsn0 = (await adapter.db.query('SELECT pg_current_wal_lsn() AS l')).rows[0].l;
         const before = cpuSnapshot(groups);
         const t0 = nowMs();
         worker.go();
@@ -277,7 +286,9 @@ async function peerBench() {
         }, { intervalMs: 20, deadlineMs: num('timeout', 600) * 1000, what: `${system} to finish ${n} jobs` });
         const seconds = (nowMs() - t0) / 1000;
         const cpu = cpuDelta(before, cpuSnapshot(groups));
-        const r = { seconds: round(seconds, 3), jobs_per_s: round(n / seconds, 0), queue_s: round(queueS, 2), cpu_s: cpu };
+        const wal = await walSince(adapter.db, lsn0);
+        const r = { seconds: round(seconds, 3), jobs_per_s: round(n / seconds, 0), queue_s: round(queueS, 2), cpu_s: cpu,
+                    wal_bytes_per_job: round(wal / n, 0) };
         note(`${system} run ${i + 1}/${runs}: ${n} jobs in ${r.seconds} s = ${r.jobs_per_s} jobs/s`,
              `cpu ${JSON.stringify(cpu)}`);
         results.push(r);
@@ -507,9 +518,9 @@ function report() {
                .map((k) => `; ${k.replace('peer_', '')} ${runsOf(r[k])}`).join(''), '');
   if (r.jobrunner?.runs?.length) {
     lines.push('CPU seconds per 10,000-job run (median run):', '');
-    lines.push('| system | worker process | other postgres processes | nginx | harness (poller) | outside the bench | wall s |', '|---|---:|---:|---:|---:|---:|---:|');
+    lines.push('| system | worker process | other postgres processes | nginx | harness (poller) | outside the bench | wall s | WAL bytes/job |', '|---|---:|---:|---:|---:|---:|---:|---:|');
     const pick = (x) => [...x.runs].sort((a, b) => a.jobs_per_s - b.jobs_per_s)[Math.floor(x.runs.length / 2)];
-    const row = (name, x) => { const p = pick(x); lines.push(`| ${name} | ${p.cpu_s.worker} | ${p.cpu_s.postgres_other} | ${p.cpu_s.nginx} | ${p.cpu_s.harness} | ${p.cpu_s.outside ?? '?'} | ${p.seconds} |`); };
+    const row = (name, x) => { const p = pick(x); lines.push(`| ${name} | ${p.cpu_s.worker} | ${p.cpu_s.postgres_other} | ${p.cpu_s.nginx} | ${p.cpu_s.harness} | ${p.cpu_s.outside ?? '?'} | ${p.seconds} | ${p.wal_bytes_per_job ?? '?'} |`); };
     row('pg_jobrunner', r.jobrunner);
     for (const key of Object.keys(r).filter((k) => k.startsWith('peer_')).sort()) row(key.replace('peer_', ''), r[key]);
     lines.push('', '"outside the bench": CPU seconds the machine spent on processes this run did not start ' +
