@@ -62,6 +62,9 @@ SELECT pg_temp.err($$SELECT jobrunner.queue_job('q.mail')$$) AS claims_not_objec
 
 -- A login role that is neither a superuser nor in trusted_claim_roles: its
 -- claims are not believed, with or without them.
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS regress_jr_mallory;
+RESET client_min_messages;
 CREATE ROLE regress_jr_mallory LOGIN;
 SET SESSION AUTHORIZATION regress_jr_mallory;
 SELECT session_user, current_setting('jobrunner.trusted_claim_roles') AS trusted;
