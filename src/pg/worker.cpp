@@ -68,6 +68,22 @@ void unpublish(int code, Datum arg) {
     pg_atomic_write_u32(&s->in_flight, 0);
 }
 
+// Reloads the configuration when asked, and answers what other backends wait
+// for: a ProcSignalBarrier (DROP DATABASE anywhere in the cluster waits until
+// every backend has absorbed it) or a stray cancel, which has nothing to
+// cancel between transactions and is dropped.
+void absorb_interrupts() {
+    if (ConfigReloadPending) {
+        ConfigReloadPending = false;
+        pg_call([] { ProcessConfigFile(PGC_SIGHUP); });
+    }
+    try {
+        pg_call([] { CHECK_FOR_INTERRUPTS(); });
+    } catch (const PgError &e) {
+        ereport(LOG, (errmsg("pg_jobrunner: interrupt ignored between transactions: %s", e.what())));
+    }
+}
+
 // Makes the worker findable: its latch for wake-ups, pid and start time.
 void publish() {
     SharedState *s = shared_state();
@@ -140,11 +156,8 @@ void Dispatcher::recover_at_start() {
             (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
                             std::max(guc_poll_interval_ms, 1000), PG_WAIT_EXTENSION);
             ResetLatch(MyLatch);
-            if (ConfigReloadPending) {
-                ConfigReloadPending = false;
-                ProcessConfigFile(PGC_SIGHUP);
-            }
         });
+        absorb_interrupts();
     }
 }
 
@@ -283,11 +296,8 @@ void Dispatcher::wait(TimestampTz now) {
     pg_call([&] {
         int n = WaitEventSetWait(events_, timeout_ms, &event, 1, PG_WAIT_EXTENSION);
         if (n > 0 && (event.events & WL_LATCH_SET)) ResetLatch(MyLatch);
-        if (ConfigReloadPending) {
-            ConfigReloadPending = false;
-            ProcessConfigFile(PGC_SIGHUP);
-        }
     });
+    absorb_interrupts();
 }
 
 // Updates what worker_status() shows.
