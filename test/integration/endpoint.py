@@ -18,6 +18,11 @@ Behaviours by path (job_config.url points at them):
   /retry-after?s=N[&times=K]
                      429 with Retry-After: N (the first K attempts per job
                      only, when times is given; 200 after)
+  /hold?ms=N          like /block, but the request also ends (unanswered,
+                     note "client went away while held") as soon as the
+                     client closes its connection, so a dead client's
+                     request does not look in progress; req.client_gone
+                     says so
   /redirect          302 Location: /ok
   /huge?mb=N         200 with an N MiB JSON body, streamed
   /reset             closes the connection without a response (TCP RST)
@@ -38,6 +43,7 @@ import argparse
 import json
 import os
 import queue
+import select
 import socket
 import struct
 import sys
@@ -83,6 +89,11 @@ class Request:
         self.violations = []
         self.status = None
         self.note = None
+        self.client_gone = False  # /hold: the client closed before the answer
+        # When the answer started to go out (monotonic): a client sees it only
+        # after this, so [started, answered_at] intervals of requests that
+        # depend on each other never overlap (finished can lag behind).
+        self.answered_at = None
 
     def header(self, name, default=None):
         lname = name.lower()
@@ -283,6 +294,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
     allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        """Quiet when a client vanished (a killed worker's idle keep-alive
+        connections reset); anything else is printed as before."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class Endpoint:
@@ -542,6 +560,7 @@ class Endpoint:
 
     def _respond(self, handler, req, status, obj=None, extra_headers=()):
         req.status = status
+        req.answered_at = time.monotonic()
         if status == 204:
             handler.send_response(204)
             for name, value in extra_headers:
@@ -572,6 +591,8 @@ class Endpoint:
             ms = self._int_param(req, "ms", 30000)
             released = self._release.wait(ms / 1000.0)
             self._respond(handler, req, 200, {"ok": True, "released": released})
+        elif path == "/hold":
+            self._hold(handler, req, self._int_param(req, "ms", 30000))
         elif path == "/retry-after":
             seconds = self._int_param(req, "s", 1)
             times = self._int_param(req, "times", None)
@@ -602,6 +623,38 @@ class Endpoint:
                 self.on_callback(req)
         else:
             self._respond(handler, req, 404, {"error": "no such path", "path": path})
+
+    @staticmethod
+    def _peer_closed(conn):
+        """True when the client has closed (or reset) its side of conn."""
+        try:
+            poller = select.poll()  # not select(): descriptors may pass 1024
+            poller.register(conn, select.POLLIN | select.POLLERR | select.POLLHUP)
+            if not poller.poll(0):
+                return False
+            return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def _hold(self, handler, req, ms):
+        """/hold: wait for release() (at most ms), or end when the client goes away."""
+        deadline = time.monotonic() + ms / 1000.0
+        released = False
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if self._release.wait(min(left, 0.05)):
+                released = True
+                break
+            if self._peer_closed(handler.connection):
+                req.client_gone = True
+                req.note = "client went away while held"
+                handler.close_connection = True
+                return
+        self._respond(handler, req, 200, {"ok": True, "released": released})
 
     def _send_huge(self, handler, req, mb):
         total = max(mb, 0) * 1024 * 1024

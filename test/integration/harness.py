@@ -306,3 +306,86 @@ def server_log_size():
 def pretty(obj):
     """JSON text for assertion messages."""
     return json.dumps(obj, default=str, indent=1, sort_keys=True)
+
+
+# --- the worker's figures and settings (added for the delivery tests) ------
+
+def worker_status(conn):
+    """jobrunner.worker_status() as a dict."""
+    return query(conn, "SELECT * FROM jobrunner.worker_status()")[0]
+
+
+def wait_worker_loops(conn, loops=2, timeout=DEFAULT_TIMEOUT):
+    """Wait until the worker has begun `loops` more turns of its loop.
+
+    Counts changes of worker_status().last_loop_at; a worker that turns
+    faster than this polls is counted less, so the wait errs long, never short.
+    """
+    seen = {"last": worker_status(conn)["last_loop_at"], "turns": 0}
+
+    def turned():
+        now = worker_status(conn)["last_loop_at"]
+        if now is not None and now != seen["last"]:
+            seen["last"] = now
+            seen["turns"] += 1
+        return seen["turns"] >= loops
+
+    wait_for(turned, timeout, 0.01,
+             "the worker did not turn its loop %d times" % loops)
+
+
+def set_setting(conn, name, value, worker_loops=2):
+    """ALTER SYSTEM SET name = value (RESET when value is None), reload, and
+    wait until the worker has turned its loop worker_loops times (it reads
+    the file on its next wake-up). conn must be autocommit."""
+    if value is None:
+        stmt = sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(*name.split(".")))
+        args = None
+    else:
+        stmt = sql.SQL("ALTER SYSTEM SET {} = %s").format(sql.Identifier(*name.split(".")))
+        args = (str(value),)
+    with conn.cursor() as cur:
+        cur.execute(stmt, args)
+        cur.execute("SELECT pg_catalog.pg_reload_conf()")
+    if worker_loops:
+        wait_worker_loops(conn, worker_loops)
+
+
+def unique_name(prefix):
+    """A job name no other test uses: prefix plus a random suffix."""
+    import uuid
+    return "%s_%s" % (prefix, uuid.uuid4().hex[:10])
+
+
+def max_overlap(requests):
+    """The most of these endpoint requests that were in progress at once.
+
+    A request counts from its arrival until its answer started to go out
+    (answered_at), or until it ended unanswered; a client that waits for the
+    answer before sending its next request is never counted twice.
+    """
+    edges = []
+    for r in requests:
+        end = r.answered_at if r.answered_at is not None else r.finished
+        if end is None:
+            end = float("inf")
+        edges.append((r.started, 1))
+        edges.append((end, -1))
+    edges.sort(key=lambda e: (e[0], e[1]))  # an end before a start at the same instant
+    best = now = 0
+    for _, step in edges:
+        now += step
+        best = max(best, now)
+    return best
+
+
+def retire_job_names(conn, job_names):
+    """Disable these job names and cancel their pending jobs (test cleanup)."""
+    names = list(job_names)
+    if not names:
+        return
+    with conn.cursor() as cur:
+        cur.execute("UPDATE jobrunner.job_config SET enabled = false WHERE job_name = ANY(%s)",
+                    (names,))
+        cur.execute("SELECT count(jobrunner.dequeue_job(j.id)) FROM jobrunner.job j "
+                    "WHERE j.job_name = ANY(%s) AND j.state = 'pending'", (names,))
