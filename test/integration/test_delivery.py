@@ -1,0 +1,454 @@
+"""test_delivery.py — what the dispatcher guarantees when nothing breaks.
+
+Real worker, real HTTP: jobs are queued with SQL in the throwaway cluster's
+database (jobrunner_it) and POSTed by the background worker to a recording
+endpoint (endpoint.Endpoint) on 127.0.0.1. Each test uses job names of its
+own and an endpoint of its own; settings changed with ALTER SYSTEM are reset
+in cleanup. Every wait has a deadline; a negative ("nothing is sent") is
+observed across turns of the worker's loop (worker_status().last_loop_at).
+
+Covered: exactly-once delivery of 1,000 jobs from 10 users; the request
+(headers, JWT claims per owner, body); response and logs; system jobs;
+concurrency_limit and jobrunner.max_in_flight; backoff, permanent failure,
+Retry-After; redirects, huge bodies, resets and timeouts; disabled, delayed
+and prioritised jobs; wake-up at commit; rollback; worker_status().
+"""
+
+import collections
+import time
+import unittest
+import uuid
+
+import harness
+from harness import Endpoint, query, scalar, wait_for, wait_job_state
+
+# Scheduling slack of one worker hop: recording a failure, waking up at
+# next_run_at, claiming and sending. Generous; a missed wake-up would cost a
+# whole poll_interval (1 s) and more.
+HOP_SLACK = 0.5
+
+
+class DeliveryCase(unittest.TestCase):
+    """One endpoint and one connection per test; job names retired after."""
+
+    def setUp(self):
+        self.conn = harness.connect()
+        self.ep = Endpoint().start()
+        self.names = []
+        self.addCleanup(self._retire)
+
+    def _retire(self):
+        try:
+            harness.retire_job_names(self.conn, self.names)
+        finally:
+            self.ep.shutdown()
+            self.conn.close()
+
+    def job_name(self, prefix, path, **columns):
+        """Configure a fresh job name whose url is the endpoint's path."""
+        name = harness.unique_name(prefix)
+        self.names.append(name)
+        harness.configure_job(self.conn, name, self.ep.url(path), **columns)
+        return name
+
+    def queue(self, name, user=None, body=None, **opts):
+        user_id, role, email = user if user else (None, None, None)
+        return harness.queue_for(self.conn, user_id, role, email, name, body, **opts)
+
+    def states(self, name):
+        """{state: count} of the jobs of one job name."""
+        return {r["state"]: r["n"] for r in query(
+            self.conn, "SELECT state, count(*)::int AS n FROM jobrunner.job "
+                       "WHERE job_name = %s GROUP BY 1", (name,))}
+
+    def wait_all(self, name, total, state="completed", timeout=60):
+        """Wait until all `total` jobs of name are in state; return the rows."""
+        def done():
+            return self.states(name).get(state, 0) == total
+        try:
+            wait_for(done, timeout, 0.05)
+        except AssertionError:
+            raise AssertionError("%s: states %r, wanted %d %s" % (
+                name, self.states(name), total, state))
+        return query(self.conn, "SELECT * FROM jobrunner.job WHERE job_name = %s", (name,))
+
+    def set_setting(self, name, value):
+        """ALTER SYSTEM SET for this test only (reset in cleanup)."""
+        self.addCleanup(harness.set_setting, self.conn, name, None)
+        harness.set_setting(self.conn, name, value)
+
+    def sent(self, job_id):
+        """The endpoint's requests for one job, in arrival order."""
+        return sorted(self.ep.requests(correlation_id=job_id), key=lambda r: r.started)
+
+
+def user(i, role="authenticated", email=True):
+    return (str(uuid.uuid4()), role, "user%d@example.com" % i if email else None)
+
+
+class Delivery(DeliveryCase):
+
+    def test_thousand_jobs_from_ten_users_each_delivered_exactly_once(self):
+        name = self.job_name("bulk", "/ok", concurrency_limit=5,
+                             headers={"X-Tenant": "acme", "X-Trace": "on"})
+        agent = "pg_jobrunner/" + scalar(self.conn, "SELECT extversion FROM pg_extension "
+                                                    "WHERE extname = 'pg_jobrunner'")
+        # Ten owners: two roles, one without an email.
+        owners = [user(i, "authenticated" if i % 2 else "editor", email=i != 3)
+                  for i in range(10)]
+        tx = harness.connect(autocommit=False)
+        try:
+            with tx.cursor() as cur:
+                cur.execute(
+                    "SELECT jobrunner.queue_job_for(u.id, u.role, u.email, %s, "
+                    "       CASE WHEN n %% 10 = 0 THEN NULL "
+                    "            ELSE jsonb_build_object('n', n, 'owner', u.id) END)::text "
+                    "  FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS u(id, role, email), "
+                    "       generate_series(1, 100) AS n",
+                    (name, [o[0] for o in owners], [o[1] for o in owners],
+                     [o[2] for o in owners]))
+                ids = {r[0] for r in cur.fetchall()}
+            self.assertEqual(scalar(self.conn, "SELECT count(*) FROM jobrunner.job "
+                                               "WHERE job_name = %s", (name,)), 0,
+                             "nothing is visible before commit")
+            tx.commit()
+        finally:
+            tx.close()
+        self.assertEqual(len(ids), 1000)
+
+        rows = self.wait_all(name, 1000, timeout=90)
+        by_id = {str(r["id"]): r for r in rows}
+        self.assertEqual(set(by_id), ids)
+        for r in rows:
+            self.assertEqual((r["attempts"], r["last_status"], r["last_error"]), (1, 200, None),
+                             r["id"])
+            self.assertEqual(r["response"], {"ok": True}, "the JSON answer is stored")
+
+        reqs = self.ep.requests(job_name=name)
+        per_job = collections.Counter(r.correlation_id for r in reqs)
+        self.assertEqual(set(per_job), ids, "every job reached the endpoint")
+        self.assertEqual([c for c in per_job.values() if c != 1], [],
+                         "no job was delivered twice")
+        self.ep.assert_no_violations()
+        owner_of = {o[0]: o for o in owners}
+        for req in reqs:
+            row = by_id[req.correlation_id]
+            uid, role, email = owner_of[str(row["user_id"])]
+            self.assertEqual(req.claims["sub"], uid)
+            self.assertEqual(req.claims["role"], role)
+            self.assertEqual(req.claims["aud"], role)
+            if email is None:
+                self.assertNotIn("email", req.claims)
+            else:
+                self.assertEqual(req.claims["email"], email)
+            # The token lives no longer than the attempt's timeout plus a minute.
+            self.assertLessEqual(req.claims["exp"] - req.claims["iat"], 300 + 60)
+            self.assertEqual(req.json(), row["request_body"] if row["request_body"] is not None
+                             else {})
+            self.assertEqual(req.attempt, 1)
+            self.assertEqual(req.header("Idempotency-Key"), req.correlation_id)
+            self.assertEqual(req.job_name, name)
+            self.assertEqual(req.header("User-Agent"), agent)
+            self.assertEqual((req.header("X-Tenant"), req.header("X-Trace")), ("acme", "on"),
+                             "job_config headers are sent")
+        self.assertEqual(sum(1 for r in reqs if r.body == b"{}"), 100,
+                         "a NULL request_body is sent as {}")
+        for uid in owner_of:
+            mine = [r for r in reqs if r.sub == uid]
+            self.assertEqual(len(mine), 100)
+            self.assertLessEqual(harness.max_overlap(mine), 5, "concurrency_limit of %s" % uid)
+
+        logs = query(self.conn, """
+            SELECT array_agg(l.log_message ORDER BY l.id) AS messages, count(*) AS n
+              FROM jobrunner.job_logs l JOIN jobrunner.job j ON j.id = l.job_id
+             WHERE j.job_name = %s GROUP BY l.job_id""", (name,))
+        self.assertEqual(len(logs), 1000)
+        odd = [r["messages"] for r in logs
+               if r["messages"] != ["created", "started attempt 1", "completed with status 200"]]
+        self.assertEqual(odd[:3], [], "%d jobs with other logs" % len(odd))
+
+    def test_system_job_token_has_no_sub_and_the_system_role(self):
+        name = self.job_name("system", "/ok")
+        default_role = scalar(self.conn, "SHOW jobrunner.system_role")
+        self.assertEqual(default_role, "service_role")
+        jid = scalar(self.conn, "SELECT jobrunner.queue_job_for(NULL, 'ignored', "
+                                "'ignored@example.com', %s, NULL)::text", (name,))
+        wait_job_state(self.conn, jid, "completed")
+        [req] = self.sent(jid)
+        self.assertIsNone(req.jwt_error)
+        self.assertNotIn("sub", req.claims)
+        self.assertNotIn("email", req.claims)
+        self.assertEqual(req.claims["role"], "service_role")
+        self.assertEqual(req.claims["aud"], "service_role")
+        self.assertEqual(req.body, b"{}")
+
+        self.set_setting("jobrunner.system_role", "jr_it_system")
+        jid = self.queue(name, body={"k": "v"})
+        wait_job_state(self.conn, jid, "completed")
+        [req] = self.sent(jid)
+        self.assertNotIn("sub", req.claims)
+        self.assertEqual(req.claims["role"], "jr_it_system")
+        self.assertEqual(req.json(), {"k": "v"})
+        self.ep.assert_no_violations()
+
+    def test_no_content_completes_without_a_response(self):
+        name = self.job_name("nocontent", "/nocontent")
+        jid = self.queue(name, user(1))
+        row = wait_job_state(self.conn, jid, "completed")
+        self.assertEqual(row["last_status"], 204)
+        self.assertIsNone(row["response"])
+
+    def test_concurrency_limit_per_user_and_job_name(self):
+        name = self.job_name("limit", "/block", concurrency_limit=2)
+        owners = [user(i) for i in range(3)]
+        for o in owners:
+            for n in range(5):
+                self.queue(name, o, {"n": n})
+        wait_for(lambda: self.ep.current(job_name=name) >= 6, 15,
+                 message="six requests in progress (two per user)")
+        harness.wait_worker_loops(self.conn, 2)
+        for uid, _, _ in owners:
+            self.assertEqual(self.ep.current(sub=uid, job_name=name), 2, uid)
+        self.assertEqual(self.ep.current(job_name=name), 6)
+        self.assertEqual(scalar(self.conn, "SELECT count(*) FROM jobrunner.job "
+                                           "WHERE job_name = %s AND state = 'running'", (name,)), 6)
+        self.ep.release()
+        self.wait_all(name, 15)
+        for uid, _, _ in owners:
+            reqs = [r for r in self.ep.requests(job_name=name) if r.sub == uid]
+            self.assertEqual(len(reqs), 5)
+            self.assertEqual(harness.max_overlap(reqs), 2, "per (user, job_name) at once")
+        self.ep.assert_no_violations()
+
+    def test_max_in_flight_caps_requests_across_users(self):
+        self.set_setting("jobrunner.max_in_flight", 5)
+        name = self.job_name("inflight", "/block", concurrency_limit=10)
+        owners = [user(i) for i in range(4)]
+        for n in range(5):
+            for o in owners:
+                self.queue(name, o, {"n": n})
+        wait_for(lambda: self.ep.current(job_name=name) >= 5, 15,
+                 message="five requests in progress")
+        harness.wait_worker_loops(self.conn, 2)
+        self.assertEqual(self.ep.current(job_name=name), 5)
+        self.assertEqual(harness.worker_status(self.conn)["in_flight"], 5)
+        self.ep.release()
+        self.wait_all(name, 20)
+        self.assertEqual(harness.max_overlap(self.ep.requests(job_name=name)), 5)
+
+    def test_retries_follow_the_backoff_schedule(self):
+        name = self.job_name("backoff", "/flaky?fail=3", retry_backoff="200 ms",
+                             retry_backoff_max="1 s", max_retries=3)
+        jid = self.queue(name, user(1))
+        row = wait_job_state(self.conn, jid, "completed", timeout=20)
+        self.assertEqual(row["attempts"], 4)
+        self.assertEqual(row["response"], {"ok": True, "attempt": 4})
+        reqs = self.sent(jid)
+        self.assertEqual([r.attempt for r in reqs], [1, 2, 3, 4])
+        self.assertEqual([r.status for r in reqs], [500, 500, 500, 200])
+        for n in (1, 2, 3):
+            d = min(0.2 * 2 ** (n - 1), 1.0)  # capped exponential, then jittered into [d/2, d]
+            gap = reqs[n].started - reqs[n - 1].started
+            self.assertGreaterEqual(gap, d / 2 - 0.002, "attempt %d came too early" % (n + 1))
+            self.assertLessEqual(gap, d + HOP_SLACK, "attempt %d came too late" % (n + 1))
+        messages = [l["log_message"] for l in harness.job_logs(self.conn, jid)]
+        self.assertEqual(len([m for m in messages if "failed: HTTP 500" in m
+                              and "next attempt at" in m]), 3, messages)
+        self.assertEqual(messages[-1], "completed with status 200")
+
+    def test_failing_endpoint_fails_the_job_after_its_retries(self):
+        name = self.job_name("fail", "/fail", max_retries=2, retry_backoff="50 ms",
+                             retry_backoff_max="100 ms")
+        jid = self.queue(name, user(1))
+        row = wait_job_state(self.conn, jid, "failed", timeout=15)
+        self.assertEqual(row["attempts"], 3)
+        self.assertEqual(row["last_status"], 500)
+        self.assertTrue(row["last_error"].startswith("HTTP 500"), row["last_error"])
+        self.assertIsNotNone(row["finished_at"])
+        last = harness.job_logs(self.conn, jid)[-1]
+        self.assertIn("failed permanently", last["log_message"])
+        self.assertEqual((last["log_level"], last["status_code"], last["attempt"]), ("error", 500, 3))
+        harness.wait_worker_loops(self.conn, 2)
+        self.assertEqual([r.attempt for r in self.sent(jid)], [1, 2, 3], "no attempt after failing")
+
+    def test_retry_after_is_honoured_up_to_the_cap(self):
+        honoured = self.job_name("ra", "/retry-after?s=1&times=1", retry_backoff="50 ms",
+                                 retry_backoff_max="10 s")
+        capped = self.job_name("racap", "/retry-after?s=30&times=1", retry_backoff="50 ms",
+                               retry_backoff_max="1 s")
+        a = self.queue(honoured, user(1))
+        b = self.queue(capped, user(2))
+        for jid in (a, b):
+            row = wait_job_state(self.conn, jid, "completed", timeout=15)
+            self.assertEqual(row["attempts"], 2)
+            reqs = self.sent(jid)
+            self.assertEqual([r.status for r in reqs], [429, 200])
+            gap = reqs[1].started - reqs[0].started
+            # Retry-After: 1 s (and 30 s capped to 1 s) instead of a 25-50 ms backoff.
+            self.assertGreaterEqual(gap, 1.0, jid)
+            self.assertLessEqual(gap, 1.0 + HOP_SLACK, jid)
+            logs = harness.job_logs(self.conn, jid)
+            self.assertIn(429, [l["status_code"] for l in logs])
+
+    def test_redirect_is_not_followed(self):
+        name = self.job_name("redirect", "/redirect", max_retries=0)
+        jid = self.queue(name, user(1))
+        row = wait_job_state(self.conn, jid, "failed")
+        self.assertEqual(row["last_status"], 302)
+        self.assertIn("redirect", row["last_error"])
+        self.assertEqual(len(self.ep.requests(path="/redirect")), 1)
+        self.assertEqual(self.ep.requests(path="/ok"), [], "the Location was not requested")
+
+    def test_huge_response_is_cut_without_holding_it_in_memory(self):
+        mb = 50
+        name = self.job_name("huge", "/huge?mb=%d" % mb)
+        pid = harness.worker_status(self.conn)["pid"]
+        status = "/proc/%d/status" % pid
+
+        def kb(field):
+            with open(status) as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1])
+            raise AssertionError("no %s in %s" % (field, status))
+
+        try:  # reset the worker's peak resident size to its current size
+            with open("/proc/%d/clear_refs" % pid, "w") as f:
+                f.write("5")
+        except OSError as exc:
+            self.skipTest("cannot reset the worker's peak RSS: %s" % exc)
+        before = kb("VmRSS")
+        jid = self.queue(name, user(1))
+        row = wait_job_state(self.conn, jid, "completed", timeout=60)
+        self.assertEqual(harness.worker_status(self.conn)["pid"], pid, "the worker survived")
+        self.assertEqual(row["last_status"], 200)
+        self.assertIsNone(row["response"], "a body beyond the cap is not stored")
+        [req] = self.sent(jid)
+        self.assertEqual(req.status, 200)
+        growth_kb = kb("VmHWM") - before
+        self.assertLess(growth_kb, mb * 1024 // 5,
+                        "the worker's peak RSS grew by %d kB for a %d MB body" % (growth_kb, mb))
+
+    def test_connection_reset_is_recorded_and_retried(self):
+        name = self.job_name("reset", "/reset", max_retries=1, retry_backoff="100 ms")
+        jid = self.queue(name, user(1))
+        row = wait_job_state(self.conn, jid, "failed", timeout=15)
+        self.assertEqual(row["attempts"], 2)
+        self.assertIsNone(row["last_status"])
+        self.assertTrue(row["last_error"], "a connection error is recorded")
+        self.assertFalse(row["last_error"].startswith("HTTP"), row["last_error"])
+        self.assertEqual([r.attempt for r in self.sent(jid)], [1, 2])
+        messages = [l["log_message"] for l in harness.job_logs(self.conn, jid)]
+        self.assertTrue(any(m.startswith("attempt 1 failed: ") and "next attempt at" in m
+                            for m in messages), messages)
+
+    def test_timeout_fails_the_attempt(self):
+        name = self.job_name("timeout", "/slow?ms=2000", timeout="300 ms", max_retries=0)
+        jid = self.queue(name, user(1))
+        row = wait_job_state(self.conn, jid, "failed", timeout=15)
+        self.assertIsNone(row["last_status"])
+        self.assertRegex(row["last_error"], r"(?i)time")
+        took = (row["finished_at"] - row["last_run_at"]).total_seconds()
+        self.assertLess(took, 1.5, "the attempt was cut at its timeout")
+        [req] = self.sent(jid)
+        self.assertLessEqual(req.claims["exp"] - req.claims["iat"], 1 + 60,
+                             "the token outlives the attempt by at most a minute")
+
+    def test_disabled_job_name_dispatches_nothing_until_enabled(self):
+        name = self.job_name("disabled", "/ok", enabled=False)
+        jid = self.queue(name, user(1))
+        harness.wait_worker_loops(self.conn, 2)
+        row = harness.job(self.conn, jid)
+        self.assertEqual((row["state"], row["attempts"]), ("pending", 0))
+        self.assertEqual(self.ep.requests(), [], "nothing sent while disabled")
+        with self.conn.cursor() as cur:
+            cur.execute("UPDATE jobrunner.job_config SET enabled = true WHERE job_name = %s",
+                        (name,))
+        wait_job_state(self.conn, jid, "completed", timeout=10)
+        self.assertEqual(len(self.sent(jid)), 1)
+
+    def test_delayed_job_is_not_sent_before_run_at(self):
+        name = self.job_name("delayed", "/ok")
+        jid = scalar(self.conn, "SELECT jobrunner.queue_job_for(%s, 'authenticated', NULL, %s, "
+                                "'{}', _run_at => now() + interval '1 second')::text",
+                     (str(uuid.uuid4()), name))
+        run_at = harness.job(self.conn, jid)["next_run_at"].timestamp()
+        wait_job_state(self.conn, jid, "completed", timeout=10)
+        [req] = self.sent(jid)
+        self.assertGreaterEqual(req.time, run_at, "sent before run_at")
+        self.assertLessEqual(req.time, run_at + HOP_SLACK, "the worker woke up late")
+
+    def test_higher_priority_first_within_a_job_name(self):
+        name = self.job_name("priority", "/ok", concurrency_limit=1)
+        owner = user(1)
+        priorities = [3, 0, 7, 1, 5, -2, 9]
+        tx = harness.connect(autocommit=False)
+        try:
+            ids = {harness.queue_for(tx, *owner, name, {"p": p}, priority=p): p
+                   for p in priorities}
+            tx.commit()
+        finally:
+            tx.close()
+        self.wait_all(name, len(priorities))
+        order = [ids[r.correlation_id]
+                 for r in sorted(self.ep.requests(job_name=name), key=lambda r: r.started)]
+        self.assertEqual(order, sorted(priorities, reverse=True))
+
+    def test_commit_wakes_the_worker_without_waiting_for_the_poll(self):
+        self.set_setting("jobrunner.poll_interval", "10s")
+        self.assertEqual(scalar(self.conn, "SHOW jobrunner.poll_interval"), "10s")
+        name = self.job_name("wake", "/ok")
+        owner = user(1)
+        tx = harness.connect(autocommit=False)
+        self.addCleanup(tx.close)
+        for i in range(5):
+            jid = harness.queue_for(tx, *owner, name, {"i": i})
+            committed = time.time()
+            tx.commit()
+            [req] = self.ep.wait_for_requests(1, timeout=5, correlation_id=jid)
+            self.assertLess(req.time - committed, 0.2,
+                            "job %d reached the endpoint %.3fs after commit" % (
+                                i, req.time - committed))
+            wait_job_state(self.conn, jid, "completed")
+
+    def test_rollback_queues_and_sends_nothing(self):
+        name = self.job_name("rollback", "/ok")
+        owner = user(1)
+        tx = harness.connect(autocommit=False)
+        try:
+            gone = harness.queue_for(tx, *owner, name, {"rolled": "back"})
+            tx.rollback()
+        finally:
+            tx.close()
+        self.assertIsNone(harness.job(self.conn, gone))
+        self.assertEqual(harness.job_logs(self.conn, gone), [])
+        kept = self.queue(name, owner, {"kept": True})
+        wait_job_state(self.conn, kept, "completed")
+        harness.wait_worker_loops(self.conn, 2)
+        self.assertEqual([r.correlation_id for r in self.ep.requests()], [kept])
+
+    def test_worker_status_reports_the_running_worker_and_its_counts(self):
+        before = harness.worker_status(self.conn)
+        self.assertTrue(before["running"])
+        self.assertEqual(before["pid"], harness.worker_pid(self.conn))
+        self.assertEqual(before["database_name"], scalar(self.conn, "SELECT current_database()"))
+        self.assertIsNotNone(before["started_at"])
+        ok = self.job_name("status_ok", "/ok")
+        bad = self.job_name("status_bad", "/fail", max_retries=0)
+        ids = [self.queue(ok, user(i)) for i in range(4)]
+        failing = self.queue(bad, user(9))
+        for jid in ids:
+            wait_job_state(self.conn, jid, "completed")
+        wait_job_state(self.conn, failing, "failed")
+        after = wait_for(lambda: (lambda s: s if s["in_flight"] == 0 else None)(
+            harness.worker_status(self.conn)), 10, message="in_flight back to 0")
+        self.assertEqual(after["pid"], before["pid"])
+        self.assertEqual(after["started_at"], before["started_at"])
+        self.assertGreaterEqual(after["dispatched"] - before["dispatched"], 5)
+        self.assertGreaterEqual(after["completed"] - before["completed"], 4)
+        self.assertGreaterEqual(after["failed"] - before["failed"], 1)
+        self.assertGreater(after["last_loop_at"], before["last_loop_at"])
+
+
+if __name__ == "__main__":
+    unittest.main()
