@@ -851,7 +851,7 @@ BEGIN
          WHERE j.state = 'running'
          GROUP BY 1, 2
     ), slots AS (
-        SELECT g.job_name, g.owner, g.priority,
+        SELECT g.job_name, g.owner, g.priority, COALESCE(r.n, 0) AS held,
                c.concurrency_limit - COALESCE(r.n, 0) AS free
           FROM grp g
           JOIN jobrunner.job_config c ON c.job_name = g.job_name AND c.enabled
@@ -864,7 +864,7 @@ BEGIN
           FROM slots s
          WHERE s.free > 0
     ), cand AS (
-        SELECT s.job_name, s.owner, s.free, x.row_ctid, x.id, x.priority, x.next_run_at
+        SELECT s.job_name, s.owner, s.held, s.free, x.row_ctid, x.id, x.priority, x.next_run_at
           FROM slots s
           CROSS JOIN fair_share f
           CROSS JOIN LATERAL (
@@ -881,12 +881,15 @@ BEGIN
                                        ORDER BY c.priority DESC, c.next_run_at) AS grp_rank
           FROM cand c
     ), in_name AS (
+        -- slot: which running job of its group this one would be. Slots
+        -- already held count, so when max_concurrency or rate_limit is what
+        -- binds, a group with jobs in flight does not beat one without.
         SELECT g.*, row_number() OVER (PARTITION BY g.job_name
-                                       ORDER BY g.grp_rank, g.priority DESC, g.next_run_at) AS name_rank
+                                       ORDER BY g.held + g.grp_rank, g.priority DESC, g.next_run_at) AS name_rank
           FROM in_group g
          WHERE g.grp_rank <= g.free
     ), allowed AS (
-        SELECT i.row_ctid, i.id, i.grp_rank, i.priority, i.next_run_at
+        SELECT i.row_ctid, i.id, i.held + i.grp_rank AS slot, i.priority, i.next_run_at
           FROM in_name i
           JOIN jobrunner.job_config c ON c.job_name = i.job_name
           LEFT JOIN (SELECT r.job_name, sum(r.n) AS n FROM running r GROUP BY 1) rn
@@ -897,7 +900,7 @@ BEGIN
     )
     SELECT pg_catalog.array_agg(a.row_ctid), pg_catalog.array_agg(a.id) INTO _ctids, _ids
       FROM (SELECT a.row_ctid, a.id FROM allowed a
-             ORDER BY a.grp_rank, a.priority DESC, a.next_run_at
+             ORDER BY a.slot, a.priority DESC, a.next_run_at
              LIMIT _limit) a;
 
     IF _ctids IS NULL THEN
