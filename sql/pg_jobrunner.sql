@@ -1108,6 +1108,7 @@ AS $$
            AND j.state IN ('completed', 'canceled')
          ORDER BY j.finished_at
          LIMIT _batch
+           FOR UPDATE SKIP LOCKED  -- a row someone is retrying is left for later
     ), logs AS (
         DELETE FROM jobrunner.job_logs l USING old WHERE l.job_id = old.id
     ), gone AS (

@@ -114,7 +114,7 @@ private:
     void harvest();
     void step(TimestampTz now);
     void dispatch(std::vector<ClaimedJob> &claimed);
-    void record_one_by_one();
+    void record_one_by_one(std::vector<Outcome> &list, bool short_wait);
     void wait(TimestampTz now);
     void shutdown();
     void publish_figures(TimestampTz now);
@@ -123,6 +123,8 @@ private:
     int64 worker_id_;
     std::unordered_map<std::uint64_t, ClaimedJob> in_flight_;
     std::vector<Outcome> outcomes_;
+    std::vector<Outcome> stuck_;      // could not be recorded yet; retried alone
+    TimestampTz stuck_retry_at_ = 0;
     std::vector<HttpResult> results_;
     std::vector<HttpRequest> requests_;
     std::uint64_t next_tag_ = 1;
@@ -208,15 +210,17 @@ void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed) {
 }
 
 // After a failed batch: records outcomes one at a time so that one bad row
-// cannot hold the others back; a row that still fails is tried again later
-// without its response body.
-void Dispatcher::record_one_by_one() {
-    std::vector<Outcome> kept;
-    for (Outcome &o : outcomes_) {
+// cannot hold the others back (a body jsonb refuses is dropped on a second
+// try). What still fails — typically a row locked by a session that called
+// complete_job and has not committed — waits in stuck_, retried on its own
+// with a short lock wait so that it never stalls the other jobs.
+void Dispatcher::record_one_by_one(std::vector<Outcome> &list, bool short_wait) {
+    for (Outcome &o : list) {
         std::vector<Outcome> one{o};
         CycleInput in;
         in.worker_id = worker_id_;
         in.outcomes = &one;
+        in.short_lock_wait = short_wait;
         CycleOutput out;
         if (db_cycle(in, out)) continue;
         if (one[0].response) {
@@ -224,11 +228,13 @@ void Dispatcher::record_one_by_one() {
             CycleOutput retry;
             if (db_cycle(in, retry)) continue;
         }
-        ereport(WARNING, (errmsg("pg_jobrunner: could not record attempt %d of job %s: %s",
-                                 o.attempt, o.id.c_str(), out.error.c_str())));
-        kept.push_back(std::move(o));
+        if (!short_wait) {
+            ereport(WARNING, (errmsg("pg_jobrunner: could not record attempt %d of job %s yet: %s",
+                                     o.attempt, o.id.c_str(), out.error.c_str())));
+        }
+        stuck_.push_back(std::move(o));
     }
-    outcomes_ = std::move(kept);
+    list.clear();
 }
 
 // One turn of the loop's database side: record, expire, purge, claim.
@@ -243,6 +249,12 @@ void Dispatcher::step(TimestampTz now) {
     int batch = backlog_ && !in_flight_.empty() ? std::max(1, guc_max_in_flight / 4) : 1;
     bool claim = want_claim_ && capacity >= batch;
     if (now < paused_until_) return;
+    if (!stuck_.empty() && now >= stuck_retry_at_) {
+        std::vector<Outcome> retry;
+        retry.swap(stuck_);
+        record_one_by_one(retry, true);
+        stuck_retry_at_ = now + kErrorPauseUs;
+    }
     if (outcomes_.empty() && !claim && !(want_claim_ && (lease_due || purge_due))) return;
 
     CycleInput in;
@@ -256,7 +268,7 @@ void Dispatcher::step(TimestampTz now) {
     CycleOutput out;
     if (!db_cycle(in, out)) {
         ereport(WARNING, (errmsg("pg_jobrunner: worker transaction failed: %s", out.error.c_str())));
-        if (!outcomes_.empty()) record_one_by_one();
+        if (!outcomes_.empty()) record_one_by_one(outcomes_, false);
         next_look_ = now + kErrorPauseUs;
         paused_until_ = next_look_;
         want_claim_ = false;
@@ -291,6 +303,9 @@ void Dispatcher::wait(TimestampTz now) {
         timeout_ms = 0;
     } else {
         timeout_ms = std::max<int64>(0, (next_look_ - now + 999) / 1000);
+    }
+    if (!stuck_.empty()) {
+        timeout_ms = std::min<long>(timeout_ms, std::max<int64>(0, (stuck_retry_at_ - now + 999) / 1000));
     }
     WaitEvent event;
     pg_call([&] {
@@ -368,7 +383,7 @@ void jobrunner_worker_main(Datum main_arg) {
     // Claims and completions must survive a crash the moment they commit;
     // a hook must not hold the worker forever on a row lock.
     SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
-    SetConfigOption("lock_timeout", "5s", PGC_SUSET, PGC_S_OVERRIDE);
+    SetConfigOption("lock_timeout", "1s", PGC_SUSET, PGC_S_OVERRIDE);
     // The claim relies on READ COMMITTED row re-checks, whatever the default.
     SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET,
                     PGC_S_OVERRIDE);

@@ -213,6 +213,9 @@ bool db_cycle(const CycleInput &in, CycleOutput &out) {
         [&] {
             present = OidIsValid(get_extension_oid("pg_jobrunner", true));
             if (!present) return;
+            if (in.short_lock_wait) {
+                SPI_execute("SET LOCAL lock_timeout = '50ms'", false, 0);
+            }
             if (in.outcomes != nullptr && !in.outcomes->empty()) {
                 record_outcomes(in.worker_id, *in.outcomes);
             }

@@ -21,6 +21,7 @@ struct CycleInput {
     bool purge = false;
     int retention_s = 0;
     bool next_wakeup = true;  // also ask when the queue next needs a look
+    bool short_lock_wait = false;  // give up on a locked row after 50 ms
 };
 
 struct CycleOutput {

@@ -1,5 +1,9 @@
 """test_worker_lifecycle.py — the worker as a good citizen of the cluster.
 
+A row another session has locked (say, a complete_job not yet committed)
+must not stall the worker: the outcome waits on its own while other jobs
+flow, and is recorded once the lock is gone.
+
 While the database it serves has no pg_jobrunner extension, the worker idles;
 it must still answer what other backends wait for: DROP DATABASE of any
 database in the cluster waits until every backend has absorbed a
@@ -55,6 +59,28 @@ class WorkerLifecycleTest(unittest.TestCase):
         harness.wait_job_state(self.conn, job_id, ["completed"])
         self.assertEqual(len(endpoint.requests(path="/ok")), 1)
         endpoint.assert_no_violations()
+
+    def test_a_locked_row_does_not_stall_other_jobs(self):
+        endpoint = harness.Endpoint(secret=harness.secret())
+        endpoint.hold()
+        endpoint.start()
+        self.addCleanup(endpoint.shutdown)
+        harness.configure_job(self.conn, "lifecycle-block", endpoint.url("/block?ms=20000"))
+        harness.configure_job(self.conn, "lifecycle-fast", endpoint.url("/ok"))
+        blocked = harness.queue_for(self.conn, None, None, None, "lifecycle-block", {})
+        endpoint.wait_for_current(1, job_name="lifecycle-block")
+        # Another session locks the running job and keeps its transaction open.
+        locker = connect(autocommit=False)
+        self.addCleanup(locker.close)
+        with locker.cursor() as cur:
+            cur.execute("SELECT jobrunner.fail_job(%s, 'held open by a test')", (blocked,))
+        endpoint.release()  # the worker now has an outcome it cannot record yet
+        fast = [harness.queue_for(self.conn, None, None, None, "lifecycle-fast", {"n": i})
+                for i in range(5)]
+        for job_id in fast:
+            harness.wait_job_state(self.conn, job_id, ["completed"], timeout=5)
+        locker.rollback()  # the lock goes; the held outcome is recorded
+        harness.wait_job_state(self.conn, blocked, ["completed"], timeout=10)
 
 
 if __name__ == "__main__":
