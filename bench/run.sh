@@ -19,7 +19,7 @@
 #   --keep               leave the run directory (logs, data dir) in /tmp
 #
 # Environment: BENCH_PORT_BASE (default 55440: Postgres on it, nginx on +1,
-# the latency endpoint on +2).
+# the latency endpoint on +2; moved up by 10 while any of them is taken).
 #
 # What it starts, all stopped by the EXIT trap: nginx (bench/nginx.conf.template),
 # a throwaway PostgreSQL 15 cluster (test/lib/cluster.sh, run as the postgres
@@ -61,7 +61,15 @@ for v in JOBS RUNS SOAK_JOBS LAT_SAMPLES; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: $v must be a positive integer" >&2; exit 2; }
 done
 
+# port_in_use PORT: something accepts connections on 127.0.0.1:PORT.
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Three consecutive free ports from BENCH_PORT_BASE (default 55440), moving
+# up 10 at a time when another server holds one (the machine may be shared).
 PORT_BASE=${BENCH_PORT_BASE:-55440}
+for _ in $(seq 1 20); do
+  port_in_use "$PORT_BASE" || port_in_use $((PORT_BASE + 1)) || port_in_use $((PORT_BASE + 2)) || break
+  PORT_BASE=$((PORT_BASE + 10))
+done
 PG_PORT=$PORT_BASE
 NGINX_PORT=$((PORT_BASE + 1))
 LAT_PORT=$((PORT_BASE + 2))

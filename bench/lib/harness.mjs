@@ -520,7 +520,7 @@ function report() {
     lines.push('CPU seconds per 10,000-job run (median run):', '');
     lines.push('| system | worker process | other postgres processes | nginx | harness (poller) | outside the bench | wall s | WAL bytes/job |', '|---|---:|---:|---:|---:|---:|---:|---:|');
     const pick = (x) => [...x.runs].sort((a, b) => a.jobs_per_s - b.jobs_per_s)[Math.floor(x.runs.length / 2)];
-    const row = (name, x) => { const p = pick(x); lines.push(`| ${name} | ${p.cpu_s.worker} | ${p.cpu_s.postgres_other} | ${p.cpu_s.nginx} | ${p.cpu_s.harness} | ${p.cpu_s.outside ?? '?'} | ${p.seconds} | ${p.wal_bytes_per_job ?? '?'} |`); };
+    const row = (name, x) => { const p = pick(x); lines.push(`| ${name} | ${p.cpu_s.worker} | ${p.cpu_s.postgres_other} | ${p.cpu_s.nginx} | ${p.cpu_s.harness} | ${p.cpu_s.outside === undefined ? '?' : Math.max(0, p.cpu_s.outside)} | ${p.seconds} | ${p.wal_bytes_per_job ?? '?'} |`); };
     row('pg_jobrunner', r.jobrunner);
     for (const key of Object.keys(r).filter((k) => k.startsWith('peer_')).sort()) row(key.replace('peer_', ''), r[key]);
     lines.push('', '"outside the bench": CPU seconds the machine spent on processes this run did not start ' +
