@@ -919,12 +919,13 @@ BEGIN
                  WHERE j.ctid = c.row_ctid AND j.id = c.id AND j.state = 'pending'
                    FOR UPDATE SKIP LOCKED) l
     ), upd AS (
+        -- = ANY (array) keeps this a TID scan; a join with locked would be
+        -- planned as a hash join over every pending row.
         UPDATE jobrunner.job j
            SET state = 'running', attempts = j.attempts + 1, locked_at = now(),
                locked_by = _worker, last_run_at = now(), updated_at = now(),
                acked_at = NULL, lease_expires_at = NULL
-          FROM locked l
-         WHERE j.ctid = l.row_ctid AND j.state = 'pending'
+         WHERE j.ctid = ANY (ARRAY(SELECT l.row_ctid FROM locked l)) AND j.state = 'pending'
         RETURNING j.*
     ), logged AS (
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
@@ -955,6 +956,9 @@ CREATE FUNCTION jobrunner._record(_worker bigint, _ids uuid[], _attempts int[],
     RETURNS int
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    -- A generic plan would misjudge the batch (unnest estimated at 10 rows,
+    -- running rows at 1) and re-scan it per running row: plan each call.
+    SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     _n int := 0;
