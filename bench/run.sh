@@ -18,8 +18,10 @@
 #                        comparable
 #   --keep               leave the run directory (logs, data dir) in /tmp
 #
-# Environment: BENCH_PORT_BASE (default 55440: Postgres on it, nginx on +1,
+# Environment: BENCH_PORT_BASE (default 25440: Postgres on it, nginx on +1,
 # the latency endpoint on +2; moved up by 10 while any of them is taken).
+# The default sits below Linux's ephemeral range (32768-60999), where servers
+# that listen on port 0 (other test suites on a shared machine) may land.
 #
 # What it starts, all stopped by the EXIT trap: nginx (bench/nginx.conf.template),
 # a throwaway PostgreSQL 15 cluster (test/lib/cluster.sh, run as the postgres
@@ -63,9 +65,9 @@ done
 
 # port_in_use PORT: something accepts connections on 127.0.0.1:PORT.
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# Three consecutive free ports from BENCH_PORT_BASE (default 55440), moving
+# Three consecutive free ports from BENCH_PORT_BASE (default 25440), moving
 # up 10 at a time when another server holds one (the machine may be shared).
-PORT_BASE=${BENCH_PORT_BASE:-55440}
+PORT_BASE=${BENCH_PORT_BASE:-25440}
 for _ in $(seq 1 20); do
   port_in_use "$PORT_BASE" || port_in_use $((PORT_BASE + 1)) || port_in_use $((PORT_BASE + 2)) || break
   PORT_BASE=$((PORT_BASE + 10))
@@ -104,6 +106,7 @@ ensure_node() {
   fi
   if ! command -v npm >/dev/null 2>&1; then
     log "npm not found: installing Debian's npm to bootstrap Node 22"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends npm >/dev/null
   fi
   mkdir -p "$NODE_DIR"
@@ -176,7 +179,7 @@ sed -e "s|@PORT@|$NGINX_PORT|g" -e "s|@DIR@|$RUN_DIR/nginx|g" "$BENCH/nginx.conf
 nginx -p "$RUN_DIR/nginx" -c "$RUN_DIR/nginx/nginx.conf" -g 'daemon off;' 2>"$RUN_DIR/nginx/stderr.log" &
 NGINX_PID=$!
 for i in $(seq 1 100); do
-  [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{}' "http://127.0.0.1:$NGINX_PORT/bench" 2>/dev/null) == 204 ]] && break
+  port_in_use "$NGINX_PORT" && break
   kill -0 "$NGINX_PID" 2>/dev/null || { cat "$RUN_DIR/nginx/stderr.log" >&2; die "nginx did not start"; }
   [[ $i -eq 100 ]] && die "nginx did not answer within 10 s"
   sleep 0.1
@@ -220,7 +223,7 @@ json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')";
   printf '{"date": %s, ' "$(json_str "$(date -u '+%Y-%m-%d %H:%M UTC')")"
   printf '"cpu": %s, ' "$(json_str "$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)")"
   printf '"cores": %s, ' "$(nproc)"
-  printf '"memory": %s, ' "$(json_str "$(free -h | awk '/^Mem:/ {print $2}')")"
+  printf '"memory": %s, ' "$(json_str "$(awk '/^MemTotal:/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)")"
   printf '"os": %s, ' "$(json_str "Debian $(cat /etc/debian_version), kernel $(uname -r)")"
   printf '"postgres": %s, ' "$(json_str "$("$PGBIN/postgres" --version)")"
   printf '"nginx": %s, ' "$(json_str "$(nginx -v 2>&1 | sed 's/^nginx version: //')")"
