@@ -190,6 +190,18 @@ CREATE TABLE jobrunner.rate_bucket (
 );
 COMMENT ON TABLE jobrunner.rate_bucket IS 'internal: rate-limit token buckets per job name';
 
+-- When each (job_name, owner) group was last given a job: ties between
+-- groups go to the one served longest ago, so dispatch rotates across users
+-- even when only one job of a name may run at a time. Written only by the
+-- claim; rows are purged with old jobs.
+CREATE TABLE jobrunner.group_turn (
+    job_name  text        NOT NULL,
+    owner     uuid        NOT NULL,
+    served_at timestamptz NOT NULL,
+    PRIMARY KEY (job_name, owner)
+);
+COMMENT ON TABLE jobrunner.group_turn IS 'internal: when each (job_name, owner) group was last served';
+
 -- Recurring jobs queued by pg_cron.
 CREATE TABLE jobrunner.schedule (
     schedule_name text PRIMARY KEY,
@@ -852,10 +864,11 @@ BEGIN
          GROUP BY 1, 2
     ), slots AS (
         SELECT g.job_name, g.owner, g.priority, COALESCE(r.n, 0) AS held,
-               c.concurrency_limit - COALESCE(r.n, 0) AS free
+               c.concurrency_limit - COALESCE(r.n, 0) AS free, t.served_at
           FROM grp g
           JOIN jobrunner.job_config c ON c.job_name = g.job_name AND c.enabled
           LEFT JOIN running r ON r.job_name = g.job_name AND r.owner = g.owner
+          LEFT JOIN jobrunner.group_turn t ON t.job_name = g.job_name AND t.owner = g.owner
     ), fair_share AS (
         -- No group needs more than an even share of this claim: fetching
         -- more would only be sorted away. Groups left short are topped up by
@@ -864,7 +877,8 @@ BEGIN
           FROM slots s
          WHERE s.free > 0
     ), cand AS (
-        SELECT s.job_name, s.owner, s.held, s.free, x.row_ctid, x.id, x.priority, x.next_run_at
+        SELECT s.job_name, s.owner, s.held, s.free, s.served_at, x.row_ctid, x.id, x.priority,
+               x.next_run_at
           FROM slots s
           CROSS JOIN fair_share f
           CROSS JOIN LATERAL (
@@ -883,13 +897,15 @@ BEGIN
     ), in_name AS (
         -- slot: which running job of its group this one would be. Slots
         -- already held count, so when max_concurrency or rate_limit is what
-        -- binds, a group with jobs in flight does not beat one without.
+        -- binds, a group with jobs in flight does not beat one without;
+        -- between equal slots, the group served longest ago goes first.
         SELECT g.*, row_number() OVER (PARTITION BY g.job_name
-                                       ORDER BY g.held + g.grp_rank, g.priority DESC, g.next_run_at) AS name_rank
+                                       ORDER BY g.held + g.grp_rank, g.served_at NULLS FIRST,
+                                                g.priority DESC, g.next_run_at) AS name_rank
           FROM in_group g
          WHERE g.grp_rank <= g.free
     ), allowed AS (
-        SELECT i.row_ctid, i.id, i.held + i.grp_rank AS slot, i.priority, i.next_run_at
+        SELECT i.row_ctid, i.id, i.held + i.grp_rank AS slot, i.served_at, i.priority, i.next_run_at
           FROM in_name i
           JOIN jobrunner.job_config c ON c.job_name = i.job_name
           LEFT JOIN (SELECT r.job_name, sum(r.n) AS n FROM running r GROUP BY 1) rn
@@ -900,7 +916,7 @@ BEGIN
     )
     SELECT pg_catalog.array_agg(a.row_ctid), pg_catalog.array_agg(a.id) INTO _ctids, _ids
       FROM (SELECT a.row_ctid, a.id FROM allowed a
-             ORDER BY a.slot, a.priority DESC, a.next_run_at
+             ORDER BY a.slot, a.served_at NULLS FIRST, a.priority DESC, a.next_run_at
              LIMIT _limit) a;
 
     IF _ctids IS NULL THEN
@@ -934,6 +950,11 @@ BEGIN
         UPDATE jobrunner.rate_bucket b SET tokens = b.tokens - k.n
           FROM (SELECT u.job_name, count(*) AS n FROM upd u GROUP BY 1) k
          WHERE b.job_name = k.job_name
+    ), turned AS (
+        INSERT INTO jobrunner.group_turn AS t (job_name, owner, served_at)
+        SELECT DISTINCT u.job_name, COALESCE(u.user_id, '00000000-0000-0000-0000-000000000000'::uuid), now()
+          FROM upd u
+        ON CONFLICT (job_name, owner) DO UPDATE SET served_at = EXCLUDED.served_at
     )
     SELECT u.id, u.job_name, u.user_id, u.user_role, u.user_email, u.attempts,
            COALESCE(u.request_body::text, '{}'),
@@ -1117,6 +1138,8 @@ AS $$
         DELETE FROM jobrunner.job_logs l USING old WHERE l.job_id = old.id
     ), gone AS (
         DELETE FROM jobrunner.job j USING old WHERE j.id = old.id RETURNING 1
+    ), turns AS (
+        DELETE FROM jobrunner.group_turn t WHERE t.served_at < now() - _retention
     )
     SELECT count(*)::int FROM gone;
 $$;

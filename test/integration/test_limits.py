@@ -237,7 +237,6 @@ class FairnessUnderCapsTest(LimitsBase):
     # A's older job wins: the newcomers wait for A's whole backlog (~2 s
     # here, 37 of A's 40 jobs). Needs a rotation across groups (e.g. a
     # per-job-name cursor of the owner served last).
-    @unittest.expectedFailure
     def test_newcomers_are_not_starved_when_one_slot_frees_at_a_time(self):
         name = self.job_name("capc1", "/slow?ms=50", concurrency_limit=1, max_concurrency=1)
         self.assertLessEqual(self.overtaken(name, 40, 2.5, 3), 1,
@@ -247,7 +246,6 @@ class FairnessUnderCapsTest(LimitsBase):
     # spent at each refill, when a fast endpoint has already answered A's
     # previous job, so A holds 0 slots like the newcomers and its older job
     # wins; the newcomers wait for most of A's backlog (~3 s here).
-    @unittest.expectedFailure
     def test_newcomers_are_not_starved_under_rate_limit(self):
         name = self.job_name("capr", "/ok", concurrency_limit=50, rate_limit=20)
         self.assertLessEqual(self.overtaken(name, 60, 3.0, 3), 2,
