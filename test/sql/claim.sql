@@ -57,7 +57,8 @@ SELECT pg_temp.claimed(3) AS first_claim;
 SELECT pg_temp.claimed(3) AS second_claim;
 SELECT pg_temp.claimed(3) AS third_claim;
 SELECT pg_temp.claimed(3) AS nothing_left;
--- Round robin also decides the order of a single claim.
+-- Round robin also decides the order of a single claim (group a was served
+-- more recently than group b above, so b gets the spare slot).
 TRUNCATE jobrunner.job;
 SELECT string_agg(pg_temp.q('cl.fair', 'a' || n), ' ') AS queued FROM generate_series(1, 3) n;
 SELECT string_agg(pg_temp.q('cl.fair', 'b' || n), ' ') AS queued FROM generate_series(1, 2) n;
