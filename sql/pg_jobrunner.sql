@@ -557,10 +557,43 @@ BEGIN
 END;
 $$;
 
+-- internal: mark a job completed, run on_complete, log. Whatever raises here
+-- (the hook, typically) undoes all of it: callers decide what happens next.
+CREATE FUNCTION jobrunner._complete(_job jobrunner.job, _cfg jobrunner.job_config,
+                                    _status int, _response jsonb,
+                                    _duration_ms double precision, _via text)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _done jobrunner.job;
+BEGIN
+    UPDATE jobrunner.job j
+       SET state = 'completed', finished_at = now(), updated_at = now(),
+           last_status = COALESCE(_status, j.last_status), last_error = NULL,
+           response = COALESCE(_response, j.response),
+           locked_at = NULL, lease_expires_at = NULL
+     WHERE j.id = _job.id
+    RETURNING * INTO _done;
+    IF _cfg.on_complete IS NOT NULL THEN
+        PERFORM jobrunner._run_hook(_cfg.on_complete, _done);
+    END IF;
+    INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
+    VALUES (_job.id, _job.attempts, 'info',
+            CASE WHEN _via = 'worker'
+                 THEN pg_catalog.format('completed with status %s', _status)
+                 ELSE pg_catalog.format('completed by %s', _via) END,
+            _status, _duration_ms);
+END;
+$$;
+
 -- internal: the job succeeded (or, for callback jobs, its endpoint acked).
--- Runs on_complete in a subtransaction: if the hook raises, its writes and
--- the completion are rolled back and the attempt counts as failed.
--- Returns true when the job completed.
+-- From the worker, on_complete runs in a subtransaction: if it raises, its
+-- writes and the completion are rolled back and the attempt counts as failed.
+-- From complete_job, a raising hook raises in the caller's transaction, so
+-- the caller's own writes and the completion still commit together or not at
+-- all. Returns true when the job completed.
 CREATE FUNCTION jobrunner._settle_ok(_job jobrunner.job, _status int, _response jsonb,
                                      _duration_ms double precision, _via text)
     RETURNS boolean
@@ -569,7 +602,6 @@ CREATE FUNCTION jobrunner._settle_ok(_job jobrunner.job, _status int, _response 
 AS $$
 DECLARE
     _cfg jobrunner.job_config;
-    _done jobrunner.job;
 BEGIN
     SELECT * INTO _cfg FROM jobrunner.job_config c WHERE c.job_name = _job.job_name;
     IF _via = 'worker' AND _cfg.completion = 'callback' THEN
@@ -584,23 +616,12 @@ BEGIN
                 _status, _duration_ms);
         RETURN false;
     END IF;
+    IF _via <> 'worker' THEN
+        PERFORM jobrunner._complete(_job, _cfg, _status, _response, _duration_ms, _via);
+        RETURN true;
+    END IF;
     BEGIN
-        UPDATE jobrunner.job j
-           SET state = 'completed', finished_at = now(), updated_at = now(),
-               last_status = COALESCE(_status, j.last_status), last_error = NULL,
-               response = COALESCE(_response, j.response),
-               locked_at = NULL, lease_expires_at = NULL
-         WHERE j.id = _job.id
-        RETURNING * INTO _done;
-        IF _cfg.on_complete IS NOT NULL THEN
-            PERFORM jobrunner._run_hook(_cfg.on_complete, _done);
-        END IF;
-        INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
-        VALUES (_job.id, _job.attempts, 'info',
-                CASE WHEN _via = 'worker'
-                     THEN pg_catalog.format('completed with status %s', _status)
-                     ELSE pg_catalog.format('completed by %s', _via) END,
-                _status, _duration_ms);
+        PERFORM jobrunner._complete(_job, _cfg, _status, _response, _duration_ms, _via);
         RETURN true;
     EXCEPTION WHEN others THEN
         PERFORM jobrunner._settle_fail(_job, _status,
@@ -1321,8 +1342,10 @@ COMMENT ON FUNCTION jobrunner._enqueue(uuid, text, text, text, jsonb, int, times
     'internal: the one place jobs are inserted (dedup and idempotency through unique indexes)';
 COMMENT ON FUNCTION jobrunner._run_hook(regprocedure, jobrunner.job) IS
     'internal: run a completion hook with request.jwt.claims set to the job user''s claims';
+COMMENT ON FUNCTION jobrunner._complete(jobrunner.job, jobrunner.job_config, int, jsonb, double precision, text) IS
+    'internal: mark a job completed, run on_complete, log; raises if the hook raises';
 COMMENT ON FUNCTION jobrunner._settle_ok(jobrunner.job, int, jsonb, double precision, text) IS
-    'internal: complete a job (or acknowledge a callback job), running on_complete in a subtransaction';
+    'internal: complete a job (or acknowledge a callback job); from the worker a raising on_complete fails the attempt, from complete_job it raises';
 COMMENT ON FUNCTION jobrunner._settle_fail(jobrunner.job, int, text, boolean, bigint, double precision) IS
     'internal: fail an attempt: retry after backoff, or fail for good and run on_fail';
 COMMENT ON FUNCTION jobrunner._recover(bigint) IS

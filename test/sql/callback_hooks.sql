@@ -175,8 +175,9 @@ SELECT pg_temp.record(:'h5', 1, 200, NULL, '{"ok": 1}') AS recorded;
 SELECT * FROM pg_temp.job(:'h5');
 SELECT * FROM pg_temp.hook_rows(:'h5');
 SELECT * FROM pg_temp.logs(:'h5');
--- Through complete_job: false, and the same outcome. On the last attempt the
--- job fails, and on_fail runs.
+-- Through complete_job, a raising hook raises in the caller's transaction:
+-- the caller's writes and the completion commit together or not at all, so
+-- the job stays running (its lease or a later complete_job decides).
 UPDATE jobrunner.job SET next_run_at = now() WHERE id = :'h5';
 SELECT pg_temp.claim(:'h5') AS attempt;
 SELECT jobrunner.complete_job(:'h5') AS completed;
