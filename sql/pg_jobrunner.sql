@@ -275,25 +275,29 @@ $$;
 COMMENT ON FUNCTION jobrunner._caller() IS
     'internal: the caller''s believed identity (sub, role, email) and whether the caller is an admin';
 
--- internal: raise unless the caller may act on a job of this owner. Jobs of
--- other users are reported as not found, so their existence does not leak.
-CREATE FUNCTION jobrunner._check_access(_job_id uuid, _owner uuid, _found boolean)
-    RETURNS void
-    LANGUAGE plpgsql STABLE
+-- internal: lock a job for a state change the caller asked for, raising
+-- unless the caller owns it or is an admin. Jobs of other users are reported
+-- as not found, so their existence does not leak. The lock makes a claim in
+-- progress wait for us, or us for it (then we see the job running).
+CREATE FUNCTION jobrunner._lock_job_for_caller(_job_id uuid) RETURNS jobrunner.job
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     _me record := jobrunner._caller();
+    _job jobrunner.job;
 BEGIN
     IF _job_id IS NULL THEN
         RAISE EXCEPTION 'job id must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    -- COALESCE: a caller without a believed sub compares NULL, which must deny.
-    IF NOT _found OR NOT COALESCE(_me.is_admin OR _owner = _me.user_id, false) THEN
+    SELECT * INTO _job FROM jobrunner.job j WHERE j.id = _job_id FOR UPDATE;
+    -- COALESCE: a caller without a believed sub must not slip through a NULL.
+    IF NOT FOUND OR NOT COALESCE(_me.is_admin OR _job.user_id = _me.user_id, false) THEN
         RAISE EXCEPTION 'job % not found', _job_id
             USING ERRCODE = 'no_data_found',
                   HINT = 'a job can be acted on only by its own user or an administrator';
     END IF;
+    RETURN _job;
 END;
 $$;
 
@@ -698,9 +702,7 @@ AS $$
 DECLARE
     _job jobrunner.job;
 BEGIN
-    -- Locks the row: a claim in progress makes us wait and then see 'running'.
-    SELECT * INTO _job FROM jobrunner.job j WHERE j.id = _job_id FOR UPDATE;
-    PERFORM jobrunner._check_access(_job_id, _job.user_id, FOUND);
+    _job := jobrunner._lock_job_for_caller(_job_id);
     IF _job.state <> 'pending' THEN
         RETURN false;
     END IF;
@@ -723,8 +725,7 @@ AS $$
 DECLARE
     _job jobrunner.job;
 BEGIN
-    SELECT * INTO _job FROM jobrunner.job j WHERE j.id = _job_id FOR UPDATE;
-    PERFORM jobrunner._check_access(_job_id, _job.user_id, FOUND);
+    _job := jobrunner._lock_job_for_caller(_job_id);
     IF _job.state NOT IN ('failed', 'canceled') THEN
         RETURN false;
     END IF;
@@ -759,8 +760,7 @@ AS $$
 DECLARE
     _job jobrunner.job;
 BEGIN
-    SELECT * INTO _job FROM jobrunner.job j WHERE j.id = _job_id FOR UPDATE;
-    PERFORM jobrunner._check_access(_job_id, _job.user_id, FOUND);
+    _job := jobrunner._lock_job_for_caller(_job_id);
     IF _job.state <> 'running' OR (_attempt IS NOT NULL AND _attempt <> _job.attempts) THEN
         RETURN false;
     END IF;
@@ -781,8 +781,7 @@ AS $$
 DECLARE
     _job jobrunner.job;
 BEGIN
-    SELECT * INTO _job FROM jobrunner.job j WHERE j.id = _job_id FOR UPDATE;
-    PERFORM jobrunner._check_access(_job_id, _job.user_id, FOUND);
+    _job := jobrunner._lock_job_for_caller(_job_id);
     IF _job.state <> 'running' OR (_attempt IS NOT NULL AND _attempt <> _job.attempts) THEN
         RETURN false;
     END IF;
@@ -1334,8 +1333,8 @@ COMMENT ON VIEW jobrunner.recent_failures IS
     'failed jobs and jobs waiting to retry, with their last error, from the last day';
 
 -- Internal functions: documented for whoever reads \df+ jobrunner.*
-COMMENT ON FUNCTION jobrunner._check_access(uuid, uuid, boolean) IS
-    'internal: raise not-found unless the caller owns the job or is an admin';
+COMMENT ON FUNCTION jobrunner._lock_job_for_caller(uuid) IS
+    'internal: lock a job the caller owns (or any, for an admin); raise not-found otherwise';
 COMMENT ON FUNCTION jobrunner._validate_job_config() IS
     'internal: trigger refusing job_config rows that could misdirect or break requests';
 COMMENT ON FUNCTION jobrunner._enqueue(uuid, text, text, text, jsonb, int, timestamptz, text, text, int) IS
