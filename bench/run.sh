@@ -314,46 +314,54 @@ printf '{"claim_record_jobs_per_s": %s, "claim_record_runs": [%s], "batch": 500,
   "$CYCLE_MEDIAN" "$(IFS=,; echo "${CYCLE_RATES[*]}")" "${RECORD_MS:-null}" "${CLAIM_MS:-null}" "${COMMIT_MS:-null}" \
   "$(tps_of "$RUN_DIR/pgbench_ui_1.txt")" "$(tps_of "$RUN_DIR/pgbench_ui_16.txt")" > "$RAW/ceiling_b.json"
 
-# --- pg_jobrunner end to end ---------------------------------------------------------
+# --- throughput: pg_jobrunner and the peers, interleaved ---------------------------------
+#
+# Round k runs pg_jobrunner once, then each peer once, so that load from
+# elsewhere on a shared machine falls on every system alike; the report
+# takes the median over the rounds.
+#
+# Peers: pg-boss with 4 pollers (2 x cores), each fetching a batch of 100 and
+# POSTing the batch concurrently; graphile-worker with 2 x cores jobs at once,
+# and with 64 at once (a setting for handlers that only wait on HTTP); both
+# fetch and complete in batches. See bench/README.md.
+PEERS=()
+if [[ $SKIP_PEERS -eq 0 ]]; then
+  PEERS=(
+    "pgboss 4 100 10"
+    "graphile 4 16 10"
+    "graphile 64 256 66"
+  )
+fi
 
-log "pg_jobrunner: $RUNS runs of $JOBS jobs for $USERS users"
 harness setup-jobrunner --nginx-url "http://127.0.0.1:$NGINX_PORT/bench" \
   --latency-url "http://127.0.0.1:$LAT_PORT/lat" > "$RAW/setup.json"
 [[ $PROFILE -eq 1 ]] && psql_q -d bench -c 'SELECT pg_stat_statements_reset()' >/dev/null
-harness jobrunner --jobs "$JOBS" --users "$USERS" --runs "$RUNS" --postmaster "$POSTMASTER_PID" \
-  --nginx "$NGINX_PID" > "$RAW/jobrunner.json"
+for round in $(seq 1 "$RUNS"); do
+  log "throughput round $round/$RUNS: pg_jobrunner${PEERS:+ and ${#PEERS[@]} peer settings}, $JOBS jobs for $USERS users each"
+  harness jobrunner --jobs "$JOBS" --users "$USERS" --runs 1 --postmaster "$POSTMASTER_PID" \
+    --nginx "$NGINX_PID" > "$RAW/jobrunner_r$round.json"
+  for spec in "${PEERS[@]}"; do
+    read -r system conc batch pool <<< "$spec"
+    harness peer --system "$system" --jobs "$JOBS" --users "$USERS" --runs 1 \
+      --concurrency "$conc" --batch "$batch" --pool "$pool" \
+      --url "http://127.0.0.1:$NGINX_PORT/bench" --postmaster "$POSTMASTER_PID" --nginx "$NGINX_PID" \
+      > "$RAW/peer_${system}_c${conc}_r$round.json"
+  done
+done
 if [[ $PROFILE -eq 1 ]]; then
   psql_q -d bench -c "SELECT calls, round(total_exec_time::numeric, 1) AS total_ms,
                              round(mean_exec_time::numeric, 3) AS mean_ms, rows,
                              left(regexp_replace(query, '\s+', ' ', 'g'), 140) AS query
                         FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 30" \
     > "$RESULTS/pg_stat_statements.txt"
-  log "statement profile: bench/results/pg_stat_statements.txt"
+  log "statement profile (pg_jobrunner and peers' databases alike): bench/results/pg_stat_statements.txt"
 fi
+
+# --- latency ------------------------------------------------------------------------------
 
 log "pg_jobrunner: commit-to-request latency, $LAT_SAMPLES samples"
 harness latency --system jobrunner --samples "$LAT_SAMPLES" --port "$LAT_PORT" > "$RAW/latency_jobrunner.json"
-
-# --- peers ------------------------------------------------------------------------------
-
 if [[ $SKIP_PEERS -eq 0 ]]; then
-  # pg-boss: 4 pollers (2 x cores), each fetching a batch of 100 and POSTing
-  # the batch concurrently; graphile-worker: 2 x cores jobs at once, and a
-  # setting for I/O-bound handlers (64 at once); both fetch and complete in
-  # batches. See bench/README.md.
-  PEERS=(
-    "pgboss 4 100 10"
-    "graphile 4 16 10"
-    "graphile 64 256 66"
-  )
-  for spec in "${PEERS[@]}"; do
-    read -r system conc batch pool <<< "$spec"
-    log "$system (concurrency $conc, batch $batch): $RUNS runs of $JOBS jobs"
-    harness peer --system "$system" --jobs "$JOBS" --users "$USERS" --runs "$RUNS" \
-      --concurrency "$conc" --batch "$batch" --pool "$pool" \
-      --url "http://127.0.0.1:$NGINX_PORT/bench" --postmaster "$POSTMASTER_PID" --nginx "$NGINX_PID" \
-      > "$RAW/peer_${system}_c${conc}.json"
-  done
   for spec in "pgboss 4 100 10" "graphile 64 256 66"; do
     read -r system conc batch pool <<< "$spec"
     log "$system: commit-to-request latency, $LAT_SAMPLES samples"

@@ -465,10 +465,24 @@ async function soakBench() {
 
 // --- report -----------------------------------------------------------------
 
+// Raw results by file name; NAME_rK.json files (round K of an interleaved
+// run) are merged into NAME, their runs in round order, with a new median.
 function readRaw(dir) {
   const out = {};
+  const rounds = {};
   for (const f of readdirSync(dir)) {
-    if (f.endsWith('.json')) out[f.replace(/\.json$/, '')] = JSON.parse(readFileSync(`${dir}/${f}`, 'utf8'));
+    if (!f.endsWith('.json')) continue;
+    const key = f.replace(/\.json$/, '');
+    const data = JSON.parse(readFileSync(`${dir}/${f}`, 'utf8'));
+    const m = key.match(/^(.+)_r(\d+)$/);
+    if (m) (rounds[m[1]] ||= []).push([Number(m[2]), data]);
+    else out[key] = data;
+  }
+  for (const [key, list] of Object.entries(rounds)) {
+    list.sort((a, b) => a[0] - b[0]);
+    const merged = { ...list[0][1], runs: list.flatMap(([, d]) => d.runs) };
+    merged.median_jobs_per_s = median(merged.runs.map((r) => r.jobs_per_s));
+    out[key] = merged;
   }
   return out;
 }
