@@ -301,6 +301,25 @@ BEGIN
 END;
 $$;
 
+-- internal: the caller's job, locked, when it is running at _attempt (any
+-- attempt when NULL); NULL otherwise. The worker is woken at commit: the
+-- job's slot frees whatever happens next.
+CREATE FUNCTION jobrunner._lock_running_job_for_caller(_job_id uuid, _attempt int)
+    RETURNS jobrunner.job
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _job jobrunner.job := jobrunner._lock_job_for_caller(_job_id);
+BEGIN
+    IF _job.state <> 'running' OR (_attempt IS NOT NULL AND _attempt <> _job.attempts) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM jobrunner._wake_at_commit();
+    RETURN _job;
+END;
+$$;
+
 ------------------------------------------------------------------------------
 -- job_config validation
 ------------------------------------------------------------------------------
@@ -758,13 +777,11 @@ CREATE FUNCTION jobrunner.complete_job(_job_id uuid, _result jsonb DEFAULT NULL,
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    _job jobrunner.job;
+    _job jobrunner.job := jobrunner._lock_running_job_for_caller(_job_id, _attempt);
 BEGIN
-    _job := jobrunner._lock_job_for_caller(_job_id);
-    IF _job.state <> 'running' OR (_attempt IS NOT NULL AND _attempt <> _job.attempts) THEN
+    IF _job.id IS NULL THEN
         RETURN false;
     END IF;
-    PERFORM jobrunner._wake_at_commit();
     RETURN jobrunner._settle_ok(_job, NULL, _result, NULL, 'complete_job');
 END;
 $$;
@@ -779,13 +796,11 @@ CREATE FUNCTION jobrunner.fail_job(_job_id uuid, _error text, _retry boolean DEF
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    _job jobrunner.job;
+    _job jobrunner.job := jobrunner._lock_running_job_for_caller(_job_id, _attempt);
 BEGIN
-    _job := jobrunner._lock_job_for_caller(_job_id);
-    IF _job.state <> 'running' OR (_attempt IS NOT NULL AND _attempt <> _job.attempts) THEN
+    IF _job.id IS NULL THEN
         RETURN false;
     END IF;
-    PERFORM jobrunner._wake_at_commit();
     PERFORM jobrunner._settle_fail(_job, NULL, COALESCE(_error, 'failed by fail_job'),
                                    COALESCE(_retry, true), NULL, NULL);
     RETURN true;
@@ -1338,6 +1353,8 @@ COMMENT ON VIEW jobrunner.recent_failures IS
     'failed jobs and jobs waiting to retry, with their last error, from the last day';
 
 -- Internal functions: documented for whoever reads \df+ jobrunner.*
+COMMENT ON FUNCTION jobrunner._lock_running_job_for_caller(uuid, int) IS
+    'internal: the caller''s job, locked, if running at the given attempt; NULL otherwise';
 COMMENT ON FUNCTION jobrunner._lock_job_for_caller(uuid) IS
     'internal: lock a job the caller owns (or any, for an admin); raise not-found otherwise';
 COMMENT ON FUNCTION jobrunner._validate_job_config() IS

@@ -6,6 +6,7 @@
 #include "core/backoff.hpp"
 #include "core/jwt.hpp"
 #include "core/text_checks.hpp"
+#include "core/utf8.hpp"
 
 namespace jobrunner {
 
@@ -73,31 +74,23 @@ std::optional<std::string> build_request(const ClaimedJob &job, const MintContex
 }
 
 std::string sanitize_text(std::string_view bytes, std::size_t max_bytes) {
+    static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
     std::string out;
     out.reserve(std::min(bytes.size(), max_bytes));
     std::size_t i = 0;
     while (i < bytes.size()) {
-        unsigned char c = static_cast<unsigned char>(bytes[i]);
-        std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3
-                                     : (c >> 3) == 0x1E ? 4 : 0;
-        bool valid = len > 0 && i + len <= bytes.size();
-        for (std::size_t k = 1; valid && k < len; k++) {
-            valid = (static_cast<unsigned char>(bytes[i + k]) & 0xC0) == 0x80;
+        const auto c = static_cast<unsigned char>(bytes[i]);
+        std::size_t len = 1;
+        bool valid = c != 0;
+        if (c >= 0x80) {
+            const Utf8Step step = decode_utf8(bytes, i);
+            len = step.length;
+            valid = step.valid;
         }
-        if (valid && len == 3) {
-            unsigned cp = ((c & 0x0F) << 12) | ((bytes[i + 1] & 0x3F) << 6) | (bytes[i + 2] & 0x3F);
-            valid = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF);
-        } else if (valid && len == 2) {
-            valid = c >= 0xC2;
-        } else if (valid && len == 4) {
-            unsigned cp = ((c & 0x07) << 18) | ((bytes[i + 1] & 0x3F) << 12) |
-                          ((bytes[i + 2] & 0x3F) << 6) | (bytes[i + 3] & 0x3F);
-            valid = cp >= 0x10000 && cp <= 0x10FFFF;
-        }
-        std::string_view piece = valid && c != 0 ? bytes.substr(i, len) : "\xEF\xBF\xBD";
+        std::string_view piece = valid ? bytes.substr(i, len) : kReplacement;
         if (out.size() + piece.size() > max_bytes) break;
         out.append(piece);
-        i += valid ? len : 1;
+        i += len;
     }
     return out;
 }

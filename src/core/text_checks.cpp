@@ -6,6 +6,7 @@
  * allocation, so it is safe to run on attacker-sized input.
  */
 #include "core/text_checks.hpp"
+#include "core/utf8.hpp"
 
 #include <bitset>
 #include <cstddef>
@@ -299,28 +300,9 @@ private:
     // One multi-byte UTF-8 character: no overlongs, surrogates or values
     // above U+10FFFF (RFC 3629).
     bool utf8_char() {
-        const auto lead = static_cast<unsigned char>(peek());
-        std::size_t extra;
-        unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-        if (lead >= 0xC2 && lead <= 0xDF) {
-            extra = 1;
-        } else if (lead >= 0xE0 && lead <= 0xEF) {
-            extra = 2;
-            if (lead == 0xE0) lo = 0xA0;
-            if (lead == 0xED) hi = 0x9F;
-        } else if (lead >= 0xF0 && lead <= 0xF4) {
-            extra = 3;
-            if (lead == 0xF0) lo = 0x90;
-            if (lead == 0xF4) hi = 0x8F;
-        } else {
-            return false;
-        }
-        if (s_.size() - pos_ <= extra) return false;
-        for (std::size_t k = 1; k <= extra; ++k) {
-            const auto c = static_cast<unsigned char>(s_[pos_ + k]);
-            if (c < (k == 1 ? lo : 0x80) || c > (k == 1 ? hi : 0xBF)) return false;
-        }
-        pos_ += extra + 1;
+        const Utf8Step step = decode_utf8(s_, pos_);
+        if (!step.valid) return false;
+        pos_ += step.length;
         return true;
     }
 };
