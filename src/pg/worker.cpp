@@ -112,6 +112,7 @@ public:
 private:
     void recover_at_start();
     void harvest();
+    bool ready_to_claim() const;
     void step(TimestampTz now);
     void dispatch(std::vector<ClaimedJob> &claimed);
     void record_one_by_one(std::vector<Outcome> &list, bool short_wait);
@@ -237,6 +238,15 @@ void Dispatcher::record_one_by_one(std::vector<Outcome> &list, bool short_wait) 
     list.clear();
 }
 
+// Whether a claim should run now. While a backlog drains, claims wait for a
+// quarter of the slots to be free, so each transaction carries many jobs
+// (and the loop sleeps on the HTTP thread meanwhile); otherwise at once.
+bool Dispatcher::ready_to_claim() const {
+    int capacity = guc_max_in_flight - static_cast<int>(in_flight_.size());
+    int batch = backlog_ && !in_flight_.empty() ? std::max(1, guc_max_in_flight / 4) : 1;
+    return want_claim_ && capacity >= batch;
+}
+
 // One turn of the loop's database side: record, expire, purge, claim.
 void Dispatcher::step(TimestampTz now) {
     if (pg_atomic_exchange_u32(&shared_state()->wake_pending, 0) != 0) want_claim_ = true;
@@ -244,10 +254,7 @@ void Dispatcher::step(TimestampTz now) {
     int capacity = guc_max_in_flight - static_cast<int>(in_flight_.size());
     bool lease_due = now - last_lease_check_ >= kLeaseCheckUs;
     bool purge_due = now - last_purge_ >= kPurgeEveryUs;
-    // While a backlog drains, claim in batches (a quarter of the slots) so
-    // that each transaction carries many jobs; otherwise claim at once.
-    int batch = backlog_ && !in_flight_.empty() ? std::max(1, guc_max_in_flight / 4) : 1;
-    bool claim = want_claim_ && capacity >= batch;
+    bool claim = ready_to_claim();
     if (now < paused_until_) return;
     if (!stuck_.empty() && now >= stuck_retry_at_) {
         std::vector<Outcome> retry;
@@ -298,9 +305,10 @@ void Dispatcher::wait(TimestampTz now) {
     long timeout_ms;
     if (now < paused_until_) {
         timeout_ms = (paused_until_ - now + 999) / 1000;  // after a failure: pause
-    } else if (!outcomes_.empty() ||
-               (want_claim_ && static_cast<int>(in_flight_.size()) < guc_max_in_flight)) {
+    } else if (!outcomes_.empty() || ready_to_claim()) {
         timeout_ms = 0;
+    } else if (want_claim_) {
+        timeout_ms = guc_poll_interval_ms;  // waiting for slots: results wake us
     } else {
         timeout_ms = std::max<int64>(0, (next_look_ - now + 999) / 1000);
     }
