@@ -8,14 +8,25 @@
 # the Debian default cluster; the tests run their own throwaway cluster.
 set -euo pipefail
 
-PACKAGES=(
-  build-essential g++ make
-  postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-pgtap
-  libtap-parser-sourcehandler-pgtap-perl
-  libcurl4-openssl-dev libssl-dev libgtest-dev
-  python3 python3-psycopg2 python3-jwt
-  nginx-light wrk ca-certificates
-)
+# Profiles: all (default: build, test, demo, bench), build (compile and
+# install the extension only), runtime (what a server running it needs). The
+# Docker image uses build and runtime, so the shipped path is the tested one.
+BUILD_PACKAGES=(build-essential g++ make postgresql-server-dev-15
+                libcurl4-openssl-dev libssl-dev ca-certificates)
+RUNTIME_PACKAGES=(postgresql-15-cron libcurl4 ca-certificates)
+case "${1:-all}" in
+  all)
+    PACKAGES=(
+      "${BUILD_PACKAGES[@]}"
+      postgresql-15 postgresql-15-cron postgresql-15-pgtap
+      libtap-parser-sourcehandler-pgtap-perl libgtest-dev
+      python3 python3-psycopg2 python3-jwt
+      nginx-light wrk
+    ) ;;
+  build) PACKAGES=("${BUILD_PACKAGES[@]}") ;;
+  runtime) PACKAGES=("${RUNTIME_PACKAGES[@]}") ;;
+  *) echo "usage: install-deps.sh [all|build|runtime]" >&2; exit 2 ;;
+esac
 
 # missing_packages: print the packages dpkg does not report as installed.
 missing_packages() {
