@@ -392,6 +392,9 @@ void jobrunner_worker_main(Datum main_arg) {
     // a hook must not hold the worker forever on a row lock.
     SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
     SetConfigOption("lock_timeout", "1s", PGC_SUSET, PGC_S_OVERRIDE);
+    // Its statements are short and planned for a few rows at a time; JIT
+    // would compile (and load LLVM) for nothing when tables grow large.
+    SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
     // The claim relies on READ COMMITTED row re-checks, whatever the default.
     SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET,
                     PGC_S_OVERRIDE);
