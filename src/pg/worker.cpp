@@ -308,7 +308,7 @@ void Dispatcher::wait(TimestampTz now) {
     } else if (!outcomes_.empty() || ready_to_claim()) {
         timeout_ms = 0;
     } else if (want_claim_) {
-        timeout_ms = guc_poll_interval_ms;  // waiting for slots: results wake us
+        timeout_ms = 1;  // waiting for slots while a backlog drains: look again soon
     } else {
         timeout_ms = std::max<int64>(0, (next_look_ - now + 999) / 1000);
     }
