@@ -52,7 +52,8 @@ std::optional<std::string> build_request(const ClaimedJob &job, const MintContex
                                                : std::string(mint.system_role);
     if (job.user_id) claims.email = job.user_email;
     claims.iat = mint.now_s;
-    claims.exp = mint.now_s + (job.timeout_ms + 999) / 1000 + kTokenSlackS;
+    // Rounded down: the token never outlives the attempt plus the slack.
+    claims.exp = mint.now_s + job.timeout_ms / 1000 + kTokenSlackS;
 
     out.tag = tag;
     out.url = *job.url;

@@ -84,6 +84,14 @@ TEST(DispatchTest, TokenIsForTheJobsUserAndExpiresWithTheAttempt) {
               "\"exp\":1700000090}");  // 30 s timeout + 60 s slack
 }
 
+TEST(DispatchTest, TokenNeverOutlivesTheAttemptPlusOneMinute) {
+    ClaimedJob j = user_job();
+    j.timeout_ms = 300;  // a sub-second timeout must not round the expiry up
+    HttpRequest r;
+    ASSERT_FALSE(build_request(j, mint(), 1, r).has_value());
+    EXPECT_NE(token_payload(r).find("\"exp\":1700000060}"), std::string::npos) << token_payload(r);
+}
+
 TEST(DispatchTest, SystemJobTokenHasNoSubAndTheSystemRole) {
     ClaimedJob j = user_job();
     j.user_id.reset();
