@@ -44,9 +44,13 @@ static bool check_base_url(char **newval, void **extra, GucSource source) {
 }
 
 void define_gucs() {
+    // Postmaster-level settings can only be defined while preloading. Loaded
+    // later there is no worker to configure, so the setting is merely shown.
     DefineCustomStringVariable(
         "jobrunner.database_name", "Database the pg_jobrunner worker serves.", nullptr,
-        &guc_database_name, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+        &guc_database_name, "postgres",
+        process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP, 0, nullptr,
+        nullptr, nullptr);
     DefineCustomStringVariable(
         "jobrunner.jwt_secret", "HS256 secret for tokens minted for job users (32+ bytes).",
         nullptr, &guc_jwt_secret, "", PGC_SUSET,
