@@ -213,9 +213,11 @@ def wait_for_worker(timeout=DEFAULT_TIMEOUT, not_pid=None):
     """Wait until the worker runs (with a pid other than not_pid); return its pid."""
 
     def check():
+        # The postmaster may still be resetting backends after a crash: a
+        # connection that breaks mid-query means "not yet", like a refused one.
         try:
             pid = worker_pid()
-        except psycopg2.OperationalError:
+        except (psycopg2.DatabaseError, psycopg2.InterfaceError):
             return None
         return pid if pid is not None and pid != not_pid else None
 
