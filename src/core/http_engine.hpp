@@ -2,8 +2,9 @@
  * http_engine.hpp — many HTTP POSTs in flight over one libcurl multi handle.
  *
  * The engine owns an epoll descriptor holding every socket libcurl wants
- * watched. The worker waits on that single descriptor next to its latch, so
- * requests progress without threads, busy loops or per-loop fd registration.
+ * watched. Whoever drives it (the HTTP thread, src/core/http_thread.hpp)
+ * waits on that single descriptor, so requests progress without busy loops
+ * or per-loop fd registration.
  *
  * Pure C++: no Postgres headers. No method throws except std::bad_alloc.
  */

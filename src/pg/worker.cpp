@@ -300,7 +300,7 @@ void Dispatcher::step(TimestampTz now) {
     next_look_ = now + look_in_us;
 }
 
-// Sleeps until the latch, a socket, an HTTP timer or the next look is due.
+// Sleeps until the latch, finished requests or the next look is due.
 void Dispatcher::wait(TimestampTz now) {
     long timeout_ms;
     if (now < paused_until_) {
