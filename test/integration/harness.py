@@ -391,3 +391,21 @@ def retire_job_names(conn, job_names):
                     (names,))
         cur.execute("SELECT count(jobrunner.dequeue_job(j.id)) FROM jobrunner.job j "
                     "WHERE j.job_name = ANY(%s) AND j.state = 'pending'", (names,))
+
+
+def delete_job_names(conn, job_names):
+    """Delete these job names' jobs, logs, limits state and configuration (test cleanup)."""
+    names = (list(job_names),)
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM jobrunner.job_logs l USING jobrunner.job j "
+                    "WHERE l.job_id = j.id AND j.job_name = ANY (%s)", names)
+        for table in ("job", "rate_bucket", "group_turn", "job_config"):
+            cur.execute("DELETE FROM jobrunner.%s WHERE job_name = ANY (%%s)" % table, names)
+
+
+def wait_running_done(conn, job_names, timeout=30):
+    """Wait until none of these job names has a running job (test cleanup)."""
+    names = (list(job_names),)
+    wait_for(lambda: scalar(conn, "SELECT count(*) FROM jobrunner.job "
+                                  "WHERE job_name = ANY (%s) AND state = 'running'", names) == 0,
+             timeout, 0.05, "running jobs of %s did not finish" % list(job_names))

@@ -23,6 +23,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2.extras import Json
 
+import harness
 from harness import Endpoint, configure_job, connect, job, pretty, query, queue_for
 from harness import scalar, wait_for, wait_job_state
 
@@ -140,12 +141,7 @@ class CompletionBase(unittest.TestCase):
             return
         conn = connect()
         try:
-            with conn.cursor() as cur:
-                cur.execute("DELETE FROM jobrunner.job_logs l USING jobrunner.job j "
-                            "WHERE l.job_id = j.id AND j.job_name = ANY (%s)", (self.names,))
-                cur.execute("DELETE FROM jobrunner.job WHERE job_name = ANY (%s)", (self.names,))
-                cur.execute("DELETE FROM jobrunner.job_config WHERE job_name = ANY (%s)",
-                            (self.names,))
+            harness.delete_job_names(conn, self.names)
         finally:
             conn.close()
 

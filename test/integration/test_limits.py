@@ -14,6 +14,7 @@ import time
 import unittest
 import uuid
 
+import harness
 from harness import Endpoint, configure_job, connect, job, queue_for, scalar
 from harness import wait_for, wait_job_state
 
@@ -90,16 +91,8 @@ class LimitsBase(unittest.TestCase):
                             "WHERE job_name = ANY (%s) AND state = 'pending' RETURNING id) "
                             "DELETE FROM jobrunner.job_logs l USING gone WHERE l.job_id = gone.id",
                             names)
-            wait_for(lambda: scalar(conn, "SELECT count(*) FROM jobrunner.job "
-                                          "WHERE job_name = ANY (%s) AND state = 'running'",
-                                    names) == 0,
-                     30, 0.05, "running jobs of %s did not finish" % self.names)
-            with conn.cursor() as cur:
-                cur.execute("DELETE FROM jobrunner.job_logs l USING jobrunner.job j "
-                            "WHERE l.job_id = j.id AND j.job_name = ANY (%s)", names)
-                for table in ("job", "rate_bucket", "job_config"):
-                    cur.execute("DELETE FROM jobrunner.%s WHERE job_name = ANY (%%s)" % table,
-                                names)
+            harness.wait_running_done(conn, self.names)
+            harness.delete_job_names(conn, self.names)
         finally:
             conn.close()
 

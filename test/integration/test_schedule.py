@@ -18,6 +18,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
+import harness
 from harness import Endpoint, configure_job, connect, query, scalar, wait_for, wait_job_state
 
 ROLE = "authenticated"
@@ -65,15 +66,8 @@ class ScheduleBase(unittest.TestCase):
                 cur.execute("UPDATE jobrunner.job_config SET enabled = false "
                             "WHERE job_name = ANY (%s)", names)
             self.ep.release()
-            wait_for(lambda: scalar(conn, "SELECT count(*) FROM jobrunner.job "
-                                          "WHERE job_name = ANY (%s) AND state = 'running'",
-                                    names) == 0,
-                     30, 0.05, "running jobs of %s did not finish" % self.names)
-            with conn.cursor() as cur:
-                cur.execute("DELETE FROM jobrunner.job_logs l USING jobrunner.job j "
-                            "WHERE l.job_id = j.id AND j.job_name = ANY (%s)", names)
-                cur.execute("DELETE FROM jobrunner.job WHERE job_name = ANY (%s)", names)
-                cur.execute("DELETE FROM jobrunner.job_config WHERE job_name = ANY (%s)", names)
+            harness.wait_running_done(conn, self.names)
+            harness.delete_job_names(conn, self.names)
         finally:
             conn.close()
 
