@@ -1052,7 +1052,9 @@ BEGIN
         END LOOP;
     END IF;
 
-    -- Everything else in one statement.
+    -- Everything else in one statement. Outcomes settled above no longer pass
+    -- the fence (their job was completed, failed, re-queued or acknowledged),
+    -- so the choice of path is written once, in the loop's query.
     WITH x AS (
         SELECT * FROM unnest(_ids, _attempts, _statuses, _errors, _responses, _durations, _retry_after_ms)
                  AS x(id, attempt, status, err, resp, dur, ra)
@@ -1060,13 +1062,10 @@ BEGIN
         SELECT x.*, j.row_ctid, (x.status BETWEEN 200 AND 299) AS ok, c.retry_backoff, c.retry_backoff_max
           FROM x
          CROSS JOIN LATERAL (
-                SELECT j.ctid AS row_ctid, j.job_name, j.attempts, j.max_retries FROM jobrunner.job j
+                SELECT j.ctid AS row_ctid, j.job_name FROM jobrunner.job j
                  WHERE j.id = x.id AND j.state = 'running' AND j.attempts = x.attempt
                    AND j.locked_by = _worker AND j.acked_at IS NULL) j
           LEFT JOIN jobrunner.job_config c ON c.job_name = j.job_name
-         WHERE NOT COALESCE(CASE WHEN x.status BETWEEN 200 AND 299
-                                 THEN c.on_complete IS NOT NULL OR c.completion = 'callback'
-                                 ELSE c.on_fail IS NOT NULL AND j.attempts > j.max_retries END, false)
     ), upd AS (
         UPDATE jobrunner.job j
            SET state = CASE WHEN t.ok THEN 'completed'
