@@ -19,6 +19,8 @@
 #include "pg/worker.hpp"
 #include "pg/worker_db.hpp"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <stdexcept>
 #include <ctime>
@@ -28,6 +30,7 @@
 
 extern "C" {
 #include "postmaster/interrupt.h"
+#include "storage/fd.h"
 #include "utils/wait_event.h"
 }
 
@@ -81,6 +84,27 @@ void absorb_interrupts() {
         pg_call([] { CHECK_FOR_INTERRUPTS(); });
     } catch (const PgError &e) {
         ereport(LOG, (errmsg("pg_jobrunner: interrupt ignored between transactions: %s", e.what())));
+    }
+}
+
+// Every request in flight holds a socket, and the usual soft limit on open
+// files (1024) is below what jobrunner.max_in_flight allows: without this,
+// requests past the limit fail to connect. Raised to the hard limit, which
+// only root can lift; a limit still too low is reported once.
+void raise_open_files_limit() {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) (void)getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    // Postgres keeps up to max_files_per_process descriptors of its own.
+    rlim_t wanted = static_cast<rlim_t>(guc_max_in_flight) + static_cast<rlim_t>(max_files_per_process);
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < wanted) {
+        ereport(WARNING, (errmsg("pg_jobrunner: the open files limit (%lu) is below what jobrunner.max_in_flight = %d needs (about %lu)",
+                                 static_cast<unsigned long>(rl.rlim_cur), guc_max_in_flight,
+                                 static_cast<unsigned long>(wanted)),
+                          errhint("Raise the hard limit on open files (ulimit -Hn, LimitNOFILE=) for the PostgreSQL server, or lower jobrunner.max_in_flight.")));
     }
 }
 
@@ -398,6 +422,7 @@ void jobrunner_worker_main(Datum main_arg) {
     // The claim relies on READ COMMITTED row re-checks, whatever the default.
     SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET,
                     PGC_S_OVERRIDE);
+    raise_open_files_limit();
     publish();
     ereport(LOG, (errmsg("pg_jobrunner worker started for database \"%s\"", guc_database_name)));
 
