@@ -168,18 +168,20 @@ CREATE UNIQUE INDEX job_idempotency_key_idx ON jobrunner.job
     WHERE idempotency_key IS NOT NULL;
 
 CREATE TABLE jobrunner.job_logs (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          bigint GENERATED ALWAYS AS IDENTITY,
     job_id      uuid        NOT NULL,
     attempt     int         NOT NULL DEFAULT 0,
     log_level   text        NOT NULL CHECK (log_level IN ('info', 'warning', 'error')),
     log_message text        NOT NULL,
     status_code int,
     duration_ms double precision,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- One index is both the key and a job's logs in order: two rows are
+    -- written per attempt, so every index on this table is paid per job.
+    PRIMARY KEY (job_id, id)
 );
 COMMENT ON TABLE jobrunner.job_logs IS
     'one row per transition of a job; purged with the job';
-CREATE INDEX job_logs_job_idx ON jobrunner.job_logs (job_id, id);
 
 -- Token buckets of rate-limited job names; written only by the claim, kept
 -- across restarts so a restart never grants a fresh burst.
@@ -415,6 +417,18 @@ $$;
 CREATE TRIGGER job_config_validate
     BEFORE INSERT OR UPDATE ON jobrunner.job_config
     FOR EACH ROW EXECUTE FUNCTION jobrunner._validate_job_config();
+
+-- internal: a job name enabled again, a limit raised or a url fixed can make
+-- pending jobs claimable: the worker looks at commit, not at its next poll.
+-- In C, so that whoever may write job_config needs no grant on internals.
+CREATE FUNCTION jobrunner._wake_trigger() RETURNS trigger
+    LANGUAGE c
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'jobrunner_wake_trigger';
+
+CREATE TRIGGER job_config_wake
+    AFTER INSERT OR UPDATE ON jobrunner.job_config
+    FOR EACH STATEMENT EXECUTE FUNCTION jobrunner._wake_trigger();
 
 ------------------------------------------------------------------------------
 -- Queueing
@@ -977,7 +991,7 @@ BEGIN
                locked_by = _worker, last_run_at = now(), updated_at = now(),
                acked_at = NULL, lease_expires_at = NULL
          WHERE j.ctid = ANY (ARRAY(SELECT l.row_ctid FROM locked l)) AND j.state = 'pending'
-        RETURNING j.*
+        RETURNING j.id, j.job_name, j.user_id, j.user_role, j.user_email, j.attempts, j.request_body
     ), logged AS (
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
         SELECT u.id, u.attempts, 'info', 'started attempt ' || u.attempts FROM upd u
@@ -990,15 +1004,19 @@ BEGIN
         SELECT DISTINCT u.job_name, COALESCE(u.user_id, '00000000-0000-0000-0000-000000000000'::uuid), now()
           FROM upd u
         ON CONFLICT (job_name, owner) DO UPDATE SET served_at = EXCLUDED.served_at
+    ), cfg AS (
+        -- What the request needs from job_config, once per job name.
+        SELECT c.job_name, COALESCE(c.url, _base || '/' || c.job_name) AS url,
+               (SELECT pg_catalog.string_agg(e.key || ': ' || (e.value #>> '{}'), E'\n')
+                  FROM pg_catalog.jsonb_each(c.headers) e) AS headers,
+               (EXTRACT(epoch FROM c.timeout) * 1000)::bigint AS timeout_ms
+          FROM jobrunner.job_config c
+         WHERE c.job_name IN (SELECT u.job_name FROM upd u)
     )
     SELECT u.id, u.job_name, u.user_id, u.user_role, u.user_email, u.attempts,
-           COALESCE(u.request_body::text, '{}'),
-           COALESCE(c.url, _base || '/' || u.job_name),
-           (SELECT pg_catalog.string_agg(e.key || ': ' || (e.value #>> '{}'), E'\n')
-              FROM pg_catalog.jsonb_each(c.headers) e),
-           (EXTRACT(epoch FROM c.timeout) * 1000)::bigint
+           COALESCE(u.request_body::text, '{}'), c.url, c.headers, c.timeout_ms
       FROM upd u
-      JOIN jobrunner.job_config c ON c.job_name = u.job_name;
+      JOIN cfg c ON c.job_name = u.job_name;
 END;
 $$;
 
@@ -1358,6 +1376,8 @@ COMMENT ON FUNCTION jobrunner._lock_job_for_caller(uuid) IS
     'internal: lock a job the caller owns (or any, for an admin); raise not-found otherwise';
 COMMENT ON FUNCTION jobrunner._validate_job_config() IS
     'internal: trigger refusing job_config rows that could misdirect or break requests';
+COMMENT ON FUNCTION jobrunner._wake_trigger() IS
+    'internal: statement trigger waking the worker at commit (job_config changes)';
 COMMENT ON FUNCTION jobrunner._enqueue(uuid, text, text, text, jsonb, int, timestamptz, text, text, int) IS
     'internal: the one place jobs are inserted (dedup and idempotency through unique indexes)';
 COMMENT ON FUNCTION jobrunner._run_hook(regprocedure, jobrunner.job) IS

@@ -51,9 +51,8 @@ std::optional<std::string> build_request(const ClaimedJob &job, const MintContex
                   : job.user_role              ? *job.user_role
                                                : std::string(mint.system_role);
     if (job.user_id) claims.email = job.user_email;
-    claims.iat = mint.now_s;
     // Rounded down: the token never outlives the attempt plus the slack.
-    claims.exp = mint.now_s + job.timeout_ms / 1000 + kTokenSlackS;
+    std::int64_t lifetime_s = job.timeout_ms / 1000 + kTokenSlackS;
 
     out.tag = tag;
     out.url = *job.url;
@@ -63,8 +62,13 @@ std::optional<std::string> build_request(const ClaimedJob &job, const MintContex
     out.headers.clear();
     out.headers.reserve(8 + job.headers.size());
     out.headers.emplace_back("Content-Type: application/json");
-    out.headers.emplace_back("Authorization: Bearer " +
-                             sign_hs256(encode_claims(claims), mint.secret));
+    // Minted as the request starts (it may wait for a free slot first).
+    out.header_at_start = [claims = std::move(claims), secret = std::string(mint.secret),
+                           lifetime_s](std::int64_t now_s) mutable {
+        claims.iat = now_s;
+        claims.exp = now_s + lifetime_s;
+        return "Authorization: Bearer " + sign_hs256(encode_claims(claims), secret);
+    };
     out.headers.emplace_back("X-Job: true");
     out.headers.emplace_back("X-Correlation-ID: " + job.id);
     out.headers.emplace_back("X-Job-Name: " + job.job_name);

@@ -48,8 +48,6 @@ struct Outcome {
 struct MintContext {
     std::string_view secret;
     std::string_view system_role;
-    std::string_view user_agent;
-    std::int64_t now_s = 0;
 };
 
 // Builds the POST for one attempt, with a fresh token for the job's user.

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <ctime>
 #include <cstring>
 #include <mutex>
 #include <string_view>
@@ -466,6 +467,9 @@ void HttpEngine::submit(HttpRequest request) {
     if (t->easy == nullptr) {
         m.fail_now(std::move(t), "could not create a curl handle");
         return;
+    }
+    if (request.header_at_start) {
+        request.headers.push_back(request.header_at_start(static_cast<std::int64_t>(time(nullptr))));
     }
     // "Expect:" stops curl from waiting for 100-continue on large bodies.
     request.headers.emplace_back("Expect:");

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,6 +30,10 @@ struct HttpRequest {
     std::vector<std::string> headers;  // "Name: value", validated by the caller
     long timeout_ms = 300000;          // whole transfer
     long connect_timeout_ms = 10000;
+    // A header computed as the transfer starts rather than when the request
+    // is built: a request may wait for a free slot, and a token's lifetime
+    // must count from when it is sent. Gets the Unix time in seconds.
+    std::function<std::string(std::int64_t now_s)> header_at_start;
 };
 
 struct HttpResult {

@@ -85,6 +85,10 @@ void HttpThread::submit(std::vector<HttpRequest> &batch) {
     signal_fd(wake_fd_);
 }
 
+void HttpThread::set_max_active(std::size_t n) {
+    if (max_active_.exchange(std::max<std::size_t>(1, n)) != n) signal_fd(wake_fd_);
+}
+
 void HttpThread::take_finished(std::vector<HttpResult> &out) {
     drain_fd(done_fd_);
     std::lock_guard<std::mutex> lock(mutex_);
@@ -106,10 +110,22 @@ void HttpThread::run() {
             std::lock_guard<std::mutex> lock(mutex_);
             taken.swap(incoming_);
         }
-        for (HttpRequest &r : taken) engine_.submit(std::move(r));
+        for (HttpRequest &r : taken) waiting_.push_back(std::move(r));
         taken.clear();
-        engine_.poll();
-        engine_.take_finished(done);
+        // Finished transfers free slots for waiting ones, which start in the
+        // same turn.
+        for (;;) {
+            std::size_t cap = max_active_.load();
+            while (!waiting_.empty() && engine_.in_flight() < cap) {
+                engine_.submit(std::move(waiting_.front()));
+                waiting_.pop_front();
+            }
+            engine_.poll();
+            std::size_t before = done.size();
+            engine_.take_finished(done);
+            if (done.size() == before || waiting_.empty()) break;
+        }
+        active_.store(engine_.in_flight());
         if (!done.empty()) {
             {
                 std::lock_guard<std::mutex> lock(mutex_);
@@ -119,6 +135,7 @@ void HttpThread::run() {
             signal_fd(done_fd_);
         }
     }
+    waiting_.clear();
     engine_.abort_all();
 }
 

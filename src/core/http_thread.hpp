@@ -22,6 +22,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -42,8 +43,14 @@ public:
     // Readable while finished results wait in take_finished().
     int fd() const { return done_fd_; }
 
-    // Hands requests to the HTTP thread (moved out of `batch`).
+    // Hands requests to the HTTP thread (moved out of `batch`). At most
+    // max_active() transfers run at once; the rest wait, first in first out,
+    // and start as running ones finish.
     void submit(std::vector<HttpRequest> &batch);
+
+    void set_max_active(std::size_t n);
+    // Transfers running now (at most max_active()), not counting waiting ones.
+    std::size_t active() const { return active_.load(); }
 
     // Moves finished transfers into out (appends) and re-arms fd().
     void take_finished(std::vector<HttpResult> &out);
@@ -64,6 +71,9 @@ private:
     std::mutex mutex_;
     std::vector<HttpRequest> incoming_;  // guarded by mutex_
     std::vector<HttpResult> finished_;   // guarded by mutex_
+    std::deque<HttpRequest> waiting_;    // HTTP thread only: not started yet
+    std::atomic<std::size_t> max_active_{256};
+    std::atomic<std::size_t> active_{0};
     std::atomic<bool> stopping_{false};
     std::atomic<bool> failed_{false};
     std::thread thread_;

@@ -14,6 +14,7 @@
 #include <string>
 
 extern "C" {
+#include "commands/trigger.h"
 #include "common/pg_prng.h"
 #include "funcapi.h"
 #include "utils/jsonb.h"
@@ -21,6 +22,7 @@ extern "C" {
 
 PG_FUNCTION_INFO_V1(jobrunner_outer_role);
 PG_FUNCTION_INFO_V1(jobrunner_wake_at_commit);
+PG_FUNCTION_INFO_V1(jobrunner_wake_trigger);
 PG_FUNCTION_INFO_V1(jobrunner_retry_delay);
 PG_FUNCTION_INFO_V1(jobrunner_is_allowed_url);
 PG_FUNCTION_INFO_V1(jobrunner_is_valid_header);
@@ -122,6 +124,18 @@ extern "C" Datum jobrunner_wake_at_commit(PG_FUNCTION_ARGS) {
     }
     wake_armed = true;
     PG_RETURN_VOID();
+}
+
+// The same, as a statement trigger: a trigger function is not subject to
+// EXECUTE checks when it fires, so whoever may write the table wakes the
+// worker without being granted the internal function above.
+extern "C" Datum jobrunner_wake_trigger(PG_FUNCTION_ARGS) {
+    if (!CALLED_AS_TRIGGER(fcinfo)) {
+        ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+                        errmsg("jobrunner._wake_trigger() runs only as a trigger")));
+    }
+    (void)jobrunner_wake_at_commit(fcinfo);
+    return PointerGetDatum(nullptr);
 }
 
 extern "C" Datum jobrunner_retry_delay(PG_FUNCTION_ARGS) {

@@ -137,6 +137,11 @@ private:
     void recover_at_start();
     void harvest();
     bool ready_to_claim() const;
+    // Jobs held at once: jobrunner.max_in_flight on the wire and as many
+    // again waiting on the HTTP thread, which starts them as running ones
+    // finish. The network then stays busy while this thread records and
+    // claims, and each transaction carries more jobs.
+    static int claim_budget() { return std::min(kMaxClaim, 2 * guc_max_in_flight); }
     void step(TimestampTz now);
     void dispatch(std::vector<ClaimedJob> &claimed);
     void record_one_by_one(std::vector<Outcome> &list, bool short_wait);
@@ -146,7 +151,8 @@ private:
 
     HttpThread http_;
     int64 worker_id_;
-    std::unordered_map<std::uint64_t, ClaimedJob> in_flight_;
+    // Claimed attempts not yet answered: on the wire or waiting for a slot.
+    std::unordered_map<std::uint64_t, ClaimedJob> held_;
     std::vector<Outcome> outcomes_;
     std::vector<Outcome> stuck_;      // could not be recorded yet; retried alone
     TimestampTz stuck_retry_at_ = 0;
@@ -197,11 +203,11 @@ void Dispatcher::harvest() {
     std::int64_t now_s = static_cast<std::int64_t>(time(nullptr));
     std::uint64_t ok = 0, bad = 0;
     for (const HttpResult &r : results_) {
-        auto it = in_flight_.find(r.tag);
-        if (it == in_flight_.end()) continue;
+        auto it = held_.find(r.tag);
+        if (it == held_.end()) continue;
         outcomes_.push_back(outcome_from_result(it->second, r, now_s));
         (r.status >= 200 && r.status <= 299 ? ok : bad)++;
-        in_flight_.erase(it);
+        held_.erase(it);
     }
     SharedState *s = shared_state();
     if (s != nullptr) {
@@ -216,7 +222,6 @@ void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed) {
     MintContext mint;
     mint.secret = guc_jwt_secret ? guc_jwt_secret : "";
     mint.system_role = guc_system_role ? guc_system_role : "service_role";
-    mint.now_s = static_cast<std::int64_t>(time(nullptr));
     std::uint64_t sent = 0;
     for (ClaimedJob &job : claimed) {
         std::uint64_t tag = next_tag_++;
@@ -226,7 +231,7 @@ void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed) {
             continue;
         }
         requests_.push_back(std::move(request));
-        in_flight_.emplace(tag, std::move(job));
+        held_.emplace(tag, std::move(job));
         sent++;
     }
     http_.submit(requests_);
@@ -263,11 +268,11 @@ void Dispatcher::record_one_by_one(std::vector<Outcome> &list, bool short_wait) 
 }
 
 // Whether a claim should run now. While a backlog drains, claims wait for a
-// quarter of the slots to be free, so each transaction carries many jobs
-// (and the loop sleeps on the HTTP thread meanwhile); otherwise at once.
+// quarter of the claim budget to be free, so each transaction carries many
+// jobs (and the loop sleeps on the HTTP thread meanwhile); otherwise at once.
 bool Dispatcher::ready_to_claim() const {
-    int capacity = guc_max_in_flight - static_cast<int>(in_flight_.size());
-    int batch = backlog_ && !in_flight_.empty() ? std::max(1, guc_max_in_flight / 4) : 1;
+    int capacity = claim_budget() - static_cast<int>(held_.size());
+    int batch = backlog_ && !held_.empty() ? std::max(1, claim_budget() / 4) : 1;
     return want_claim_ && capacity >= batch;
 }
 
@@ -275,7 +280,7 @@ bool Dispatcher::ready_to_claim() const {
 void Dispatcher::step(TimestampTz now) {
     if (pg_atomic_exchange_u32(&shared_state()->wake_pending, 0) != 0) want_claim_ = true;
     if (now >= next_look_) want_claim_ = true;
-    int capacity = guc_max_in_flight - static_cast<int>(in_flight_.size());
+    int capacity = claim_budget() - static_cast<int>(held_.size());
     bool lease_due = now - last_lease_check_ >= kLeaseCheckUs;
     bool purge_due = now - last_purge_ >= kPurgeEveryUs;
     bool claim = ready_to_claim();
@@ -353,7 +358,7 @@ void Dispatcher::publish_figures(TimestampTz now) {
     SpinLockAcquire(&s->mutex);
     s->last_loop_at = now;
     SpinLockRelease(&s->mutex);
-    pg_atomic_write_u32(&s->in_flight, static_cast<uint32>(in_flight_.size()));
+    pg_atomic_write_u32(&s->in_flight, static_cast<uint32>(http_.active()));
 }
 
 // Records what has finished, drops what is in flight, and hands those jobs
@@ -361,7 +366,7 @@ void Dispatcher::publish_figures(TimestampTz now) {
 void Dispatcher::shutdown() {
     harvest();
     http_.stop();
-    in_flight_.clear();
+    held_.clear();
     if (!outcomes_.empty()) {
         CycleInput in;
         in.worker_id = worker_id_;
@@ -391,6 +396,7 @@ void Dispatcher::run() {
     while (!got_sigterm) {
         TimestampTz now = GetCurrentTimestamp();
         publish_figures(now);
+        http_.set_max_active(static_cast<std::size_t>(guc_max_in_flight));
         harvest();
         step(now);
         harvest();

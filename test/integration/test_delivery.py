@@ -355,15 +355,22 @@ class Delivery(DeliveryCase):
                              "the token outlives the attempt by at most a minute")
 
     def test_disabled_job_name_dispatches_nothing_until_enabled(self):
+        # A long poll: only the wake-up at the enabling commit can explain a
+        # prompt delivery.
+        self.set_setting("jobrunner.poll_interval", "10s")
         name = self.job_name("disabled", "/ok", enabled=False)
         jid = self.queue(name, user(1))
-        harness.wait_worker_loops(self.conn, 2)
+        harness.wait_worker_loops(self.conn, 1)  # woken by the commit, it looked
         row = harness.job(self.conn, jid)
         self.assertEqual((row["state"], row["attempts"]), ("pending", 0))
         self.assertEqual(self.ep.requests(), [], "nothing sent while disabled")
         with self.conn.cursor() as cur:
             cur.execute("UPDATE jobrunner.job_config SET enabled = true WHERE job_name = %s",
                         (name,))
+        enabled = time.time()
+        [req] = self.ep.wait_for_requests(1, timeout=5, correlation_id=jid)
+        self.assertLess(req.time - enabled, 1.0,
+                        "sent %.3fs after the job name was enabled" % (req.time - enabled))
         wait_job_state(self.conn, jid, "completed", timeout=10)
         self.assertEqual(len(self.sent(jid)), 1)
 

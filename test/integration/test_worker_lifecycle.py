@@ -8,6 +8,9 @@ While the database it serves has no pg_jobrunner extension, the worker idles;
 it must still answer what other backends wait for: DROP DATABASE of any
 database in the cluster waits until every backend has absorbed a
 ProcSignalBarrier. And once the extension is created again, jobs flow.
+
+Every request in flight holds a socket: the worker lifts its soft limit on
+open files to the hard one, which the usual 1024 would otherwise cap.
 """
 
 import unittest
@@ -28,6 +31,13 @@ class WorkerLifecycleTest(unittest.TestCase):
     def _restore_extension(self):
         with self.conn.cursor() as cur:
             cur.execute("CREATE EXTENSION IF NOT EXISTS pg_jobrunner")
+
+    def test_the_worker_lifts_its_open_files_limit_to_the_hard_one(self):
+        pid = harness.wait_for_worker()
+        with open("/proc/%d/limits" % pid) as f:
+            [line] = [l for l in f if l.startswith("Max open files")]
+        soft, hard = line.split()[3:5]
+        self.assertEqual(soft, hard, line)
 
     def test_drop_database_does_not_wait_for_an_idle_worker(self):
         self.addCleanup(self._restore_extension)

@@ -3,7 +3,7 @@
 -- admin and internal functions, the signing secret), and the pinned
 -- search_path of every SECURITY DEFINER function.
 BEGIN;
-SELECT plan(66);
+SELECT plan(68);
 SET LOCAL client_min_messages = warning;
 
 -- PostgREST's roles, and an untrusted login role (kept if they exist).
@@ -180,6 +180,17 @@ SELECT lives_ok(format('SELECT jobrunner.queue_job_for(%L, %L, NULL, %L)', 'cccc
                        'authenticated', 'tap.priv'), 'the admin queues for a user');
 SELECT is(jobrunner.dequeue_job(:'job_a'), true, 'the admin cancels another user''s job');
 SELECT throws_ok($$SELECT * FROM jobrunner.job_config$$, '42501', NULL, 'the admin role still cannot read job_config');
+RESET ROLE;
+
+-- A role the DBA lets write job_config wakes the worker through the table's
+-- trigger, with no grant on the internal functions.
+CREATE ROLE jr_config_writer NOLOGIN;
+GRANT SELECT, UPDATE ON jobrunner.job_config TO jr_config_writer;
+SET ROLE jr_config_writer;
+SELECT lives_ok($$UPDATE jobrunner.job_config SET enabled = false WHERE job_name = 'tap.priv'$$,
+                'a role granted UPDATE on job_config can change it');
+SELECT throws_ok($$SELECT jobrunner._wake_at_commit()$$, '42501', NULL,
+                 'and still cannot call the internal wake-up');
 RESET ROLE;
 
 SELECT * FROM finish();

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace jobrunner {
 namespace {
@@ -34,13 +35,18 @@ MintContext mint() {
     MintContext m;
     m.secret = kSecret;
     m.system_role = "service_role";
-    m.now_s = 1700000000;
     return m;
 }
 
-// The value of a header line "Name: value", or "" when absent.
+// When the engine starts the requests below.
+constexpr std::int64_t kStart = 1700000000;
+
+// The value of a header line "Name: value" of the request as it starts at
+// kStart, or "" when absent.
 std::string header(const HttpRequest &r, const std::string &name) {
-    for (const std::string &h : r.headers) {
+    std::vector<std::string> sent = r.headers;
+    if (r.header_at_start) sent.push_back(r.header_at_start(kStart));
+    for (const std::string &h : sent) {
         if (h.rfind(name + ": ", 0) == 0) return h.substr(name.size() + 2);
     }
     return "";
@@ -90,6 +96,21 @@ TEST(DispatchTest, TokenNeverOutlivesTheAttemptPlusOneMinute) {
     HttpRequest r;
     ASSERT_FALSE(build_request(j, mint(), 1, r).has_value());
     EXPECT_NE(token_payload(r).find("\"exp\":1700000060}"), std::string::npos) << token_payload(r);
+}
+
+TEST(DispatchTest, TokenIsMintedWhenTheRequestStarts) {
+    // A request may wait for a free slot: its token counts from the start.
+    HttpRequest r;
+    ASSERT_FALSE(build_request(user_job(), mint(), 1, r).has_value());
+    for (const std::string &h : r.headers) EXPECT_NE(h.rfind("Authorization:", 0), 0u) << h;
+    ASSERT_TRUE(static_cast<bool>(r.header_at_start));
+    std::string late = r.header_at_start(kStart + 600);
+    std::string token = late.substr(std::string("Authorization: Bearer ").size());
+    EXPECT_TRUE(verify_hs256(token, kSecret));
+    std::size_t a = token.find('.');
+    std::size_t b = token.find('.', a + 1);
+    std::string payload = base64url_decode(token.substr(a + 1, b - a - 1)).value_or("");
+    EXPECT_NE(payload.find("\"iat\":1700000600,\"exp\":1700000690}"), std::string::npos) << payload;
 }
 
 TEST(DispatchTest, SystemJobTokenHasNoSubAndTheSystemRole) {

@@ -1,7 +1,8 @@
 /*
  * http_thread_test.cpp — HttpThread against a real HTTP/1.1 server: requests
  * handed over in batches come back through fd(), from another thread, with
- * their tags; stop() abandons what is in flight.
+ * their tags; at most max_active() run at once while the rest wait their
+ * turn; stop() abandons what is in flight.
  */
 #include "core/http_thread.hpp"
 #include "test_http_server.hpp"
@@ -60,6 +61,43 @@ TEST(HttpThreadTest, BatchesComeBackWithTheirTags) {
     EXPECT_EQ(tags.size(), 150u);
     EXPECT_EQ(*tags.begin(), 1u);
     EXPECT_EQ(*tags.rbegin(), 150u);
+}
+
+TEST(HttpThreadTest, AtMostMaxActiveRunAndTheRestWaitTheirTurn) {
+    TestServer server;
+    HttpThread http(1 << 16, "pg_jobrunner/test");
+    ASSERT_EQ(http.init_error(), "");
+    http.set_max_active(4);
+    std::vector<HttpRequest> batch;
+    for (std::uint64_t i = 1; i <= 12; i++) batch.push_back(post_to(server.url("/delay/150"), i));
+    const auto start = Clock::now();
+    http.submit(batch);
+    // Four at a time: the server sees four, and no more while they are held.
+    ASSERT_TRUE(eventually([&] { return server.hits("/delay/150") >= 4; }));
+    EXPECT_LE(http.active(), 4u);
+    std::vector<HttpResult> results;
+    ASSERT_TRUE(collect(http, results, 12));
+    // Three waves of 150 ms: the cap held (a lower bound, never flaky).
+    EXPECT_GE(Clock::now() - start, milliseconds(3 * 150 - 20));
+    EXPECT_LE(server.accepted(), 4);  // connections reused, never more than four
+    for (const HttpResult &r : results) EXPECT_EQ(r.status, 200) << r.error;
+    EXPECT_EQ(http.active(), 0u);
+}
+
+TEST(HttpThreadTest, RaisingMaxActiveStartsWaitingRequests) {
+    TestServer server;
+    HttpThread http(1 << 16, "pg_jobrunner/test");
+    ASSERT_EQ(http.init_error(), "");
+    http.set_max_active(1);
+    std::vector<HttpRequest> batch;
+    for (std::uint64_t i = 1; i <= 3; i++) batch.push_back(post_to(server.url("/delay/2000"), i));
+    http.submit(batch);
+    ASSERT_TRUE(eventually([&] { return server.hits("/delay/2000") >= 1; }));
+    http.set_max_active(3);
+    // The two waiting requests start without waiting for the first to end.
+    ASSERT_TRUE(eventually([&] { return server.hits("/delay/2000") >= 3; }, milliseconds(1500)));
+    std::vector<HttpResult> results;
+    ASSERT_TRUE(collect(http, results, 3));
 }
 
 TEST(HttpThreadTest, FdIsQuietWhenNothingFinished) {
