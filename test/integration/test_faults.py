@@ -293,7 +293,7 @@ class Faults(FaultCase):
         back.assert_no_violations()
 
     def test_drop_extension_under_the_worker_and_create_it_again(self):
-        pid = harness.worker_pid(self.conn)
+        pid = harness.wait_for_worker()  # on a fresh cluster it may still be starting
         offset = harness.server_log_size()
         self.addCleanup(self.create_extension_again)
         with self.conn.cursor() as cur:
