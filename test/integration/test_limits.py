@@ -246,6 +246,11 @@ class RateLimitTest(LimitsBase):
     RATE = 200
     SECONDS = 10
     BUCKET = max(1, RATE // 10)
+    # A claim's requests reach the endpoint some milliseconds after its
+    # transaction began, not always by the same delay; a window at the
+    # endpoint may then hold up to 20 ms more of refill than any window of
+    # claims. The claims themselves (last_run_at) are held to the exact bound.
+    SEND_JITTER = RATE // 50
 
     def test_rate_limit_holds_over_ten_seconds(self):
         name = self.job_name("rate", "/ok", rate_limit=self.RATE, concurrency_limit=100)
@@ -275,7 +280,7 @@ class RateLimitTest(LimitsBase):
                   self.RATE + self.BUCKET), flush=True)
         self.assertGreaterEqual(len(times), expected * 0.95)
         self.assertLessEqual(len(times), expected * 1.05)
-        self.assertLessEqual(window, self.RATE + self.BUCKET)
+        self.assertLessEqual(window, self.RATE + self.BUCKET + self.SEND_JITTER)
         self.assertLessEqual(claim_window, self.RATE + self.BUCKET)
         # (How the tokens are shared between the users: FairnessUnderCapsTest.)
         self.ep.assert_no_violations()
