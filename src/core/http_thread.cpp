@@ -86,7 +86,8 @@ void HttpThread::submit(std::vector<HttpRequest> &batch) {
 }
 
 void HttpThread::set_max_active(std::size_t n) {
-    if (max_active_.exchange(std::max<std::size_t>(1, n)) != n) signal_fd(wake_fd_);
+    n = std::max<std::size_t>(1, n);
+    if (max_active_.exchange(n) != n) signal_fd(wake_fd_);  // a raised cap starts waiting ones
 }
 
 void HttpThread::take_finished(std::vector<HttpResult> &out) {

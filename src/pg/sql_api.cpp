@@ -117,12 +117,16 @@ static void wake_xact_callback(XactEvent event, void *arg) {
     }
 }
 
-extern "C" Datum jobrunner_wake_at_commit(PG_FUNCTION_ARGS) {
+static void arm_wake_at_commit() {
     if (!wake_callback_registered) {
         RegisterXactCallback(wake_xact_callback, nullptr);
         wake_callback_registered = true;
     }
     wake_armed = true;
+}
+
+extern "C" Datum jobrunner_wake_at_commit(PG_FUNCTION_ARGS) {
+    arm_wake_at_commit();
     PG_RETURN_VOID();
 }
 
@@ -134,7 +138,7 @@ extern "C" Datum jobrunner_wake_trigger(PG_FUNCTION_ARGS) {
         ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
                         errmsg("jobrunner._wake_trigger() runs only as a trigger")));
     }
-    (void)jobrunner_wake_at_commit(fcinfo);
+    arm_wake_at_commit();
     return PointerGetDatum(nullptr);
 }
 

@@ -52,7 +52,8 @@ void handle_sigterm(SIGNAL_ARGS) {
     errno = save_errno;
 }
 
-// Most jobs claimed in one transaction.
+// Most jobs held at once (claimed, not yet answered), and so the most one
+// transaction claims.
 constexpr int kMaxClaim = 1000;
 // How often callback leases are checked and old jobs purged.
 constexpr int64 kLeaseCheckUs = 200 * 1000;
@@ -296,7 +297,7 @@ void Dispatcher::step(TimestampTz now) {
     CycleInput in;
     in.worker_id = worker_id_;
     in.outcomes = &outcomes_;
-    in.claim_limit = claim ? std::min(capacity, kMaxClaim) : 0;
+    in.claim_limit = claim ? capacity : 0;
     in.expire_leases = lease_due;
     in.purge = purge_due;
     in.retention_s = guc_retention_s;
