@@ -136,6 +136,15 @@ parse_regress() {
   fi
 }
 
+# show_diffs <dir>: the first 300 lines of build/<dir>/regression.diffs, if any.
+show_diffs() {
+  local diffs=$BUILD/$1/regression.diffs
+  if [[ -s "$diffs" ]]; then
+    echo "    --- build/$1/regression.diffs:"
+    head -n 300 "$diffs" | sed 's/^/    /'
+  fi
+}
+
 # --- tiers ------------------------------------------------------------------------
 
 tier_unit() {
@@ -244,10 +253,7 @@ tier_regress() {
   if ! parse_regress "$log" regress; then
     broken regress "pg_regress gave no result (exit $rc)"; return
   fi
-  if [[ -s "$BUILD/regress/regression.diffs" ]]; then
-    echo "    --- build/regress/regression.diffs:"
-    head -n 300 "$BUILD/regress/regression.diffs" | sed 's/^/    /'
-  fi
+  show_diffs regress
 }
 
 tier_pgtap() {
@@ -299,10 +305,7 @@ tier_isolation() {
   if ! parse_regress "$log" isolation; then
     broken isolation "pg_isolation_regress gave no result (exit $rc)"; return
   fi
-  if [[ -s "$BUILD/isolation/regression.diffs" ]]; then
-    echo "    --- build/isolation/regression.diffs:"
-    head -n 300 "$BUILD/isolation/regression.diffs" | sed 's/^/    /'
-  fi
+  show_diffs isolation
 }
 
 # parse_unittest <log>: print "passed failed skipped" from unittest's closing

@@ -85,6 +85,17 @@ async function workerPid(db) {
   return r.rows[0].pid;
 }
 
+// Pending and running jobs of one job name, counted through the partial
+// indexes: cheap enough to poll while the worker runs, however many finished
+// rows the table holds.
+async function activeJobs(db, jobName) {
+  const r = await db.query(
+    `SELECT (SELECT count(*) FROM jobrunner.job WHERE state = 'pending' AND job_name = $1)
+          + (SELECT count(*) FROM jobrunner.job WHERE state = 'running' AND job_name = $1) AS active`,
+    [jobName]);
+  return Number(r.rows[0].active);
+}
+
 // One timed run: N jobs for U users queued while the job name is disabled,
 // then enabled (and the worker woken) in one commit; time until all completed.
 async function jobrunnerRun(db, n, users, postmaster, nginx) {
@@ -110,14 +121,10 @@ async function jobrunnerRun(db, n, users, postmaster, nginx) {
   await db.query('SELECT jobrunner._wake_at_commit()');
   await db.query('COMMIT');
   let polls = 0;
-  // The poll counts unfinished jobs through the partial indexes, so it costs
-  // the database next to nothing while the worker runs; the outcome is
-  // checked once at the end.
+  // Polled cheaply (activeJobs); the outcome is checked once at the end.
   await until(async () => {
     polls++;
-    const r = await db.query(`SELECT (SELECT count(*) FROM jobrunner.job WHERE state = 'pending')
-                                   + (SELECT count(*) FROM jobrunner.job WHERE state = 'running') AS active`);
-    return Number(r.rows[0].active) === 0;
+    return (await activeJobs(db, 'bench')) === 0;
   }, { intervalMs: 20, deadlineMs: num('timeout', 600) * 1000, what: `${n} completed jobs` });
   const seconds = (nowMs() - t0) / 1000;
   const fin = (await db.query(`SELECT count(*) FILTER (WHERE state = 'completed')::int AS done,
@@ -428,10 +435,7 @@ async function soakBench() {
   const base = (await db.query('SELECT completed, failed FROM jobrunner.worker_status()')).rows[0];
   const completed = async () => {
     const w = (await db.query('SELECT completed, failed FROM jobrunner.worker_status()')).rows[0];
-    const a = (await db.query(
-      `SELECT (SELECT count(*) FROM jobrunner.job WHERE state = 'pending' AND job_name = 'soak')
-            + (SELECT count(*) FROM jobrunner.job WHERE state = 'running' AND job_name = 'soak') AS active`)).rows[0];
-    const active = Number(a.active);
+    const active = await activeJobs(db, 'soak');
     // The counters move when a response arrives; a job is done once recorded.
     const answered = Number(w.completed) - Number(base.completed);
     return { done: Math.min(answered, queued - active), active, failed: Number(w.failed) - Number(base.failed) };

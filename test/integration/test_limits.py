@@ -15,33 +15,10 @@ import unittest
 import uuid
 
 import harness
-from harness import Endpoint, configure_job, connect, job, queue_for, scalar
+from harness import Endpoint, configure_job, connect, job, max_overlap, queue_for, scalar
 from harness import wait_for, wait_job_state
 
 ROLE = "authenticated"
-
-
-class TimedEndpoint(Endpoint):
-    """The recording endpoint, noting when each answer starts to go out."""
-
-    def _respond(self, handler, req, status, obj=None, extra_headers=()):
-        req.answer_started = time.monotonic()
-        super()._respond(handler, req, status, obj, extra_headers)
-
-
-def overlap(requests):
-    """The most of these requests that were in progress at once."""
-    edges = []
-    for r in requests:
-        end = getattr(r, "answer_started", None) or r.finished or float("inf")
-        edges.append((r.started, 1))
-        edges.append((end, -1))
-    edges.sort()  # at the same instant an end (-1) sorts before a start
-    best = now = 0
-    for _, step in edges:
-        now += step
-        best = max(best, now)
-    return best
 
 
 def max_in_window(times, width):
@@ -68,7 +45,7 @@ def query_rows(conn, text, args=None):
 
 class LimitsBase(unittest.TestCase):
     def setUp(self):
-        self.ep = TimedEndpoint().start()
+        self.ep = Endpoint().start()
         self.addCleanup(self.ep.shutdown)
         self.db = connect()
         self.addCleanup(self.db.close)
@@ -182,7 +159,7 @@ class FairnessTest(LimitsBase):
         self.assertLess(medians[-1], self.LIMIT_MS,
                         "B's jobs waited behind A's backlog: medians %r ms" % medians)
         a_requests = [r for r in self.ep.requests(job_name=name) if r.sub == user_a]
-        self.assertLessEqual(overlap(a_requests), self.A_LIMIT,
+        self.assertLessEqual(max_overlap(a_requests), self.A_LIMIT,
                              "A never has more than its concurrency_limit in flight")
 
 
@@ -300,9 +277,9 @@ class ConcurrencyTest(LimitsBase):
             wait_job_state(self.db, job_id, "completed", timeout=30)
         reqs = self.ep.requests(job_name=name)
         self.assertEqual(len(reqs), 16)
-        self.assertEqual(overlap(reqs), 3, "max_concurrency 3 is used, never exceeded")
+        self.assertEqual(max_overlap(reqs), 3, "max_concurrency 3 is used, never exceeded")
         for user in users:
-            self.assertLessEqual(overlap([r for r in reqs if r.sub == user]), 2, user)
+            self.assertLessEqual(max_overlap([r for r in reqs if r.sub == user]), 2, user)
         self.ep.assert_no_violations()
 
     def test_concurrency_limit_per_user_and_job_name(self):
@@ -324,11 +301,11 @@ class ConcurrencyTest(LimitsBase):
             for job_name in (name, other):
                 mine = [r for r in reqs if r.sub == user and r.job_name == job_name]
                 self.assertEqual(len(mine), 6)
-                self.assertEqual(overlap(mine), 2,
+                self.assertEqual(max_overlap(mine), 2,
                                  "concurrency_limit 2 for (%s, %s)" % (user, job_name))
-            self.assertEqual(overlap([r for r in reqs if r.sub == user]), 4,
+            self.assertEqual(max_overlap([r for r in reqs if r.sub == user]), 4,
                              "the limit is per job name: two names run side by side")
-        self.assertEqual(overlap([r for r in reqs if r.job_name == name]), 6,
+        self.assertEqual(max_overlap([r for r in reqs if r.job_name == name]), 6,
                          "users do not wait for each other")
 
 
@@ -369,7 +346,7 @@ class ScheduleOrderTest(LimitsBase):
         reqs = self.ep.wait_for_requests(len(ids), timeout=20, job_name=name)
         seen = [r.json()["p"] for r in sorted(reqs, key=lambda r: r.started)]
         self.assertEqual(seen, sorted(priorities, reverse=True), "highest priority first")
-        self.assertEqual(overlap(reqs), 1)
+        self.assertEqual(max_overlap(reqs), 1)
 
     def test_priority_across_users_under_max_concurrency(self):
         name = self.job_name("prio2", "/ok", concurrency_limit=1, max_concurrency=1)
