@@ -1155,10 +1155,14 @@ $$;
 -- internal: when the worker must look again even if nothing wakes it: the
 -- next delayed job or retry, callback lease expiry, or rate-limit refill.
 CREATE FUNCTION jobrunner._next_wakeup() RETURNS timestamptz
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT LEAST(
+BEGIN
+    -- PL/pgSQL, not SQL: its plan is kept between calls (a SQL function
+    -- with SET is planned anew on every call, and the worker calls this on
+    -- every turn).
+    RETURN LEAST(
         (SELECT min(j.next_run_at) FROM jobrunner.job j
           WHERE j.state = 'pending' AND j.next_run_at > now()),
         (SELECT min(j.lease_expires_at) FROM jobrunner.job j
@@ -1171,14 +1175,18 @@ AS $$
             AND EXISTS (SELECT 1 FROM jobrunner.job j
                          WHERE j.state = 'pending' AND j.job_name = b.job_name
                            AND j.next_run_at <= now())));
+END;
 $$;
 
 -- internal: purge completed and canceled jobs (and their logs) older than
 -- jobrunner.retention, a small batch at a time.
 CREATE FUNCTION jobrunner._purge(_retention interval, _batch int DEFAULT 1000) RETURNS int
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    _n int;
+BEGIN
     WITH old AS (
         SELECT j.id FROM jobrunner.job j
          WHERE j.finished_at < now() - _retention
@@ -1193,7 +1201,9 @@ AS $$
     ), turns AS (
         DELETE FROM jobrunner.group_turn t WHERE t.served_at < now() - _retention
     )
-    SELECT count(*)::int FROM gone;
+    SELECT count(*)::int INTO _n FROM gone;
+    RETURN _n;
+END;
 $$;
 
 ------------------------------------------------------------------------------

@@ -76,6 +76,36 @@ bool run_in_xact(const char *activity, F &&body, char *errbuf, size_t errlen) {
     return ok;
 }
 
+// A statement the worker runs on every turn, parsed and planned once and
+// kept (SPI_keepplan) across transactions. Re-planning on every call cost
+// more than running the statements on an idle worker. The plan cache
+// re-checks a kept plan before each use, so it follows DROP and CREATE
+// EXTENSION (the text is re-analysed and finds the new functions).
+class KeptStatement {
+public:
+    KeptStatement(const char *sql, int nargs, const Oid *types)
+        : sql_(sql), nargs_(nargs), types_(types) {}
+
+    // Runs it with SPI connected; rc is SPI_execute_plan's return code.
+    int run(const Datum *values, const char *nulls, long count) {
+        if (plan_ == nullptr) {
+            SPIPlanPtr plan = SPI_prepare(sql_, nargs_, const_cast<Oid *>(types_));
+            if (plan == nullptr) elog(ERROR, "preparing \"%s\" failed: SPI code %d", sql_, SPI_result);
+            if (SPI_keepplan(plan) != 0) elog(ERROR, "keeping the plan of \"%s\" failed", sql_);
+            plan_ = plan;
+        }
+        return SPI_execute_plan(plan_, const_cast<Datum *>(values), nulls, false, count);
+    }
+
+    const char *sql() const { return sql_; }
+
+private:
+    const char *sql_;
+    int nargs_;
+    const Oid *types_;
+    SPIPlanPtr plan_ = nullptr;
+};
+
 // A one-dimensional array Datum from Datums and null flags.
 Datum make_array(Datum *values, bool *nulls, int n, Oid elemtype) {
     int16 typlen;
@@ -92,6 +122,12 @@ Datum make_array(Datum *values, bool *nulls, int n, Oid elemtype) {
 Datum text_datum(const std::string &s) {
     return PointerGetDatum(cstring_to_text_with_len(s.data(), (int)s.size()));
 }
+
+constexpr Oid kRecordTypes[8] = {INT8OID,      TEXTARRAYOID, INT4ARRAYOID,   INT4ARRAYOID,
+                                 TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, INT8ARRAYOID};
+constexpr Oid kClaimTypes[2] = {INT4OID, INT8OID};
+constexpr Oid kOneInt[1] = {INT4OID};
+constexpr Oid kOneBigint[1] = {INT8OID};
 
 // SELECT jobrunner._record(...) for the outcomes; Postgres calls only.
 void record_outcomes(std::int64_t worker_id, const std::vector<Outcome> &outcomes) {
@@ -120,8 +156,6 @@ void record_outcomes(std::int64_t worker_id, const std::vector<Outcome> &outcome
         ra_nulls[i] = !o.retry_after_ms.has_value();
         retry_after[i] = o.retry_after_ms ? Int64GetDatum(*o.retry_after_ms) : (Datum)0;
     }
-    Oid types[8] = {INT8OID,     TEXTARRAYOID, INT4ARRAYOID,   INT4ARRAYOID,
-                    TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, INT8ARRAYOID};
     Datum values[8] = {Int64GetDatum(worker_id),
                        make_array(ids, no_nulls, n, TEXTOID),
                        make_array(attempts, no_nulls, n, INT4OID),
@@ -130,20 +164,20 @@ void record_outcomes(std::int64_t worker_id, const std::vector<Outcome> &outcome
                        make_array(responses, response_nulls, n, TEXTOID),
                        make_array(durations, no_nulls, n, FLOAT8OID),
                        make_array(retry_after, ra_nulls, n, INT8OID)};
-    int rc = SPI_execute_with_args(
-        "SELECT jobrunner._record($1, $2::uuid[], $3, $4, $5, $6, $7, $8)", 8, types, values,
-        nullptr, false, 1);
+    static KeptStatement record("SELECT jobrunner._record($1, $2::uuid[], $3, $4, $5, $6, $7, $8)",
+                                8, kRecordTypes);
+    int rc = record.run(values, nullptr, 1);
     if (rc != SPI_OK_SELECT) elog(ERROR, "recording outcomes failed: SPI code %d", rc);
 }
 
 // SELECT * FROM jobrunner._claim(...), rows copied into raw.
 void claim_jobs(std::int64_t worker_id, int limit, RawClaims &raw) {
-    Oid types[2] = {INT4OID, INT8OID};
-    Datum values[2] = {Int32GetDatum(limit), Int64GetDatum(worker_id)};
-    int rc = SPI_execute_with_args(
+    static KeptStatement claim(
         "SELECT id::text, job_name, user_id::text, user_role, user_email, attempt::text, "
         "request_body, url, headers, timeout_ms::text FROM jobrunner._claim($1, $2)",
-        2, types, values, nullptr, false, 0);
+        2, kClaimTypes);
+    Datum values[2] = {Int32GetDatum(limit), Int64GetDatum(worker_id)};
+    int rc = claim.run(values, nullptr, 0);
     if (rc != SPI_OK_SELECT) elog(ERROR, "claiming jobs failed: SPI code %d", rc);
     raw.count = (int)SPI_processed;
     raw.rows = (char ***)MemoryContextAllocZero(raw.cxt, sizeof(char **) * (raw.count + 1));
@@ -157,9 +191,9 @@ void claim_jobs(std::int64_t worker_id, int limit, RawClaims &raw) {
 }
 
 // Runs a statement returning one int or bigint (NULL as -1).
-int64 select_int(const char *sql) {
-    int rc = SPI_execute(sql, false, 1);
-    if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "\"%s\" failed", sql);
+int64 select_int(KeptStatement &statement, const Datum *values = nullptr) {
+    int rc = statement.run(values, nullptr, 1);
+    if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "\"%s\" failed", statement.sql());
     bool isnull = false;
     Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
     if (isnull) return -1;
@@ -219,20 +253,24 @@ bool db_cycle(const CycleInput &in, CycleOutput &out) {
             if (in.outcomes != nullptr && !in.outcomes->empty()) {
                 record_outcomes(in.worker_id, *in.outcomes);
             }
-            if (in.expire_leases) select_int("SELECT jobrunner._expire_leases(1000)");
+            if (in.expire_leases) {
+                static KeptStatement expire("SELECT jobrunner._expire_leases(1000)", 0, nullptr);
+                select_int(expire);
+            }
             if (in.purge) {
-                char sql[128];
-                pg_snprintf(sql, sizeof(sql),
-                            "SELECT jobrunner._purge(make_interval(secs => %d), 1000)",
-                            in.retention_s);
-                purged = (int)select_int(sql);
+                static KeptStatement purge(
+                    "SELECT jobrunner._purge(make_interval(secs => $1), 1000)", 1, kOneInt);
+                Datum retention = Int32GetDatum(in.retention_s);
+                purged = (int)select_int(purge, &retention);
             }
             if (in.claim_limit > 0) claim_jobs(in.worker_id, in.claim_limit, raw);
             if (!in.next_wakeup) return;
             // NULL (nothing dated) stays NULL: GREATEST alone would turn it into 0.
-            next_ms = select_int(
+            static KeptStatement next_wakeup(
                 "SELECT CASE WHEN w IS NOT NULL THEN GREATEST(0, ceil(EXTRACT(epoch FROM w - "
-                "clock_timestamp()) * 1000))::bigint END FROM jobrunner._next_wakeup() w");
+                "clock_timestamp()) * 1000))::bigint END FROM jobrunner._next_wakeup() w",
+                0, nullptr);
+            next_ms = select_int(next_wakeup);
         },
         errbuf, sizeof(errbuf));
     out.extension_present = present;
@@ -256,10 +294,9 @@ bool db_recover(std::int64_t worker_id, int &count, std::string &error) {
         [&] {
             present = OidIsValid(get_extension_oid("pg_jobrunner", true));
             if (!present) return;
-            Oid types[1] = {INT8OID};
             Datum values[1] = {Int64GetDatum(worker_id)};
-            int rc = SPI_execute_with_args("SELECT jobrunner._recover($1)", 1, types, values,
-                                           nullptr, false, 1);
+            int rc = SPI_execute_with_args("SELECT jobrunner._recover($1)", 1,
+                                           const_cast<Oid *>(kOneBigint), values, nullptr, false, 1);
             if (rc != SPI_OK_SELECT) elog(ERROR, "recovery failed: SPI code %d", rc);
             bool isnull = false;
             n = DatumGetInt32(
