@@ -542,6 +542,12 @@ void HttpEngine::take_finished(std::vector<HttpResult> &out) {
 // Requests started and not yet reported.
 std::size_t HttpEngine::in_flight() const { return impl_->live.size(); }
 
+void HttpEngine::set_max_connections(std::size_t n) {
+    if (impl_->multi != nullptr) {
+        curl_multi_setopt(impl_->multi, CURLMOPT_MAXCONNECTS, static_cast<long>(n));
+    }
+}
+
 // Drops in-flight transfers (shutdown); results already finished are kept.
 void HttpEngine::abort_all() { impl_->abort_all(); }
 

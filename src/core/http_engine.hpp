@@ -78,6 +78,11 @@ public:
 
     std::size_t in_flight() const;
 
+    // Keeps up to n idle connections open between bursts (libcurl's default
+    // follows the number of running transfers, so a queue that drains
+    // closes most of them, and the next burst pays for new connections).
+    void set_max_connections(std::size_t n);
+
     // Drops every transfer without results (used at shutdown).
     void abort_all();
 

@@ -102,6 +102,7 @@ void HttpThread::take_finished(std::vector<HttpResult> &out) {
 void HttpThread::run() {
     std::vector<HttpRequest> taken;
     std::vector<HttpResult> done;
+    std::size_t connections_for = 0;  // the cap the connection cache was sized for
     while (!stopping_.load()) {
         long timeout = engine_.next_timeout_ms();
         pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {engine_.fd(), POLLIN, 0}};
@@ -114,26 +115,30 @@ void HttpThread::run() {
         for (HttpRequest &r : taken) waiting_.push_back(std::move(r));
         taken.clear();
         // Finished transfers free slots for waiting ones, which start in the
-        // same turn.
+        // same turn. Results are handed over on every pass, not once the
+        // waiting ones have all started: the worker records and claims while
+        // the rest are on the wire, instead of both sides taking turns.
         for (;;) {
             std::size_t cap = max_active_.load();
+            if (cap != connections_for) {
+                engine_.set_max_connections(cap);
+                connections_for = cap;
+            }
             while (!waiting_.empty() && engine_.in_flight() < cap) {
                 engine_.submit(std::move(waiting_.front()));
                 waiting_.pop_front();
             }
             engine_.poll();
-            std::size_t before = done.size();
             engine_.take_finished(done);
-            if (done.size() == before || waiting_.empty()) break;
-        }
-        active_.store(engine_.in_flight());
-        if (!done.empty()) {
+            active_.store(engine_.in_flight());
+            if (done.empty()) break;
             {
                 std::lock_guard<std::mutex> lock(mutex_);
                 for (HttpResult &r : done) finished_.push_back(std::move(r));
             }
             done.clear();
             signal_fd(done_fd_);
+            if (waiting_.empty()) break;
         }
     }
     waiting_.clear();

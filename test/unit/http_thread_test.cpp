@@ -2,7 +2,8 @@
  * http_thread_test.cpp — HttpThread against a real HTTP/1.1 server: requests
  * handed over in batches come back through fd(), from another thread, with
  * their tags; at most max_active() run at once while the rest wait their
- * turn; stop() abandons what is in flight.
+ * turn; the connections of one burst serve the next; stop() abandons what is
+ * in flight.
  */
 #include "core/http_thread.hpp"
 #include "test_http_server.hpp"
@@ -82,6 +83,28 @@ TEST(HttpThreadTest, AtMostMaxActiveRunAndTheRestWaitTheirTurn) {
     EXPECT_LE(server.accepted(), 4);  // connections reused, never more than four
     for (const HttpResult &r : results) EXPECT_EQ(r.status, 200) << r.error;
     EXPECT_EQ(http.active(), 0u);
+}
+
+TEST(HttpThreadTest, ConnectionsOfOneBurstServeTheNext) {
+    TestServer server;
+    HttpThread http(1 << 16, "pg_jobrunner/test");
+    ASSERT_EQ(http.init_error(), "");
+    http.set_max_active(32);
+    for (int burst = 0; burst < 2; burst++) {
+        std::vector<HttpRequest> batch;
+        for (std::uint64_t i = 1; i <= 32; i++) batch.push_back(post_to(server.url("/delay/100"), i));
+        http.submit(batch);
+        std::vector<HttpResult> results;
+        ASSERT_TRUE(collect(http, results, 32));
+        for (const HttpResult &r : results) EXPECT_EQ(r.status, 200) << r.error;
+        // The first burst runs all 32 at once, on 32 connections.
+        if (burst == 0) {
+            EXPECT_EQ(server.accepted(), 32);
+        }
+    }
+    // The second burst found them all still open: the idle queue between
+    // two bursts costs no new connections.
+    EXPECT_EQ(server.accepted(), 32);
 }
 
 TEST(HttpThreadTest, RaisingMaxActiveStartsWaitingRequests) {
