@@ -42,19 +42,19 @@ MintContext mint() {
 constexpr std::int64_t kStart = 1700000000;
 
 // The value of a header line "Name: value" of the request as it starts at
-// kStart, or "" when absent.
-std::string header(const HttpRequest &r, const std::string &name) {
+// `start`, or "" when absent.
+std::string header(const HttpRequest &r, const std::string &name, std::int64_t start = kStart) {
     std::vector<std::string> sent = r.headers;
-    if (r.header_at_start) sent.push_back(r.header_at_start(kStart));
+    if (r.header_at_start) sent.push_back(r.header_at_start(start));
     for (const std::string &h : sent) {
         if (h.rfind(name + ": ", 0) == 0) return h.substr(name.size() + 2);
     }
     return "";
 }
 
-// Decoded payload of the bearer token.
-std::string token_payload(const HttpRequest &r) {
-    std::string token = header(r, "Authorization").substr(7);
+// Decoded payload of the bearer token of the request as it starts at `start`.
+std::string token_payload(const HttpRequest &r, std::int64_t start = kStart) {
+    std::string token = header(r, "Authorization", start).substr(7);
     std::size_t a = token.find('.');
     std::size_t b = token.find('.', a + 1);
     return base64url_decode(token.substr(a + 1, b - a - 1)).value_or("");
@@ -104,12 +104,8 @@ TEST(DispatchTest, TokenIsMintedWhenTheRequestStarts) {
     ASSERT_FALSE(build_request(user_job(), mint(), 1, r).has_value());
     for (const std::string &h : r.headers) EXPECT_NE(h.rfind("Authorization:", 0), 0u) << h;
     ASSERT_TRUE(static_cast<bool>(r.header_at_start));
-    std::string late = r.header_at_start(kStart + 600);
-    std::string token = late.substr(std::string("Authorization: Bearer ").size());
-    EXPECT_TRUE(verify_hs256(token, kSecret));
-    std::size_t a = token.find('.');
-    std::size_t b = token.find('.', a + 1);
-    std::string payload = base64url_decode(token.substr(a + 1, b - a - 1)).value_or("");
+    EXPECT_TRUE(verify_hs256(header(r, "Authorization", kStart + 600).substr(7), kSecret));
+    std::string payload = token_payload(r, kStart + 600);
     EXPECT_NE(payload.find("\"iat\":1700000600,\"exp\":1700000690}"), std::string::npos) << payload;
 }
 

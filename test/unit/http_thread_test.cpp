@@ -30,6 +30,13 @@ HttpRequest post_to(const std::string &url, std::uint64_t tag) {
     return r;
 }
 
+// n POSTs to url, tagged 1..n.
+std::vector<HttpRequest> posts_to(const std::string &url, std::uint64_t n) {
+    std::vector<HttpRequest> batch;
+    for (std::uint64_t i = 1; i <= n; i++) batch.push_back(post_to(url, i));
+    return batch;
+}
+
 // Waits on fd() like the worker does and collects results until n arrived.
 bool collect(HttpThread &http, std::vector<HttpResult> &out, std::size_t n,
              milliseconds budget = milliseconds(5000)) {
@@ -48,8 +55,7 @@ TEST(HttpThreadTest, BatchesComeBackWithTheirTags) {
     TestServer server;
     HttpThread http(1 << 16, "pg_jobrunner/test");
     ASSERT_EQ(http.init_error(), "");
-    std::vector<HttpRequest> batch;
-    for (std::uint64_t i = 1; i <= 150; i++) batch.push_back(post_to(server.url("/ok"), i));
+    std::vector<HttpRequest> batch = posts_to(server.url("/ok"), 150);
     http.submit(batch);
     EXPECT_TRUE(batch.empty());  // moved out
     std::vector<HttpResult> results;
@@ -69,8 +75,7 @@ TEST(HttpThreadTest, AtMostMaxActiveRunAndTheRestWaitTheirTurn) {
     HttpThread http(1 << 16, "pg_jobrunner/test");
     ASSERT_EQ(http.init_error(), "");
     http.set_max_active(4);
-    std::vector<HttpRequest> batch;
-    for (std::uint64_t i = 1; i <= 12; i++) batch.push_back(post_to(server.url("/delay/150"), i));
+    std::vector<HttpRequest> batch = posts_to(server.url("/delay/150"), 12);
     const auto start = Clock::now();
     http.submit(batch);
     // Four at a time: the server sees four, and no more while they are held.
@@ -91,8 +96,7 @@ TEST(HttpThreadTest, ConnectionsOfOneBurstServeTheNext) {
     ASSERT_EQ(http.init_error(), "");
     http.set_max_active(32);
     for (int burst = 0; burst < 2; burst++) {
-        std::vector<HttpRequest> batch;
-        for (std::uint64_t i = 1; i <= 32; i++) batch.push_back(post_to(server.url("/delay/100"), i));
+        std::vector<HttpRequest> batch = posts_to(server.url("/delay/100"), 32);
         http.submit(batch);
         std::vector<HttpResult> results;
         ASSERT_TRUE(collect(http, results, 32));
@@ -112,8 +116,7 @@ TEST(HttpThreadTest, RaisingMaxActiveStartsWaitingRequests) {
     HttpThread http(1 << 16, "pg_jobrunner/test");
     ASSERT_EQ(http.init_error(), "");
     http.set_max_active(1);
-    std::vector<HttpRequest> batch;
-    for (std::uint64_t i = 1; i <= 3; i++) batch.push_back(post_to(server.url("/delay/2000"), i));
+    std::vector<HttpRequest> batch = posts_to(server.url("/delay/2000"), 3);
     http.submit(batch);
     ASSERT_TRUE(eventually([&] { return server.hits("/delay/2000") >= 1; }));
     http.set_max_active(3);
