@@ -143,6 +143,8 @@ private:
     // finish. The network then stays busy while this thread records and
     // claims, and each transaction carries more jobs.
     static int claim_budget() { return std::min(kMaxClaim, 2 * guc_max_in_flight); }
+    // Jobs the next claim may take.
+    int claim_room() const { return claim_budget() - static_cast<int>(held_.size()); }
     void step(TimestampTz now);
     void dispatch(std::vector<ClaimedJob> &claimed);
     void record_one_by_one(std::vector<Outcome> &list, bool short_wait);
@@ -272,16 +274,14 @@ void Dispatcher::record_one_by_one(std::vector<Outcome> &list, bool short_wait) 
 // quarter of the claim budget to be free, so each transaction carries many
 // jobs (and the loop sleeps on the HTTP thread meanwhile); otherwise at once.
 bool Dispatcher::ready_to_claim() const {
-    int capacity = claim_budget() - static_cast<int>(held_.size());
     int batch = backlog_ && !held_.empty() ? std::max(1, claim_budget() / 4) : 1;
-    return want_claim_ && capacity >= batch;
+    return want_claim_ && claim_room() >= batch;
 }
 
 // One turn of the loop's database side: record, expire, purge, claim.
 void Dispatcher::step(TimestampTz now) {
     if (pg_atomic_exchange_u32(&shared_state()->wake_pending, 0) != 0) want_claim_ = true;
     if (now >= next_look_) want_claim_ = true;
-    int capacity = claim_budget() - static_cast<int>(held_.size());
     bool lease_due = now - last_lease_check_ >= kLeaseCheckUs;
     bool purge_due = now - last_purge_ >= kPurgeEveryUs;
     bool claim = ready_to_claim();
@@ -297,7 +297,7 @@ void Dispatcher::step(TimestampTz now) {
     CycleInput in;
     in.worker_id = worker_id_;
     in.outcomes = &outcomes_;
-    in.claim_limit = claim ? capacity : 0;
+    in.claim_limit = claim ? claim_room() : 0;
     in.expire_leases = lease_due;
     in.purge = purge_due;
     in.retention_s = guc_retention_s;
