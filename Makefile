@@ -9,6 +9,9 @@
 
 EXTENSION  = pg_jobrunner
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
+# Released versions: their install scripts are kept as released (for the
+# upgrade test), and each gets an update script to EXTVERSION.
+OLD_VERSIONS = 0.1.0
 PG_CONFIG ?= pg_config
 
 # Pure C++ units: never include Postgres headers, unit-tested alone.
@@ -54,8 +57,12 @@ ifneq ($(PGXS),)
 
 MODULE_big = $(EXTENSION)
 OBJS       = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
-DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA       = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*--*.sql))
+# Install and update scripts are built from sql/ (scripts/build-sql.sh).
+SQL_SOURCES = sql/install/tables.sql sql/functions/ORDER $(wildcard sql/functions/*.sql) \
+              $(wildcard sql/updates/*.sql) scripts/build-sql.sh
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql \
+             $(foreach v,$(OLD_VERSIONS),sql/$(EXTENSION)--$(v)--$(EXTVERSION).sql)
+DATA       = $(foreach v,$(OLD_VERSIONS),sql/$(EXTENSION)--$(v).sql)
 EXTRA_CLEAN = build
 
 PG_CPPFLAGS = -Isrc -DJOBRUNNER_VERSION=\"$(EXTVERSION)\"
@@ -71,8 +78,11 @@ override with_llvm = no
 
 include $(PGXS)
 
-sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
-	cp $< $@
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES)
+	scripts/build-sql.sh install $(EXTVERSION) > $@
+
+sql/$(EXTENSION)--%--$(EXTVERSION).sql: $(SQL_SOURCES)
+	scripts/build-sql.sh update $* $(EXTVERSION) > $@
 
 else
 all install:

@@ -11,7 +11,8 @@
 #
 # Environment knobs: JOBRUNNER_TEST_PORT (first port to try, default 54329),
 # KEEP_CLUSTER=1 (leave the cluster's directory behind), TIER_TIMEOUT
-# (seconds per runner, default 900).
+# (seconds per runner, default 900), TIERS (only these tiers, e.g. "regress
+# upgrade"; the cluster and log check always run).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -308,6 +309,90 @@ tier_isolation() {
   show_diffs isolation
 }
 
+# tier_upgrade: the released install scripts, updated to this version with
+# ALTER EXTENSION ... UPDATE, end up with exactly the objects of a fresh
+# install, keep every job, and pass the regression suite.
+tier_upgrade() {
+  header upgrade "ALTER EXTENSION pg_jobrunner UPDATE from every released version"
+  local log=$LOGS/upgrade.log passed=0 failed=0 version current db before after rc
+  if (( ! CLUSTER_UP )); then broken upgrade "no cluster"; return; fi
+  current=$(sed -n "s/^default_version = '\(.*\)'/\1/p" pg_jobrunner.control)
+  : >"$log"
+  for f in sql/pg_jobrunner--*.sql; do
+    version=$(basename "$f" .sql); version=${version#pg_jobrunner--}
+    [[ "$version" == *--* || "$version" == "$current" ]] && continue
+    db=jobrunner_upgrade_${version//./_}
+    echo "    -- from $version"
+    # 1. install the released version, fill it, update
+    if psql_do postgres "DROP DATABASE IF EXISTS $db" >>"$LOGS/upgrade.log" 2>&1 &&
+       psql_do postgres "CREATE DATABASE $db" >>"$log" 2>&1 &&
+       psql_do "$db" "CREATE EXTENSION pg_jobrunner VERSION '$version'" >>"$log" 2>&1 &&
+       "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$db" -f test/upgrade/populate-$version.sql >>"$log" 2>&1 &&
+       before=$("$PGBIN/psql" -X -A -d "$db" -f test/upgrade/job-states.sql 2>>"$log") &&
+       psql_do "$db" "ALTER EXTENSION pg_jobrunner UPDATE" >>"$log" 2>&1 &&
+       [[ $("$PGBIN/psql" -X -A -t -d "$db" -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_jobrunner'") == "$current" ]]; then
+      passed=$((passed + 1)); echo "       update $version -> $current ... ok"
+    else
+      failed=$((failed + 1)); echo "       update $version -> $current ... FAILED"; show "$log" 30
+      continue
+    fi
+    # 2. the same objects as a fresh install
+    if schema_matches_fresh "$db" "$current" >>"$log" 2>&1; then
+      passed=$((passed + 1)); echo "       schema equals a fresh $current install ... ok"
+    else
+      failed=$((failed + 1)); echo "       schema equals a fresh $current install ... FAILED"
+      show "$LOGS/upgrade-schema.diff" 60
+    fi
+    # 3. every job as it was
+    after=$("$PGBIN/psql" -X -A -d "$db" -f test/upgrade/job-states.sql 2>>"$log" || true)
+    if [[ -n "$before" && "$before" == "$after" ]]; then
+      passed=$((passed + 1)); echo "       jobs and logs unchanged ... ok"
+    else
+      failed=$((failed + 1)); echo "       jobs and logs unchanged ... FAILED"
+      diff <(echo "$before") <(echo "$after") | head -n 30 | sed 's/^/       /'
+    fi
+    # 4. the regression suite on the updated database (all but install,
+    # which creates the extension itself)
+    rm -rf "$BUILD/upgrade-regress"; mkdir -p "$BUILD/upgrade-regress"
+    rc=0
+    timeout "$TIER_TIMEOUT" "$PGXS_TEST/regress/pg_regress" --bindir="$PGBIN" \
+      --inputdir=test --outputdir="$BUILD/upgrade-regress" \
+      --host="$PGHOST" --port="$PGPORT" --user=postgres --use-existing \
+      --dbname="$db" $(grep -v '^test: install$' test/schedule | sed -n 's/^test: //p') \
+      >"$LOGS/upgrade-regress.log" 2>&1 || rc=$?
+    local n m
+    if n=$(grep -oE 'All [0-9]+ tests passed' "$LOGS/upgrade-regress.log" | grep -oE '[0-9]+'); then
+      passed=$((passed + n)); echo "       regression suite on the updated database: $n passed"
+    elif m=$(grep -oE '[0-9]+ of [0-9]+ tests failed' "$LOGS/upgrade-regress.log"); then
+      n=$(awk '{print $3}' <<<"$m"); m=$(awk '{print $1}' <<<"$m")
+      passed=$((passed + n - m)); failed=$((failed + m))
+      echo "       regression suite on the updated database: $m of $n failed"
+      show_diffs upgrade-regress
+    else
+      failed=$((failed + 1)); echo "       regression suite on the updated database gave no result (exit $rc)"
+      show "$LOGS/upgrade-regress.log" 20
+    fi
+  done
+  if (( passed + failed == 0 )); then empty upgrade "no released install script in sql/"; return; fi
+  result upgrade "$passed" "$failed"
+}
+
+# schema_matches_fresh <db> <version>: the extension's objects in <db> are
+# those of a fresh install of <version> (pg_dump --binary-upgrade lists every
+# member of an extension; oids and transaction ids are left out).
+schema_matches_fresh() {
+  local db=$1 version=$2 fresh=jobrunner_upgrade_fresh
+  psql_do postgres "DROP DATABASE IF EXISTS $fresh" && psql_do postgres "CREATE DATABASE $fresh" &&
+    psql_do "$fresh" "CREATE EXTENSION pg_jobrunner VERSION '$version'" || return 1
+  local d
+  for d in "$db" "$fresh"; do
+    "$PGBIN/pg_dump" --schema-only --binary-upgrade -h "$PGHOST" -p "$PGPORT" -U postgres -d "$d" |
+      grep -vE "^SELECT pg_catalog\.(binary_upgrade_set|setval)|^\\\\(un)?restrict |relfrozenxid|^WHERE oid = '" \
+      >"$BUILD/upgrade-$d.schema" || return 1
+  done
+  diff -u "$BUILD/upgrade-$db.schema" "$BUILD/upgrade-$fresh.schema" >"$LOGS/upgrade-schema.diff"
+}
+
 # parse_unittest <log>: print "passed failed skipped" from unittest's closing
 # lines ("Ran N tests", "OK (skipped=S)" / "FAILED (failures=F, errors=E)").
 parse_unittest() {
@@ -413,16 +498,19 @@ PYEOF
 # --- main ---------------------------------------------------------------------------
 
 started=$SECONDS
-tier_unit
+# wanted <tier>: the tier is in $TIERS (all tiers when TIERS is unset).
+wanted() { [[ -z "${TIERS:-}" || " $TIERS " == *" $1 "* ]]; }
+wanted unit && tier_unit
 if tier_install; then
   tier_cluster || true
 else
   echo "    (no cluster: the extension is not installed)"
 fi
-tier_regress
-tier_pgtap
-tier_isolation
-tier_integration
+wanted regress && tier_regress
+wanted pgtap && tier_pgtap
+wanted isolation && tier_isolation
+wanted upgrade && tier_upgrade
+wanted integration && tier_integration
 if (( CLUSTER_UP )); then
   stop_cluster
   tier_log_hygiene

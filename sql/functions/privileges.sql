@@ -1,0 +1,34 @@
+-- privileges.sql — who may read and call what: row-level security on the
+-- job tables, SELECT on what users may watch, EXECUTE on the public API.
+-- Replayed by every install and update script, so it states the whole
+-- intended set, not a change.
+
+GRANT USAGE ON SCHEMA jobrunner TO PUBLIC;
+
+ALTER TABLE jobrunner.job ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobrunner.job_logs ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS job_read_own ON jobrunner.job;
+CREATE POLICY job_read_own ON jobrunner.job FOR SELECT TO PUBLIC
+    USING (user_id = (SELECT c.user_id FROM jobrunner._caller() c)
+           OR (SELECT c.is_admin FROM jobrunner._caller() c));
+DROP POLICY IF EXISTS job_logs_read_own ON jobrunner.job_logs;
+CREATE POLICY job_logs_read_own ON jobrunner.job_logs FOR SELECT TO PUBLIC
+    USING (EXISTS (SELECT 1 FROM jobrunner.job j WHERE j.id = job_logs.job_id));
+
+REVOKE ALL ON ALL TABLES IN SCHEMA jobrunner FROM PUBLIC;
+GRANT SELECT ON jobrunner.job, jobrunner.job_logs, jobrunner.job_stats,
+                jobrunner.recent_failures TO PUBLIC;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobrunner FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    jobrunner.queue_job(text, jsonb, int, timestamptz, text, text, int),
+    jobrunner.dequeue_job(uuid),
+    jobrunner.retry_job(uuid),
+    jobrunner.complete_job(uuid, jsonb, int),
+    jobrunner.fail_job(uuid, text, boolean, int),
+    jobrunner.sign_jwt(jsonb, text),
+    jobrunner.worker_status(),
+    -- row-level security policies evaluate these as the querying role
+    jobrunner._caller(),
+    jobrunner._outer_role()
+TO PUBLIC;

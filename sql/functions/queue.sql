@@ -1,0 +1,137 @@
+-- queue.sql — putting jobs in the queue, in the caller's transaction.
+
+CREATE OR REPLACE FUNCTION jobrunner._wake_at_commit() RETURNS void
+    LANGUAGE c VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'jobrunner_wake_at_commit';
+COMMENT ON FUNCTION jobrunner._wake_at_commit() IS
+    'internal: wake the worker once when the current transaction commits';
+
+-- internal: the one place jobs are inserted. Dedup and idempotency keys are
+-- enforced by unique indexes (ON CONFLICT), so they hold under concurrency.
+CREATE OR REPLACE FUNCTION jobrunner._enqueue(_user_id uuid, _user_role text, _user_email text,
+                                   _job_name text, _request_body jsonb, _max_retries int,
+                                   _run_at timestamptz, _dedup_key text,
+                                   _idempotency_key text, _priority int)
+    RETURNS uuid
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _cfg_retries int;
+    _id uuid;
+BEGIN
+    IF _job_name IS NULL THEN
+        RAISE EXCEPTION 'job name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF _job_name !~ '^[A-Za-z0-9._-]{1,128}$' THEN
+        RAISE EXCEPTION 'invalid job name %', pg_catalog.quote_literal(pg_catalog.left(_job_name, 200))
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'job names are 1 to 128 letters, digits, ".", "_" or "-"';
+    END IF;
+    SELECT c.max_retries INTO _cfg_retries FROM jobrunner.job_config c WHERE c.job_name = _job_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job "%" is not configured', _job_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'an administrator inserts a row into jobrunner.job_config for it';
+    END IF;
+    IF _max_retries IS NOT NULL AND (_max_retries < 0 OR _max_retries > 1000) THEN
+        RAISE EXCEPTION 'max_retries must be between 0 and 1000, not %', _max_retries
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.length(_dedup_key) > 512 OR pg_catalog.length(_idempotency_key) > 512 THEN
+        RAISE EXCEPTION 'dedup and idempotency keys are at most 512 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF _user_id IS NOT NULL AND _user_role IS NULL THEN
+        RAISE EXCEPTION 'a job for user % needs a role', _user_id
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+
+    FOR _try IN 1..3 LOOP
+        INSERT INTO jobrunner.job (user_id, user_role, user_email, job_name, request_body,
+                                   priority, max_retries, dedup_key, idempotency_key, next_run_at)
+        VALUES (_user_id, _user_role, _user_email, _job_name, _request_body,
+                COALESCE(_priority, 0), COALESCE(_max_retries, _cfg_retries), _dedup_key,
+                _idempotency_key, COALESCE(_run_at, now()))
+        ON CONFLICT DO NOTHING
+        RETURNING id INTO _id;
+        IF _id IS NOT NULL THEN
+            INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
+            VALUES (_id, 0, 'info', 'created');
+            PERFORM jobrunner._wake_at_commit();
+            RETURN _id;
+        END IF;
+        -- A conflicting job exists: return it.
+        SELECT j.id INTO _id FROM jobrunner.job j
+         WHERE _idempotency_key IS NOT NULL AND j.job_name = _job_name
+           AND COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)
+               = COALESCE(_user_id, '00000000-0000-0000-0000-000000000000'::uuid)
+           AND j.idempotency_key = _idempotency_key;
+        IF _id IS NULL THEN
+            SELECT j.id INTO _id FROM jobrunner.job j
+             WHERE _dedup_key IS NOT NULL AND j.job_name = _job_name
+               AND COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)
+                   = COALESCE(_user_id, '00000000-0000-0000-0000-000000000000'::uuid)
+               AND j.dedup_key = _dedup_key AND j.state IN ('pending', 'running');
+        END IF;
+        IF _id IS NOT NULL THEN
+            RETURN _id;
+        END IF;
+        -- The conflicting job finished between our insert and our look-up; try again.
+    END LOOP;
+    RAISE EXCEPTION 'could not queue job "%": its dedup key kept changing hands', _job_name
+        USING ERRCODE = 'serialization_failure', HINT = 'retry the transaction';
+END;
+$$;
+COMMENT ON FUNCTION jobrunner._enqueue(uuid, text, text, text, jsonb, int, timestamptz, text, text, int) IS
+    'internal: the one place jobs are inserted (dedup and idempotency through unique indexes)';
+
+-- public API
+CREATE OR REPLACE FUNCTION jobrunner.queue_job(_job_name text, _request_body jsonb DEFAULT '{}',
+                                    _max_retries int DEFAULT NULL,
+                                    _run_at timestamptz DEFAULT NULL,
+                                    _dedup_key text DEFAULT NULL,
+                                    _idempotency_key text DEFAULT NULL,
+                                    _priority int DEFAULT 0)
+    RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _me record := jobrunner._caller();
+BEGIN
+    IF _me.user_id IS NULL AND NOT _me.is_admin THEN
+        RAISE EXCEPTION 'queue_job needs the caller''s identity: no believed request.jwt.claims with a "sub"'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'call it through PostgREST with a user''s JWT, or as an administrator use jobrunner.queue_job_for';
+    END IF;
+    RETURN jobrunner._enqueue(_me.user_id, _me.user_role, _me.user_email, _job_name,
+                              _request_body, _max_retries, _run_at, _dedup_key,
+                              _idempotency_key, _priority);
+END;
+$$;
+COMMENT ON FUNCTION jobrunner.queue_job(text, jsonb, int, timestamptz, text, text, int) IS
+    'queue a job owned by the caller (from request.jwt.claims) in the caller''s transaction; returns its id';
+
+-- public API (admin only)
+CREATE OR REPLACE FUNCTION jobrunner.queue_job_for(_user_id uuid, _user_role text, _user_email text,
+                                        _job_name text, _request_body jsonb DEFAULT '{}',
+                                        _max_retries int DEFAULT NULL,
+                                        _run_at timestamptz DEFAULT NULL,
+                                        _dedup_key text DEFAULT NULL,
+                                        _idempotency_key text DEFAULT NULL,
+                                        _priority int DEFAULT 0)
+    RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN jobrunner._enqueue(_user_id, CASE WHEN _user_id IS NULL THEN NULL ELSE _user_role END,
+                              CASE WHEN _user_id IS NULL THEN NULL ELSE _user_email END,
+                              _job_name, _request_body, _max_retries, _run_at, _dedup_key,
+                              _idempotency_key, _priority);
+END;
+$$;
+COMMENT ON FUNCTION jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int) IS
+    'admin only: queue a job for the given user (NULL user: a system job)';

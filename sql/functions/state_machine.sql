@@ -1,0 +1,277 @@
+-- state_machine.sql — every transition of a job after it is queued. Every
+-- final transition goes through _settle_ok or _settle_fail, whoever causes it
+-- (worker, complete_job, fail_job, lease expiry).
+
+CREATE OR REPLACE FUNCTION jobrunner._retry_delay(_attempt int, _base interval, _cap interval,
+                                       _retry_after_ms bigint DEFAULT NULL)
+    RETURNS interval
+    LANGUAGE c VOLATILE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'jobrunner_retry_delay';
+COMMENT ON FUNCTION jobrunner._retry_delay(int, interval, interval, bigint) IS
+    'internal: jittered exponential backoff after failed attempt N, Retry-After honoured up to the cap';
+
+-- internal: run a completion hook as the job's user would be seen by
+-- PostgREST-style code: request.jwt.claims set for the hook's duration only.
+CREATE OR REPLACE FUNCTION jobrunner._run_hook(_hook regprocedure, _job jobrunner.job) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _saved text := pg_catalog.current_setting('request.jwt.claims', true);
+    _claims jsonb;
+    _name text;
+BEGIN
+    _claims := pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        'sub', _job.user_id,
+        'role', COALESCE(_job.user_role, pg_catalog.current_setting('jobrunner.system_role')),
+        'email', _job.user_email));
+    SELECT pg_catalog.format('%I.%I', n.nspname, p.proname) INTO _name
+      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE p.oid = _hook;
+    IF _name IS NULL THEN
+        RAISE EXCEPTION 'hook % of job "%" no longer exists', _hook::oid, _job.job_name
+            USING ERRCODE = 'undefined_function';
+    END IF;
+    PERFORM pg_catalog.set_config('request.jwt.claims', _claims::text, true);
+    EXECUTE pg_catalog.format('SELECT %s($1::jobrunner.job)', _name) USING _job;
+    PERFORM pg_catalog.set_config('request.jwt.claims', COALESCE(_saved, ''), true);
+END;
+$$;
+COMMENT ON FUNCTION jobrunner._run_hook(regprocedure, jobrunner.job) IS
+    'internal: run a completion hook with request.jwt.claims set to the job user''s claims';
+
+-- internal: mark a job completed, run on_complete, log. Whatever raises here
+-- (the hook, typically) undoes all of it: callers decide what happens next.
+CREATE OR REPLACE FUNCTION jobrunner._complete(_job jobrunner.job, _cfg jobrunner.job_config,
+                                    _status int, _response jsonb,
+                                    _duration_ms double precision, _via text)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _done jobrunner.job;
+BEGIN
+    UPDATE jobrunner.job j
+       SET state = 'completed', finished_at = now(), updated_at = now(),
+           last_status = COALESCE(_status, j.last_status), last_error = NULL,
+           response = COALESCE(_response, j.response),
+           locked_at = NULL, lease_expires_at = NULL
+     WHERE j.id = _job.id
+    RETURNING * INTO _done;
+    IF _cfg.on_complete IS NOT NULL THEN
+        PERFORM jobrunner._run_hook(_cfg.on_complete, _done);
+    END IF;
+    INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
+    VALUES (_job.id, _job.attempts, 'info',
+            CASE WHEN _via = 'worker'
+                 THEN pg_catalog.format('completed with status %s', _status)
+                 ELSE pg_catalog.format('completed by %s', _via) END,
+            _status, _duration_ms);
+END;
+$$;
+COMMENT ON FUNCTION jobrunner._complete(jobrunner.job, jobrunner.job_config, int, jsonb, double precision, text) IS
+    'internal: mark a job completed, run on_complete, log; raises if the hook raises';
+
+-- internal: the job succeeded (or, for callback jobs, its endpoint acked).
+-- From the worker, on_complete runs in a subtransaction: if it raises, its
+-- writes and the completion are rolled back and the attempt counts as failed.
+-- From complete_job, a raising hook raises in the caller's transaction, so
+-- the caller's own writes and the completion still commit together or not at
+-- all. Returns true when the job completed.
+CREATE OR REPLACE FUNCTION jobrunner._settle_ok(_job jobrunner.job, _status int, _response jsonb,
+                                     _duration_ms double precision, _via text)
+    RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _cfg jobrunner.job_config;
+BEGIN
+    SELECT * INTO _cfg FROM jobrunner.job_config c WHERE c.job_name = _job.job_name;
+    IF _via = 'worker' AND _cfg.completion = 'callback' THEN
+        UPDATE jobrunner.job j
+           SET acked_at = now(), lease_expires_at = now() + _cfg.callback_lease,
+               last_status = _status, updated_at = now()
+         WHERE j.id = _job.id;
+        INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
+        VALUES (_job.id, _job.attempts, 'info',
+                pg_catalog.format('acknowledged with status %s; waiting for complete_job until %s',
+                                  _status, now() + _cfg.callback_lease),
+                _status, _duration_ms);
+        RETURN false;
+    END IF;
+    IF _via <> 'worker' THEN
+        PERFORM jobrunner._complete(_job, _cfg, _status, _response, _duration_ms, _via);
+        RETURN true;
+    END IF;
+    BEGIN
+        PERFORM jobrunner._complete(_job, _cfg, _status, _response, _duration_ms, _via);
+        RETURN true;
+    EXCEPTION WHEN others THEN
+        PERFORM jobrunner._settle_fail(_job, _status,
+            pg_catalog.format('on_complete hook %s failed: %s', _cfg.on_complete, SQLERRM),
+            true, NULL, _duration_ms);
+        RETURN false;
+    END;
+END;
+$$;
+COMMENT ON FUNCTION jobrunner._settle_ok(jobrunner.job, int, jsonb, double precision, text) IS
+    'internal: complete a job (or acknowledge a callback job); from the worker a raising on_complete fails the attempt, from complete_job it raises';
+
+-- internal: the attempt failed. Back to pending after a jittered backoff, or
+-- failed once retries are used up (then on_fail runs, in a subtransaction).
+CREATE OR REPLACE FUNCTION jobrunner._settle_fail(_job jobrunner.job, _status int, _error text,
+                                       _retry boolean, _retry_after_ms bigint,
+                                       _duration_ms double precision)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _cfg jobrunner.job_config;
+    _next timestamptz;
+    _done jobrunner.job;
+    _what text := pg_catalog.format('attempt %s failed: %s', _job.attempts, _error);
+BEGIN
+    SELECT * INTO _cfg FROM jobrunner.job_config c WHERE c.job_name = _job.job_name;
+    IF _retry AND _job.attempts <= _job.max_retries THEN
+        _next := now() + jobrunner._retry_delay(_job.attempts,
+                                                COALESCE(_cfg.retry_backoff, interval '10 seconds'),
+                                                COALESCE(_cfg.retry_backoff_max, interval '1 hour'),
+                                                _retry_after_ms);
+        UPDATE jobrunner.job j
+           SET state = 'pending', next_run_at = _next, updated_at = now(),
+               last_status = _status, last_error = _error,
+               locked_at = NULL, locked_by = NULL, acked_at = NULL, lease_expires_at = NULL
+         WHERE j.id = _job.id;
+        INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
+        VALUES (_job.id, _job.attempts, 'warning',
+                pg_catalog.format('%s; next attempt at %s', _what, _next), _status, _duration_ms);
+        PERFORM jobrunner._wake_at_commit();
+        RETURN;
+    END IF;
+    BEGIN
+        UPDATE jobrunner.job j
+           SET state = 'failed', finished_at = now(), updated_at = now(),
+               last_status = _status, last_error = _error,
+               locked_at = NULL, acked_at = NULL, lease_expires_at = NULL
+         WHERE j.id = _job.id
+        RETURNING * INTO _done;
+        IF _cfg.on_fail IS NOT NULL THEN
+            PERFORM jobrunner._run_hook(_cfg.on_fail, _done);
+        END IF;
+    EXCEPTION WHEN others THEN
+        -- The hook's writes are gone; the job still fails, with the reason.
+        UPDATE jobrunner.job j
+           SET state = 'failed', finished_at = now(), updated_at = now(),
+               last_status = _status,
+               last_error = pg_catalog.format('%s; on_fail hook %s failed: %s', _error, _cfg.on_fail, SQLERRM),
+               locked_at = NULL, acked_at = NULL, lease_expires_at = NULL
+         WHERE j.id = _job.id;
+        _what := pg_catalog.format('%s; on_fail hook %s failed: %s', _what, _cfg.on_fail, SQLERRM);
+    END;
+    INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
+    VALUES (_job.id, _job.attempts, 'error',
+            pg_catalog.format('%s; failed permanently', _what), _status, _duration_ms);
+END;
+$$;
+COMMENT ON FUNCTION jobrunner._settle_fail(jobrunner.job, int, text, boolean, bigint, double precision) IS
+    'internal: fail an attempt: retry after backoff, or fail for good and run on_fail';
+
+-- public API
+CREATE OR REPLACE FUNCTION jobrunner.dequeue_job(_job_id uuid) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _job jobrunner.job;
+BEGIN
+    _job := jobrunner._lock_job_for_caller(_job_id);
+    IF _job.state <> 'pending' THEN
+        RETURN false;
+    END IF;
+    UPDATE jobrunner.job j
+       SET state = 'canceled', finished_at = now(), updated_at = now()
+     WHERE j.id = _job_id;
+    INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
+    VALUES (_job_id, _job.attempts, 'info', 'canceled');
+    RETURN true;
+END;
+$$;
+COMMENT ON FUNCTION jobrunner.dequeue_job(uuid) IS
+    'cancel the caller''s job if it is still pending; false if it was already claimed or finished';
+
+-- public API
+CREATE OR REPLACE FUNCTION jobrunner.retry_job(_job_id uuid) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _job jobrunner.job;
+BEGIN
+    _job := jobrunner._lock_job_for_caller(_job_id);
+    IF _job.state NOT IN ('failed', 'canceled') THEN
+        RETURN false;
+    END IF;
+    BEGIN
+        UPDATE jobrunner.job j
+           SET state = 'pending', attempts = 0, next_run_at = now(), updated_at = now(),
+               finished_at = NULL, locked_at = NULL, locked_by = NULL, acked_at = NULL,
+               lease_expires_at = NULL
+         WHERE j.id = _job_id;
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'cannot retry job %: another active job holds its dedup key %', _job_id,
+                pg_catalog.quote_literal(_job.dedup_key)
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'cancel or wait for the other job first';
+    END;
+    INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
+    VALUES (_job_id, 0, 'info', pg_catalog.format('retried by hand after %s attempts', _job.attempts));
+    PERFORM jobrunner._wake_at_commit();
+    RETURN true;
+END;
+$$;
+COMMENT ON FUNCTION jobrunner.retry_job(uuid) IS
+    'put a failed or canceled job back to pending with its attempts reset';
+
+-- public API
+CREATE OR REPLACE FUNCTION jobrunner.complete_job(_job_id uuid, _result jsonb DEFAULT NULL,
+                                       _attempt int DEFAULT NULL)
+    RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _job jobrunner.job := jobrunner._lock_running_job_for_caller(_job_id, _attempt);
+BEGIN
+    IF _job.id IS NULL THEN
+        RETURN false;
+    END IF;
+    RETURN jobrunner._settle_ok(_job, NULL, _result, NULL, 'complete_job');
+END;
+$$;
+COMMENT ON FUNCTION jobrunner.complete_job(uuid, jsonb, int) IS
+    'complete a running job inside the caller''s transaction; false if it is not running (or not at _attempt)';
+
+-- public API
+CREATE OR REPLACE FUNCTION jobrunner.fail_job(_job_id uuid, _error text, _retry boolean DEFAULT true,
+                                   _attempt int DEFAULT NULL)
+    RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _job jobrunner.job := jobrunner._lock_running_job_for_caller(_job_id, _attempt);
+BEGIN
+    IF _job.id IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM jobrunner._settle_fail(_job, NULL, COALESCE(_error, 'failed by fail_job'),
+                                   COALESCE(_retry, true), NULL, NULL);
+    RETURN true;
+END;
+$$;
+COMMENT ON FUNCTION jobrunner.fail_job(uuid, text, boolean, int) IS
+    'fail the current attempt of a running job inside the caller''s transaction; retried unless _retry is false or retries are used up';

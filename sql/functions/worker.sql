@@ -1,0 +1,405 @@
+-- worker.sql — the statements the background worker runs (it runs as a
+-- superuser: every name is qualified, every function pins search_path), and
+-- its live figures.
+
+-- public API
+CREATE OR REPLACE FUNCTION jobrunner.worker_status(
+        OUT running boolean, OUT pid int, OUT started_at timestamptz,
+        OUT in_flight int, OUT dispatched bigint, OUT completed bigint,
+        OUT failed bigint, OUT last_loop_at timestamptz, OUT database_name text)
+    LANGUAGE c VOLATILE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'jobrunner_worker_status';
+COMMENT ON FUNCTION jobrunner.worker_status() IS
+    'live figures of the background worker: running, pid, in-flight requests, totals since start';
+
+-- internal: at worker start, attempts left in flight by a previous worker are
+-- put back to pending at once. The interrupted attempt does not count.
+CREATE OR REPLACE FUNCTION jobrunner._recover(_worker bigint) RETURNS int
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH reset AS (
+        UPDATE jobrunner.job j
+           SET state = 'pending', attempts = j.attempts - 1, next_run_at = now(),
+               updated_at = now(), locked_at = NULL, locked_by = NULL, lease_expires_at = NULL
+         WHERE j.state = 'running' AND j.acked_at IS NULL
+           AND j.locked_by IS DISTINCT FROM _worker
+        RETURNING j.id, j.attempts
+    ), logged AS (
+        INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
+        SELECT r.id, r.attempts + 1, 'warning', 'attempt interrupted by a worker restart; will be attempted again'
+          FROM reset r
+        RETURNING 1
+    )
+    SELECT count(*)::int FROM logged;
+$$;
+COMMENT ON FUNCTION jobrunner._recover(bigint) IS
+    'internal: put attempts left in flight by another worker incarnation back to pending';
+
+-- internal: claim up to _limit due jobs, fairly. Groups are (job_name,
+-- owner); each group gets its first free slot before any group gets a
+-- second; per-group concurrency_limit, per-name max_concurrency and
+-- rate_limit are never exceeded. Rows locked by a concurrent dequeue_job are
+-- skipped, never waited for.
+CREATE OR REPLACE FUNCTION jobrunner._claim(_limit int, _worker bigint)
+    RETURNS TABLE (id uuid, job_name text, user_id uuid, user_role text, user_email text,
+                   attempt int, request_body text, url text, headers text,
+                   timeout_ms bigint)
+    -- headers: the job_config headers as "Name: value" lines (values never
+    -- hold CR or LF: job_config validation refuses them).
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    _ctids tid[];
+    _ids uuid[];
+    _base text := NULLIF(pg_catalog.current_setting('jobrunner.base_url'), '');
+BEGIN
+    IF _limit <= 0 THEN
+        RETURN;
+    END IF;
+
+    -- Refill the token buckets of rate-limited names (burst: a tenth of a
+    -- second's worth, at least one).
+    INSERT INTO jobrunner.rate_bucket AS b (job_name, tokens, refreshed_at)
+    SELECT c.job_name, 1, now() FROM jobrunner.job_config c
+     WHERE c.enabled AND c.rate_limit IS NOT NULL
+    ON CONFLICT (job_name) DO UPDATE
+       SET tokens = LEAST(GREATEST(1.0, (SELECT c.rate_limit FROM jobrunner.job_config c
+                                          WHERE c.job_name = b.job_name)::float8 / 10),
+                          b.tokens + EXTRACT(epoch FROM now() - b.refreshed_at)::float8
+                                   * (SELECT c.rate_limit FROM jobrunner.job_config c
+                                       WHERE c.job_name = b.job_name)::float8),
+           refreshed_at = now();
+
+    WITH RECURSIVE grp AS (
+        (SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
+                j.priority
+           FROM jobrunner.job j
+          WHERE j.state = 'pending'
+          ORDER BY 1, 2, 3
+          LIMIT 1)
+        UNION ALL
+        SELECT n.job_name, n.owner, n.priority
+          FROM grp g
+          CROSS JOIN LATERAL (
+                SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
+                       j.priority
+                  FROM jobrunner.job j
+                 WHERE j.state = 'pending'
+                   AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid), j.priority)
+                       > (g.job_name, g.owner, g.priority)
+                 ORDER BY 1, 2, 3
+                 LIMIT 1) n
+    ), running AS (
+        SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
+               count(*) AS n
+          FROM jobrunner.job j
+         WHERE j.state = 'running'
+         GROUP BY 1, 2
+    ), slots AS (
+        SELECT g.job_name, g.owner, g.priority, COALESCE(r.n, 0) AS held,
+               c.concurrency_limit - COALESCE(r.n, 0) AS free, t.served_at
+          FROM grp g
+          JOIN jobrunner.job_config c ON c.job_name = g.job_name AND c.enabled
+          LEFT JOIN running r ON r.job_name = g.job_name AND r.owner = g.owner
+          LEFT JOIN jobrunner.group_turn t ON t.job_name = g.job_name AND t.owner = g.owner
+    ), fair_share AS (
+        -- No group needs more than an even share of this claim: fetching
+        -- more would only be sorted away. Groups left short are topped up by
+        -- the next claim.
+        SELECT GREATEST(1, ceil(_limit::numeric / GREATEST(1, count(DISTINCT (s.job_name, s.owner)))))::int AS n
+          FROM slots s
+         WHERE s.free > 0
+    ), cand AS (
+        SELECT s.job_name, s.owner, s.held, s.free, s.served_at, x.row_ctid, x.id, x.priority,
+               x.next_run_at
+          FROM slots s
+          CROSS JOIN fair_share f
+          CROSS JOIN LATERAL (
+                SELECT j.ctid AS row_ctid, j.id, j.priority, j.next_run_at
+                  FROM jobrunner.job j
+                 WHERE j.state = 'pending' AND j.job_name = s.job_name
+                   AND COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) = s.owner
+                   AND j.priority = s.priority AND j.next_run_at <= now()
+                 ORDER BY j.next_run_at
+                 LIMIT LEAST(s.free, f.n)) x
+         WHERE s.free > 0
+    ), in_group AS (
+        SELECT c.*, row_number() OVER (PARTITION BY c.job_name, c.owner
+                                       ORDER BY c.priority DESC, c.next_run_at) AS grp_rank
+          FROM cand c
+    ), in_name AS (
+        -- slot: which running job of its group this one would be. Slots
+        -- already held count, so when max_concurrency or rate_limit is what
+        -- binds, a group with jobs in flight does not beat one without;
+        -- between equal slots, the group served longest ago goes first.
+        SELECT g.*, row_number() OVER (PARTITION BY g.job_name
+                                       ORDER BY g.held + g.grp_rank, g.served_at NULLS FIRST,
+                                                g.priority DESC, g.next_run_at) AS name_rank
+          FROM in_group g
+         WHERE g.grp_rank <= g.free
+    ), allowed AS (
+        SELECT i.row_ctid, i.id, i.held + i.grp_rank AS slot, i.served_at, i.priority, i.next_run_at
+          FROM in_name i
+          JOIN jobrunner.job_config c ON c.job_name = i.job_name
+          LEFT JOIN (SELECT r.job_name, sum(r.n) AS n FROM running r GROUP BY 1) rn
+                 ON rn.job_name = i.job_name
+          LEFT JOIN jobrunner.rate_bucket b ON b.job_name = i.job_name
+         WHERE (c.max_concurrency IS NULL OR i.name_rank <= c.max_concurrency - COALESCE(rn.n, 0))
+           AND (c.rate_limit IS NULL OR i.name_rank <= floor(COALESCE(b.tokens, 0)))
+    )
+    SELECT pg_catalog.array_agg(a.row_ctid), pg_catalog.array_agg(a.id) INTO _ctids, _ids
+      FROM (SELECT a.row_ctid, a.id FROM allowed a
+             ORDER BY a.slot, a.served_at NULLS FIRST, a.priority DESC, a.next_run_at
+             LIMIT _limit) a;
+
+    IF _ctids IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- Rows are found by ctid (TID scans) and checked by id. A row changed
+    -- since it was read (dequeued, say) no longer matches and is skipped, as
+    -- is a row locked by an unfinished dequeue_job.
+    RETURN QUERY
+    WITH locked AS (
+        SELECT l.row_ctid
+          FROM unnest(_ctids, _ids) AS c(row_ctid, id)
+         CROSS JOIN LATERAL (
+                SELECT j.ctid AS row_ctid FROM jobrunner.job j
+                 WHERE j.ctid = c.row_ctid AND j.id = c.id AND j.state = 'pending'
+                   FOR UPDATE SKIP LOCKED) l
+    ), upd AS (
+        -- = ANY (array) keeps this a TID scan; a join with locked would be
+        -- planned as a hash join over every pending row.
+        UPDATE jobrunner.job j
+           SET state = 'running', attempts = j.attempts + 1, locked_at = now(),
+               locked_by = _worker, last_run_at = now(), updated_at = now(),
+               acked_at = NULL, lease_expires_at = NULL
+         WHERE j.ctid = ANY (ARRAY(SELECT l.row_ctid FROM locked l)) AND j.state = 'pending'
+        RETURNING j.id, j.job_name, j.user_id, j.user_role, j.user_email, j.attempts, j.request_body
+    ), logged AS (
+        INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
+        SELECT u.id, u.attempts, 'info', 'started attempt ' || u.attempts FROM upd u
+    ), spent AS (
+        UPDATE jobrunner.rate_bucket b SET tokens = b.tokens - k.n
+          FROM (SELECT u.job_name, count(*) AS n FROM upd u GROUP BY 1) k
+         WHERE b.job_name = k.job_name
+    ), turned AS (
+        INSERT INTO jobrunner.group_turn AS t (job_name, owner, served_at)
+        SELECT DISTINCT u.job_name, COALESCE(u.user_id, '00000000-0000-0000-0000-000000000000'::uuid), now()
+          FROM upd u
+        ON CONFLICT (job_name, owner) DO UPDATE SET served_at = EXCLUDED.served_at
+    ), cfg AS (
+        -- What the request needs from job_config, once per job name.
+        SELECT c.job_name, COALESCE(c.url, _base || '/' || c.job_name) AS url,
+               (SELECT pg_catalog.string_agg(e.key || ': ' || (e.value #>> '{}'), E'\n')
+                  FROM pg_catalog.jsonb_each(c.headers) e) AS headers,
+               (EXTRACT(epoch FROM c.timeout) * 1000)::bigint AS timeout_ms
+          FROM jobrunner.job_config c
+         WHERE c.job_name IN (SELECT u.job_name FROM upd u)
+    )
+    SELECT u.id, u.job_name, u.user_id, u.user_role, u.user_email, u.attempts,
+           COALESCE(u.request_body::text, '{}'), c.url, c.headers, c.timeout_ms
+      FROM upd u
+      JOIN cfg c ON c.job_name = u.job_name;
+END;
+$$;
+COMMENT ON FUNCTION jobrunner._claim(int, bigint) IS
+    'internal: claim due jobs fairly within concurrency, max_concurrency and rate limits';
+
+-- internal: record a batch of attempt outcomes from the worker. Fenced:
+-- only rows still running the same attempt for this worker change. Plain
+-- outcomes are written set-wise; those that must run a hook go one by one
+-- through _settle_ok / _settle_fail, each in its own subtransaction.
+CREATE OR REPLACE FUNCTION jobrunner._record(_worker bigint, _ids uuid[], _attempts int[],
+                                  _statuses int[], _errors text[], _responses text[],
+                                  _durations double precision[], _retry_after_ms bigint[])
+    RETURNS int
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    -- A generic plan would misjudge the batch (unnest estimated at 10 rows,
+    -- running rows at 1) and re-scan it per running row: plan each call.
+    SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    _n int := 0;
+    _k int;
+    _r record;
+BEGIN
+    -- Outcomes that need a hook or a callback acknowledgement: one by one
+    -- (skipped outright when no job name has either).
+    IF EXISTS (SELECT 1 FROM jobrunner.job_config c
+                WHERE c.on_complete IS NOT NULL OR c.on_fail IS NOT NULL
+                   OR c.completion = 'callback') THEN
+        FOR _r IN
+            -- jj.job is the locked row as a jobrunner.job (a whole-row
+            -- reference to a subquery would be an anonymous record).
+            SELECT jj.job, x.status, x.err, x.resp, x.dur, x.ra,
+                   (x.status BETWEEN 200 AND 299) AS ok
+              FROM unnest(_ids, _attempts, _statuses, _errors, _responses, _durations, _retry_after_ms)
+                   AS x(id, attempt, status, err, resp, dur, ra)
+             CROSS JOIN LATERAL (
+                    SELECT j AS job FROM jobrunner.job j
+                     WHERE j.id = x.id AND j.state = 'running' AND j.attempts = x.attempt
+                       AND j.locked_by = _worker AND j.acked_at IS NULL
+                       FOR UPDATE) jj
+              JOIN jobrunner.job_config c ON c.job_name = (jj.job).job_name
+             WHERE CASE WHEN x.status BETWEEN 200 AND 299
+                        THEN c.on_complete IS NOT NULL OR c.completion = 'callback'
+                        ELSE c.on_fail IS NOT NULL AND (jj.job).attempts > (jj.job).max_retries END
+        LOOP
+            IF _r.ok THEN
+                PERFORM jobrunner._settle_ok(_r.job, _r.status, _r.resp::jsonb, _r.dur, 'worker');
+            ELSE
+                PERFORM jobrunner._settle_fail(_r.job, _r.status, _r.err, true, _r.ra, _r.dur);
+            END IF;
+            _n := _n + 1;
+        END LOOP;
+    END IF;
+
+    -- Everything else in one statement. Outcomes settled above no longer pass
+    -- the fence (their job was completed, failed, re-queued or acknowledged),
+    -- so the choice of path is written once, in the loop's query.
+    WITH x AS (
+        SELECT * FROM unnest(_ids, _attempts, _statuses, _errors, _responses, _durations, _retry_after_ms)
+                 AS x(id, attempt, status, err, resp, dur, ra)
+    ), t AS MATERIALIZED (
+        SELECT x.*, j.row_ctid, (x.status BETWEEN 200 AND 299) AS ok, c.retry_backoff, c.retry_backoff_max
+          FROM x
+         CROSS JOIN LATERAL (
+                SELECT j.ctid AS row_ctid, j.job_name FROM jobrunner.job j
+                 WHERE j.id = x.id AND j.state = 'running' AND j.attempts = x.attempt
+                   AND j.locked_by = _worker AND j.acked_at IS NULL) j
+          LEFT JOIN jobrunner.job_config c ON c.job_name = j.job_name
+    ), upd AS (
+        UPDATE jobrunner.job j
+           SET state = CASE WHEN t.ok THEN 'completed'
+                            WHEN j.attempts > j.max_retries THEN 'failed'
+                            ELSE 'pending' END,
+               finished_at = CASE WHEN t.ok OR j.attempts > j.max_retries THEN now() END,
+               next_run_at = CASE WHEN t.ok OR j.attempts > j.max_retries THEN j.next_run_at
+                                  ELSE now() + jobrunner._retry_delay(
+                                           j.attempts, COALESCE(t.retry_backoff, interval '10 seconds'),
+                                           COALESCE(t.retry_backoff_max, interval '1 hour'), t.ra) END,
+               updated_at = now(),
+               last_status = NULLIF(t.status, 0),
+               last_error = CASE WHEN t.ok THEN NULL ELSE t.err END,
+               response = CASE WHEN t.ok THEN t.resp::jsonb ELSE j.response END,
+               locked_at = NULL,
+               locked_by = CASE WHEN t.ok OR j.attempts > j.max_retries THEN j.locked_by END
+          FROM t
+         -- By ctid: a TID scan, whatever the planner believes about how many
+         -- rows are running. A row changed since t was read is skipped: only
+         -- someone finishing this attempt changes a running row.
+         WHERE j.ctid = t.row_ctid AND j.id = t.id AND j.state = 'running'
+           AND j.attempts = t.attempt AND j.locked_by = _worker AND j.acked_at IS NULL
+        RETURNING j.id, j.attempts, j.state, j.next_run_at, t.status, t.err, t.dur
+    ), logged AS (
+        INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
+        SELECT u.id, u.attempts,
+               CASE u.state WHEN 'completed' THEN 'info' WHEN 'pending' THEN 'warning' ELSE 'error' END,
+               CASE WHEN u.state = 'completed'
+                    THEN 'completed with status ' || u.status
+                    ELSE pg_catalog.format('attempt %s failed: %s', u.attempts, u.err)
+                         || CASE WHEN u.state = 'pending'
+                                 THEN '; next attempt at ' || u.next_run_at
+                                 ELSE '; failed permanently' END
+               END,
+               NULLIF(u.status, 0), u.dur
+          FROM upd u
+        RETURNING 1
+    )
+    SELECT count(*)::int INTO _k FROM logged;
+    RETURN _n + _k;
+END;
+$$;
+COMMENT ON FUNCTION jobrunner._record(bigint, uuid[], int[], int[], text[], text[], double precision[], bigint[]) IS
+    'internal: record a batch of attempt outcomes, fenced by attempt and worker';
+
+-- internal: callback jobs whose lease ran out fail their attempt.
+CREATE OR REPLACE FUNCTION jobrunner._expire_leases(_max int DEFAULT 1000) RETURNS int
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _job jobrunner.job;
+    _n int := 0;
+BEGIN
+    FOR _job IN
+        SELECT * FROM jobrunner.job j
+         WHERE j.state = 'running' AND j.acked_at IS NOT NULL AND j.lease_expires_at <= now()
+         ORDER BY j.lease_expires_at
+         LIMIT _max
+           FOR UPDATE SKIP LOCKED
+    LOOP
+        PERFORM jobrunner._settle_fail(_job, _job.last_status,
+            pg_catalog.format('no complete_job within the callback lease (acknowledged at %s)', _job.acked_at),
+            true, NULL, NULL);
+        _n := _n + 1;
+    END LOOP;
+    RETURN _n;
+END;
+$$;
+COMMENT ON FUNCTION jobrunner._expire_leases(int) IS
+    'internal: fail callback attempts whose lease ran out';
+
+-- internal: when the worker must look again even if nothing wakes it: the
+-- next delayed job or retry, callback lease expiry, or rate-limit refill.
+CREATE OR REPLACE FUNCTION jobrunner._next_wakeup() RETURNS timestamptz
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- PL/pgSQL, not SQL: its plan is kept between calls (a SQL function
+    -- with SET is planned anew on every call, and the worker calls this on
+    -- every turn).
+    RETURN LEAST(
+        (SELECT min(j.next_run_at) FROM jobrunner.job j
+          WHERE j.state = 'pending' AND j.next_run_at > now()),
+        (SELECT min(j.lease_expires_at) FROM jobrunner.job j
+          WHERE j.state = 'running' AND j.lease_expires_at IS NOT NULL),
+        (SELECT min(now() + pg_catalog.make_interval(
+                     secs => (GREATEST(1.0, c.rate_limit::float8 / 20) - b.tokens) / c.rate_limit::float8))
+           FROM jobrunner.rate_bucket b
+           JOIN jobrunner.job_config c ON c.job_name = b.job_name AND c.enabled
+          WHERE b.tokens < GREATEST(1.0, c.rate_limit::float8 / 20)
+            AND EXISTS (SELECT 1 FROM jobrunner.job j
+                         WHERE j.state = 'pending' AND j.job_name = b.job_name
+                           AND j.next_run_at <= now())));
+END;
+$$;
+COMMENT ON FUNCTION jobrunner._next_wakeup() IS
+    'internal: when the worker must look at the queue again';
+
+-- internal: purge completed and canceled jobs (and their logs) older than
+-- jobrunner.retention, a small batch at a time.
+CREATE OR REPLACE FUNCTION jobrunner._purge(_retention interval, _batch int DEFAULT 1000) RETURNS int
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _n int;
+BEGIN
+    WITH old AS (
+        SELECT j.id FROM jobrunner.job j
+         WHERE j.finished_at < now() - _retention
+           AND j.state IN ('completed', 'canceled')
+         ORDER BY j.finished_at
+         LIMIT _batch
+           FOR UPDATE SKIP LOCKED  -- a row someone is retrying is left for later
+    ), logs AS (
+        DELETE FROM jobrunner.job_logs l USING old WHERE l.job_id = old.id
+    ), gone AS (
+        DELETE FROM jobrunner.job j USING old WHERE j.id = old.id RETURNING 1
+    ), turns AS (
+        DELETE FROM jobrunner.group_turn t WHERE t.served_at < now() - _retention
+    )
+    SELECT count(*)::int INTO _n FROM gone;
+    RETURN _n;
+END;
+$$;
+COMMENT ON FUNCTION jobrunner._purge(interval, int) IS
+    'internal: delete completed and canceled jobs and their logs past retention, in batches';

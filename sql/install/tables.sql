@@ -1,0 +1,145 @@
+-- tables.sql — the tables and indexes, created once by CREATE EXTENSION.
+-- Update scripts change them with ALTER (sql/updates/); everything else
+-- (functions, views, grants) lives in sql/functions/ and is replayed by every
+-- install and update script.
+
+-- The nil uuid stands for "no user" (system jobs) inside index keys, so that
+-- system jobs take part in uniqueness and in the per-owner skip scan.
+-- (Written out literally below: expression indexes must match exactly.)
+
+CREATE TABLE jobrunner.job_config (
+    job_name          text PRIMARY KEY,
+    url               text,
+    enabled           boolean     NOT NULL DEFAULT true,
+    concurrency_limit int         NOT NULL DEFAULT 1,
+    max_concurrency   int,
+    rate_limit        numeric,
+    timeout           interval    NOT NULL DEFAULT '5 minutes',
+    max_retries       int         NOT NULL DEFAULT 3,
+    retry_backoff     interval    NOT NULL DEFAULT '10 seconds',
+    retry_backoff_max interval    NOT NULL DEFAULT '1 hour',
+    headers           jsonb       NOT NULL DEFAULT '{}',
+    completion        text        NOT NULL DEFAULT 'response',
+    callback_lease    interval    NOT NULL DEFAULT '1 hour',
+    on_complete       regprocedure,
+    on_fail           regprocedure,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE jobrunner.job_config IS
+    'one row per job name: where and how its jobs are delivered; administrators only';
+
+-- Every job, from queueing to purge. Updated several times per job, so pages
+-- keep room for HOT updates.
+CREATE TABLE jobrunner.job (
+    id               uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id          uuid,
+    user_role        text,
+    user_email       text,
+    job_name         text        NOT NULL,
+    request_body     jsonb,
+    state            text        NOT NULL DEFAULT 'pending'
+                     CHECK (state IN ('pending', 'running', 'completed', 'failed', 'canceled')),
+    priority         int         NOT NULL DEFAULT 0,
+    attempts         int         NOT NULL DEFAULT 0,
+    max_retries      int         NOT NULL,
+    dedup_key        text,
+    idempotency_key  text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    next_run_at      timestamptz NOT NULL DEFAULT now(),
+    last_run_at      timestamptz,
+    locked_at        timestamptz,
+    locked_by        bigint,
+    acked_at         timestamptz,
+    lease_expires_at timestamptz,
+    finished_at      timestamptz,
+    last_status      int,
+    last_error       text,
+    response         jsonb
+) WITH (fillfactor = 70);
+COMMENT ON TABLE jobrunner.job IS
+    'one row per job; users read their own rows; only the extension''s functions write';
+COMMENT ON COLUMN jobrunner.job.locked_by IS
+    'worker incarnation holding the current attempt (fences late answers)';
+COMMENT ON COLUMN jobrunner.job.acked_at IS
+    'callback completion: when the endpoint acknowledged the current attempt';
+COMMENT ON COLUMN jobrunner.job.lease_expires_at IS
+    'callback completion: the attempt fails if nobody completes the job by then';
+
+-- The claim's skip scan: distinct (job_name, owner, priority) groups of
+-- pending jobs, then the due ones of each group in next_run_at order.
+CREATE INDEX job_pending_idx ON jobrunner.job
+    (job_name, (COALESCE(user_id, '00000000-0000-0000-0000-000000000000'::uuid)),
+     priority, next_run_at)
+    INCLUDE (created_at)
+    WHERE state = 'pending';
+-- When the next delayed job or retry comes due.
+CREATE INDEX job_pending_due_idx ON jobrunner.job (next_run_at) WHERE state = 'pending';
+-- Running jobs: concurrency counts and callback lease expiry.
+CREATE INDEX job_running_idx ON jobrunner.job (lease_expires_at) WHERE state = 'running';
+-- Users read their own jobs (RLS) newest first.
+CREATE INDEX job_user_idx ON jobrunner.job (user_id, created_at);
+-- Dashboards (last hour) and purge (past retention).
+CREATE INDEX job_finished_idx ON jobrunner.job (finished_at) WHERE finished_at IS NOT NULL;
+-- Recent failures (the view of that name): only rows with an error.
+CREATE INDEX job_error_idx ON jobrunner.job (updated_at) WHERE last_error IS NOT NULL;
+-- Dedup: one active job per (job_name, owner, dedup_key).
+CREATE UNIQUE INDEX job_dedup_key_idx ON jobrunner.job
+    (job_name, (COALESCE(user_id, '00000000-0000-0000-0000-000000000000'::uuid)), dedup_key)
+    WHERE dedup_key IS NOT NULL AND state IN ('pending', 'running');
+-- Idempotency: one job per (job_name, owner, idempotency_key) until purge.
+CREATE UNIQUE INDEX job_idempotency_key_idx ON jobrunner.job
+    (job_name, (COALESCE(user_id, '00000000-0000-0000-0000-000000000000'::uuid)), idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+CREATE TABLE jobrunner.job_logs (
+    id          bigint GENERATED ALWAYS AS IDENTITY,
+    job_id      uuid        NOT NULL,
+    attempt     int         NOT NULL DEFAULT 0,
+    log_level   text        NOT NULL CHECK (log_level IN ('info', 'warning', 'error')),
+    log_message text        NOT NULL,
+    status_code int,
+    duration_ms double precision,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- One index is both the key and a job's logs in order: two rows are
+    -- written per attempt, so every index on this table is paid per job.
+    PRIMARY KEY (job_id, id)
+);
+COMMENT ON TABLE jobrunner.job_logs IS
+    'one row per transition of a job; purged with the job';
+
+-- Token buckets of rate-limited job names; written only by the claim, kept
+-- across restarts so a restart never grants a fresh burst.
+CREATE TABLE jobrunner.rate_bucket (
+    job_name     text PRIMARY KEY,
+    tokens       double precision NOT NULL,
+    refreshed_at timestamptz      NOT NULL
+);
+COMMENT ON TABLE jobrunner.rate_bucket IS 'internal: rate-limit token buckets per job name';
+
+-- When each (job_name, owner) group was last given a job: ties between
+-- groups go to the one served longest ago, so dispatch rotates across users
+-- even when only one job of a name may run at a time. Written only by the
+-- claim; rows are purged with old jobs.
+CREATE TABLE jobrunner.group_turn (
+    job_name  text        NOT NULL,
+    owner     uuid        NOT NULL,
+    served_at timestamptz NOT NULL,
+    PRIMARY KEY (job_name, owner)
+);
+COMMENT ON TABLE jobrunner.group_turn IS 'internal: when each (job_name, owner) group was last served';
+
+-- Recurring jobs queued by pg_cron.
+CREATE TABLE jobrunner.schedule (
+    schedule_name text PRIMARY KEY,
+    cron          text        NOT NULL,
+    job_name      text        NOT NULL,
+    request_body  jsonb,
+    user_id       uuid,
+    user_role     text,
+    cron_job_id   bigint      NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE jobrunner.schedule IS 'recurring jobs: what pg_cron queues, and for whom';
+

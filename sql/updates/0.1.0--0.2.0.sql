@@ -1,0 +1,2 @@
+-- 0.1.0 → 0.2.0: catalog changes only. Functions, views and grants are
+-- replayed after this from sql/functions/ (see scripts/build-sql.sh).
