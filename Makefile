@@ -72,6 +72,9 @@ PG_CXXFLAGS = -std=c++17 -Wextra -Wno-unused-parameter -Wno-register \
               -fno-omit-frame-pointer $(WERROR)
 SHLIB_LINK  = -lcurl -lcrypto -lstdc++
 
+# Rebuild objects when a header they include changes (.deps/).
+override autodepend = yes
+
 # The JIT bitcode step would need clang and ignores PG_CXXFLAGS; the worker
 # gains nothing from inlining, so no bitcode is built.
 override with_llvm = no

@@ -8,8 +8,11 @@ GRANT USAGE ON SCHEMA jobrunner TO PUBLIC;
 ALTER TABLE jobrunner.job ENABLE ROW LEVEL SECURITY;
 ALTER TABLE jobrunner.job_logs ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS job_read_own ON jobrunner.job;
+-- A user reads her own jobs; an endpoint, with the token minted for an
+-- attempt, reads that attempt's job (a system job has no user to match).
 CREATE POLICY job_read_own ON jobrunner.job FOR SELECT TO PUBLIC
     USING (user_id = (SELECT c.user_id FROM jobrunner._caller() c)
+           OR id = (SELECT c.job_id FROM jobrunner._caller() c)
            OR (SELECT c.is_admin FROM jobrunner._caller() c));
 DROP POLICY IF EXISTS job_logs_read_own ON jobrunner.job_logs;
 CREATE POLICY job_logs_read_own ON jobrunner.job_logs FOR SELECT TO PUBLIC
@@ -30,5 +33,6 @@ GRANT EXECUTE ON FUNCTION
     jobrunner.worker_status(),
     -- row-level security policies evaluate these as the querying role
     jobrunner._caller(),
+    jobrunner._caller_context(),
     jobrunner._outer_role()
 TO PUBLIC;

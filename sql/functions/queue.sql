@@ -7,6 +7,13 @@ CREATE OR REPLACE FUNCTION jobrunner._wake_at_commit() RETURNS void
 COMMENT ON FUNCTION jobrunner._wake_at_commit() IS
     'internal: wake the worker once when the current transaction commits';
 
+CREATE OR REPLACE FUNCTION jobrunner._max_request_bytes() RETURNS bigint
+    LANGUAGE c STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'jobrunner_max_request_bytes';
+COMMENT ON FUNCTION jobrunner._max_request_bytes() IS
+    'internal: jobrunner.max_request_size in bytes';
+
 -- internal: the one place jobs are inserted. Dedup and idempotency keys are
 -- enforced by unique indexes (ON CONFLICT), so they hold under concurrency.
 CREATE OR REPLACE FUNCTION jobrunner._enqueue(_user_id uuid, _user_role text, _user_email text,
@@ -20,6 +27,7 @@ AS $$
 DECLARE
     _cfg_retries int;
     _id uuid;
+    _size bigint;
 BEGIN
     IF _job_name IS NULL THEN
         RAISE EXCEPTION 'job name must not be null' USING ERRCODE = 'null_value_not_allowed';
@@ -47,13 +55,30 @@ BEGIN
         RAISE EXCEPTION 'a job for user % needs a role', _user_id
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    -- A job dated at infinity would never run, and its date breaks every
+    -- computation of when to look next.
+    IF NOT pg_catalog.isfinite(_run_at) THEN
+        RAISE EXCEPTION 'run_at must be a finite time, not %', _run_at
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass NULL to run the job as soon as possible';
+    END IF;
+    -- The body travels through the worker's memory and onto the wire: its
+    -- size is capped here, where the caller can still be told.
+    _size := pg_catalog.octet_length(_request_body::text);
+    IF _size > jobrunner._max_request_bytes() THEN
+        RAISE EXCEPTION 'request body of job "%" is % bytes, more than jobrunner.max_request_size (%)',
+                _job_name, _size, pg_catalog.current_setting('jobrunner.max_request_size')
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'store large payloads in a table and queue their key; an administrator can raise jobrunner.max_request_size';
+    END IF;
 
     FOR _try IN 1..3 LOOP
         INSERT INTO jobrunner.job (user_id, user_role, user_email, job_name, request_body,
-                                   priority, max_retries, dedup_key, idempotency_key, next_run_at)
+                                   priority, max_retries, dedup_key, idempotency_key, next_run_at,
+                                   due)
         VALUES (_user_id, _user_role, _user_email, _job_name, _request_body,
                 COALESCE(_priority, 0), COALESCE(_max_retries, _cfg_retries), _dedup_key,
-                _idempotency_key, COALESCE(_run_at, now()))
+                _idempotency_key, COALESCE(_run_at, now()), COALESCE(_run_at <= now(), true))
         ON CONFLICT DO NOTHING
         RETURNING id INTO _id;
         IF _id IS NOT NULL THEN
@@ -127,6 +152,7 @@ CREATE OR REPLACE FUNCTION jobrunner.queue_job_for(_user_id uuid, _user_role tex
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM jobrunner._require_admin('queue_job_for');
     RETURN jobrunner._enqueue(_user_id, CASE WHEN _user_id IS NULL THEN NULL ELSE _user_role END,
                               CASE WHEN _user_id IS NULL THEN NULL ELSE _user_email END,
                               _job_name, _request_body, _max_retries, _run_at, _dedup_key,

@@ -44,6 +44,7 @@ AS $$
 DECLARE
     _cron_id bigint;
 BEGIN
+    PERFORM jobrunner._require_admin('schedule_job');
     IF pg_catalog.to_regproc('cron.schedule') IS NULL
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_cron') THEN
         RAISE EXCEPTION 'schedule_job needs pg_cron, which is not installed in this database'
@@ -89,6 +90,7 @@ AS $$
 DECLARE
     _s jobrunner.schedule;
 BEGIN
+    PERFORM jobrunner._require_admin('unschedule_job');
     SELECT * INTO _s FROM jobrunner.schedule s WHERE s.schedule_name = _schedule_name;
     IF NOT FOUND THEN
         RETURN false;

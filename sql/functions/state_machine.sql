@@ -11,35 +11,34 @@ CREATE OR REPLACE FUNCTION jobrunner._retry_delay(_attempt int, _base interval, 
 COMMENT ON FUNCTION jobrunner._retry_delay(int, interval, interval, bigint) IS
     'internal: jittered exponential backoff after failed attempt N, Retry-After honoured up to the cap';
 
--- internal: run a completion hook as the job's user would be seen by
--- PostgREST-style code: request.jwt.claims set for the hook's duration only.
+CREATE OR REPLACE FUNCTION jobrunner._call_hook(_hook regprocedure, _job jobrunner.job, _claims jsonb)
+    RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'jobrunner_call_hook';
+COMMENT ON FUNCTION jobrunner._call_hook(regprocedure, jobrunner.job, jsonb) IS
+    'internal: call a hook as its owner, in a security-restricted operation, with the given claims as the only claims';
+
+-- internal: run a completion hook the way Postgres runs an index expression
+-- during maintenance: with the privileges of the hook function's owner and
+-- never more (whoever completes the job, even the superuser worker), inside
+-- a security-restricted operation, with request.jwt.claims and every
+-- request.jwt.claim.* setting describing the job's user and nothing else.
+-- queue_job inside the hook acts for the job's user.
 CREATE OR REPLACE FUNCTION jobrunner._run_hook(_hook regprocedure, _job jobrunner.job) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    _saved text := pg_catalog.current_setting('request.jwt.claims', true);
-    _claims jsonb;
-    _name text;
 BEGIN
-    _claims := pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-        'sub', _job.user_id,
-        'role', COALESCE(_job.user_role, pg_catalog.current_setting('jobrunner.system_role')),
-        'email', _job.user_email));
-    SELECT pg_catalog.format('%I.%I', n.nspname, p.proname) INTO _name
-      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-     WHERE p.oid = _hook;
-    IF _name IS NULL THEN
-        RAISE EXCEPTION 'hook % of job "%" no longer exists', _hook::oid, _job.job_name
-            USING ERRCODE = 'undefined_function';
-    END IF;
-    PERFORM pg_catalog.set_config('request.jwt.claims', _claims::text, true);
-    EXECUTE pg_catalog.format('SELECT %s($1::jobrunner.job)', _name) USING _job;
-    PERFORM pg_catalog.set_config('request.jwt.claims', COALESCE(_saved, ''), true);
+    PERFORM jobrunner._call_hook(_hook, _job,
+        pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+            'sub', _job.user_id,
+            'role', COALESCE(_job.user_role, pg_catalog.current_setting('jobrunner.system_role')),
+            'email', _job.user_email)));
 END;
 $$;
 COMMENT ON FUNCTION jobrunner._run_hook(regprocedure, jobrunner.job) IS
-    'internal: run a completion hook with request.jwt.claims set to the job user''s claims';
+    'internal: run a completion hook as its owner, in a security-restricted operation, with the job user''s claims';
 
 -- internal: mark a job completed, run on_complete, log. Whatever raises here
 -- (the hook, typically) undoes all of it: callers decide what happens next.
@@ -64,7 +63,7 @@ BEGIN
         PERFORM jobrunner._run_hook(_cfg.on_complete, _done);
     END IF;
     INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
-    VALUES (_job.id, _job.attempts, 'info',
+    VALUES (_job.id, _job.attempt_seq, 'info',
             CASE WHEN _via = 'worker'
                  THEN pg_catalog.format('completed with status %s', _status)
                  ELSE pg_catalog.format('completed by %s', _via) END,
@@ -91,12 +90,13 @@ DECLARE
 BEGIN
     SELECT * INTO _cfg FROM jobrunner.job_config c WHERE c.job_name = _job.job_name;
     IF _via = 'worker' AND _cfg.completion = 'callback' THEN
+        -- The request has ended: the job keeps its slot as a running job.
         UPDATE jobrunner.job j
            SET acked_at = now(), lease_expires_at = now() + _cfg.callback_lease,
-               last_status = _status, updated_at = now()
+               last_status = _status, updated_at = now(), sending_attempt = NULL
          WHERE j.id = _job.id;
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
-        VALUES (_job.id, _job.attempts, 'info',
+        VALUES (_job.id, _job.attempt_seq, 'info',
                 pg_catalog.format('acknowledged with status %s; waiting for complete_job until %s',
                                   _status, now() + _cfg.callback_lease),
                 _status, _duration_ms);
@@ -133,7 +133,7 @@ DECLARE
     _cfg jobrunner.job_config;
     _next timestamptz;
     _done jobrunner.job;
-    _what text := pg_catalog.format('attempt %s failed: %s', _job.attempts, _error);
+    _what text := pg_catalog.format('attempt %s failed: %s', _job.attempt_seq, _error);
 BEGIN
     SELECT * INTO _cfg FROM jobrunner.job_config c WHERE c.job_name = _job.job_name;
     IF _retry AND _job.attempts <= _job.max_retries THEN
@@ -141,13 +141,17 @@ BEGIN
                                                 COALESCE(_cfg.retry_backoff, interval '10 seconds'),
                                                 COALESCE(_cfg.retry_backoff_max, interval '1 hour'),
                                                 _retry_after_ms);
+        -- A request still on the wire (fail_job called while it runs) keeps
+        -- sending_attempt and the worker that sent it: the job is not sent
+        -- again before that request has ended.
         UPDATE jobrunner.job j
-           SET state = 'pending', next_run_at = _next, updated_at = now(),
-               last_status = _status, last_error = _error,
-               locked_at = NULL, locked_by = NULL, acked_at = NULL, lease_expires_at = NULL
+           SET state = 'pending', next_run_at = _next, due = _next <= now(), updated_at = now(),
+               last_status = _status, last_error = _error, locked_at = NULL,
+               locked_by = CASE WHEN j.sending_attempt IS NULL THEN NULL ELSE j.locked_by END,
+               acked_at = NULL, lease_expires_at = NULL
          WHERE j.id = _job.id;
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
-        VALUES (_job.id, _job.attempts, 'warning',
+        VALUES (_job.id, _job.attempt_seq, 'warning',
                 pg_catalog.format('%s; next attempt at %s', _what, _next), _status, _duration_ms);
         PERFORM jobrunner._wake_at_commit();
         RETURN;
@@ -173,7 +177,7 @@ BEGIN
         _what := pg_catalog.format('%s; on_fail hook %s failed: %s', _what, _cfg.on_fail, SQLERRM);
     END;
     INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
-    VALUES (_job.id, _job.attempts, 'error',
+    VALUES (_job.id, _job.attempt_seq, 'error',
             pg_catalog.format('%s; failed permanently', _what), _status, _duration_ms);
 END;
 $$;
@@ -188,7 +192,7 @@ AS $$
 DECLARE
     _job jobrunner.job;
 BEGIN
-    _job := jobrunner._lock_job_for_caller(_job_id);
+    _job := jobrunner._lock_job_for_caller(_job_id, ARRAY['pending']);
     IF _job.state <> 'pending' THEN
         RETURN false;
     END IF;
@@ -196,7 +200,7 @@ BEGIN
        SET state = 'canceled', finished_at = now(), updated_at = now()
      WHERE j.id = _job_id;
     INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
-    VALUES (_job_id, _job.attempts, 'info', 'canceled');
+    VALUES (_job_id, _job.attempt_seq, 'info', 'canceled');
     RETURN true;
 END;
 $$;
@@ -211,15 +215,16 @@ AS $$
 DECLARE
     _job jobrunner.job;
 BEGIN
-    _job := jobrunner._lock_job_for_caller(_job_id);
+    _job := jobrunner._lock_job_for_caller(_job_id, ARRAY['failed', 'canceled']);
     IF _job.state NOT IN ('failed', 'canceled') THEN
         RETURN false;
     END IF;
     BEGIN
         UPDATE jobrunner.job j
-           SET state = 'pending', attempts = 0, next_run_at = now(), updated_at = now(),
-               finished_at = NULL, locked_at = NULL, locked_by = NULL, acked_at = NULL,
-               lease_expires_at = NULL
+           SET state = 'pending', attempts = 0, next_run_at = now(), due = true,
+               updated_at = now(), finished_at = NULL, locked_at = NULL,
+               locked_by = CASE WHEN j.sending_attempt IS NULL THEN NULL ELSE j.locked_by END,
+               acked_at = NULL, lease_expires_at = NULL
          WHERE j.id = _job_id;
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'cannot retry job %: another active job holds its dedup key %', _job_id,
@@ -228,13 +233,14 @@ BEGIN
                   HINT = 'cancel or wait for the other job first';
     END;
     INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
-    VALUES (_job_id, 0, 'info', pg_catalog.format('retried by hand after %s attempts', _job.attempts));
+    VALUES (_job_id, _job.attempt_seq, 'info',
+            pg_catalog.format('retried by hand after %s attempts', _job.attempts));
     PERFORM jobrunner._wake_at_commit();
     RETURN true;
 END;
 $$;
 COMMENT ON FUNCTION jobrunner.retry_job(uuid) IS
-    'put a failed or canceled job back to pending with its attempts reset';
+    'put a failed or canceled job back to pending with its attempts reset (attempt numbers go on)';
 
 -- public API
 CREATE OR REPLACE FUNCTION jobrunner.complete_job(_job_id uuid, _result jsonb DEFAULT NULL,
@@ -253,7 +259,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION jobrunner.complete_job(uuid, jsonb, int) IS
-    'complete a running job inside the caller''s transaction; false if it is not running (or not at _attempt)';
+    'complete a running job inside the caller''s transaction (an admin, or the endpoint with the token of the current attempt); false if it is not running at that attempt';
 
 -- public API
 CREATE OR REPLACE FUNCTION jobrunner.fail_job(_job_id uuid, _error text, _retry boolean DEFAULT true,
@@ -274,4 +280,4 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION jobrunner.fail_job(uuid, text, boolean, int) IS
-    'fail the current attempt of a running job inside the caller''s transaction; retried unless _retry is false or retries are used up';
+    'fail the current attempt of a running job inside the caller''s transaction (an admin, or the endpoint with the token of that attempt); retried unless _retry is false or retries are used up';

@@ -6,45 +6,90 @@
 CREATE OR REPLACE FUNCTION jobrunner.worker_status(
         OUT running boolean, OUT pid int, OUT started_at timestamptz,
         OUT in_flight int, OUT dispatched bigint, OUT completed bigint,
-        OUT failed bigint, OUT last_loop_at timestamptz, OUT database_name text)
+        OUT failed bigint, OUT last_loop_at timestamptz, OUT database_name text,
+        OUT paused_reason text)
     LANGUAGE c VOLATILE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'jobrunner_worker_status';
 COMMENT ON FUNCTION jobrunner.worker_status() IS
-    'live figures of the background worker: running, pid, in-flight requests, totals since start';
+    'live figures of the background worker: running, pid, in-flight requests, totals since start, and why it does not dispatch (NULL while it does)';
 
--- internal: at worker start, attempts left in flight by a previous worker are
--- put back to pending at once. The interrupted attempt does not count.
-CREATE OR REPLACE FUNCTION jobrunner._recover(_worker bigint) RETURNS int
-    LANGUAGE sql
+-- internal: attempts left in flight by another worker incarnation (one that
+-- died, or this one at shutdown when _worker is 0) go back to pending at
+-- once; the interrupted attempt does not count against retries. Requests
+-- that incarnation still had on the wire are over. Rows locked by another
+-- session are skipped, never waited for: recovered is how many were put
+-- back, skipped how many must be tried again.
+CREATE OR REPLACE FUNCTION jobrunner._recover(_worker bigint, OUT recovered int, OUT skipped int)
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH reset AS (
-        UPDATE jobrunner.job j
-           SET state = 'pending', attempts = j.attempts - 1, next_run_at = now(),
-               updated_at = now(), locked_at = NULL, locked_by = NULL, lease_expires_at = NULL
-         WHERE j.state = 'running' AND j.acked_at IS NULL
+DECLARE
+    _stale tid[];
+    _total int;
+BEGIN
+    SELECT pg_catalog.array_agg(j.ctid) INTO _stale
+      FROM jobrunner.job j
+     WHERE (j.state = 'running' OR j.sending_attempt = j.attempt_seq)
+       AND j.locked_by IS DISTINCT FROM _worker
+       AND (j.acked_at IS NULL OR j.sending_attempt = j.attempt_seq);
+    _total := COALESCE(pg_catalog.array_length(_stale, 1), 0);
+    WITH mine AS (
+        SELECT j.ctid AS row_ctid FROM jobrunner.job j
+         WHERE j.ctid = ANY (_stale)
+           AND (j.state = 'running' OR j.sending_attempt = j.attempt_seq)
            AND j.locked_by IS DISTINCT FROM _worker
-        RETURNING j.id, j.attempts
+           FOR UPDATE SKIP LOCKED
+    ), reset AS (
+        UPDATE jobrunner.job j
+           SET state = CASE WHEN j.state = 'running' AND j.acked_at IS NULL THEN 'pending' ELSE j.state END,
+               attempts = CASE WHEN j.state = 'running' AND j.acked_at IS NULL
+                               THEN j.attempts - 1 ELSE j.attempts END,
+               next_run_at = CASE WHEN j.state = 'running' AND j.acked_at IS NULL
+                                  THEN now() ELSE j.next_run_at END,
+               due = CASE WHEN j.state = 'running' AND j.acked_at IS NULL THEN true ELSE j.due END,
+               updated_at = now(),
+               locked_at = CASE WHEN j.state = 'running' AND j.acked_at IS NULL THEN NULL ELSE j.locked_at END,
+               locked_by = CASE WHEN j.state = 'running' AND j.acked_at IS NOT NULL THEN j.locked_by END,
+               lease_expires_at = CASE WHEN j.state = 'running' AND j.acked_at IS NULL
+                                       THEN NULL ELSE j.lease_expires_at END,
+               sending_attempt = NULL
+          FROM mine m
+         WHERE j.ctid = m.row_ctid
+        RETURNING j.id, j.attempt_seq, j.state
     ), logged AS (
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
-        SELECT r.id, r.attempts + 1, 'warning', 'attempt interrupted by a worker restart; will be attempted again'
+        SELECT r.id, r.attempt_seq, 'warning', 'attempt interrupted by a worker restart; will be attempted again'
           FROM reset r
+         WHERE r.state = 'pending'
         RETURNING 1
     )
-    SELECT count(*)::int FROM logged;
+    SELECT (SELECT count(*)::int FROM logged), (SELECT count(*)::int FROM reset)
+      INTO recovered, skipped;
+    skipped := _total - skipped;
+END;
 $$;
 COMMENT ON FUNCTION jobrunner._recover(bigint) IS
-    'internal: put attempts left in flight by another worker incarnation back to pending';
+    'internal: put attempts left in flight by another worker incarnation back to pending; skips rows locked by others';
 
--- internal: claim up to _limit due jobs, fairly. Groups are (job_name,
--- owner); each group gets its first free slot before any group gets a
--- second; per-group concurrency_limit, per-name max_concurrency and
--- rate_limit are never exceeded. Rows locked by a concurrent dequeue_job are
--- skipped, never waited for.
-CREATE OR REPLACE FUNCTION jobrunner._claim(_limit int, _worker bigint)
+CREATE OR REPLACE FUNCTION jobrunner._stored_size(_value jsonb) RETURNS bigint
+    LANGUAGE c IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'jobrunner_stored_size';
+COMMENT ON FUNCTION jobrunner._stored_size(jsonb) IS
+    'internal: uncompressed size of a stored value, read from its header without fetching or decompressing it (0 for NULL)';
+
+-- internal: claim up to _limit due jobs, fairly, carrying at most about
+-- _max_bytes of request bodies (always at least one job; NULL: no cap). Groups are
+-- (job_name, owner); each group gets its first free slot before any group
+-- gets a second; per-group concurrency_limit, per-name max_concurrency and
+-- rate_limit are never exceeded, counting jobs whose request is still on
+-- the wire. Rows locked by another session are skipped, never waited for.
+-- A body far past jobrunner.max_request_size (queued before the limit was
+-- lowered) is not read: its request_body is NULL and body_bytes says why.
+CREATE OR REPLACE FUNCTION jobrunner._claim(_limit int, _worker bigint, _max_bytes bigint DEFAULT NULL)
     RETURNS TABLE (id uuid, job_name text, user_id uuid, user_role text, user_email text,
-                   attempt int, request_body text, url text, headers text,
+                   attempt int, request_body text, body_bytes bigint, url text, headers text,
                    timeout_ms bigint)
     -- headers: the job_config headers as "Name: value" lines (values never
     -- hold CR or LF: job_config validation refuses them).
@@ -56,9 +101,26 @@ DECLARE
     _ctids tid[];
     _ids uuid[];
     _base text := NULLIF(pg_catalog.current_setting('jobrunner.base_url'), '');
+    -- Bodies are read only below this stored size: jsonb is at most a few
+    -- times larger than its text, so every job within max_request_size is.
+    _readable bigint := jobrunner._max_request_bytes() * 16;
 BEGIN
     IF _limit <= 0 THEN
         RETURN;
+    END IF;
+
+    -- Delayed jobs and retries whose time has come become due (a bounded
+    -- batch; _next_wakeup says "now" while more are waiting).
+    _ctids := ARRAY(SELECT w.ctid FROM jobrunner.job w
+                     WHERE w.state = 'pending' AND NOT w.due AND w.next_run_at <= now()
+                     ORDER BY w.next_run_at
+                     LIMIT 10000
+                       FOR UPDATE SKIP LOCKED);
+    IF pg_catalog.cardinality(_ctids) > 0 THEN
+        -- By ctid alone, a TID scan: the rows are locked above, so they are
+        -- still what was read (another condition here would let the planner
+        -- scan every waiting job instead).
+        UPDATE jobrunner.job j SET due = true WHERE j.ctid = ANY (_ctids);
     END IF;
 
     -- Refill the token buckets of rate-limited names (burst: a tenth of a
@@ -74,57 +136,61 @@ BEGIN
                                        WHERE c.job_name = b.job_name)::float8),
            refreshed_at = now();
 
+    -- grp: one probe per (job_name, owner) group with pending jobs; due says
+    -- whether it has due ones (they sort first within a group).
     WITH RECURSIVE grp AS (
         (SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
-                j.priority
+                j.due
            FROM jobrunner.job j
           WHERE j.state = 'pending'
-          ORDER BY 1, 2, 3
+          ORDER BY 1, 2, 3 DESC
           LIMIT 1)
         UNION ALL
-        SELECT n.job_name, n.owner, n.priority
+        SELECT n.job_name, n.owner, n.due
           FROM grp g
           CROSS JOIN LATERAL (
                 SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
-                       j.priority
+                       j.due
                   FROM jobrunner.job j
                  WHERE j.state = 'pending'
-                   AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid), j.priority)
-                       > (g.job_name, g.owner, g.priority)
-                 ORDER BY 1, 2, 3
+                   AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
+                       > (g.job_name, g.owner)
+                 ORDER BY 1, 2, 3 DESC
                  LIMIT 1) n
     ), running AS (
         SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
                count(*) AS n
           FROM jobrunner.job j
-         WHERE j.state = 'running'
+         WHERE j.state = 'running' OR j.sending_attempt = j.attempt_seq
          GROUP BY 1, 2
     ), slots AS (
-        SELECT g.job_name, g.owner, g.priority, COALESCE(r.n, 0) AS held,
+        SELECT g.job_name, g.owner, COALESCE(r.n, 0) AS held,
                c.concurrency_limit - COALESCE(r.n, 0) AS free, t.served_at
           FROM grp g
           JOIN jobrunner.job_config c ON c.job_name = g.job_name AND c.enabled
           LEFT JOIN running r ON r.job_name = g.job_name AND r.owner = g.owner
           LEFT JOIN jobrunner.group_turn t ON t.job_name = g.job_name AND t.owner = g.owner
+         WHERE g.due
     ), fair_share AS (
         -- No group needs more than an even share of this claim: fetching
         -- more would only be sorted away. Groups left short are topped up by
         -- the next claim.
-        SELECT GREATEST(1, ceil(_limit::numeric / GREATEST(1, count(DISTINCT (s.job_name, s.owner)))))::int AS n
+        SELECT GREATEST(1, ceil(_limit::numeric / GREATEST(1, count(*))))::int AS n
           FROM slots s
          WHERE s.free > 0
     ), cand AS (
         SELECT s.job_name, s.owner, s.held, s.free, s.served_at, x.row_ctid, x.id, x.priority,
-               x.next_run_at
+               x.next_run_at, x.body_size
           FROM slots s
           CROSS JOIN fair_share f
           CROSS JOIN LATERAL (
-                SELECT j.ctid AS row_ctid, j.id, j.priority, j.next_run_at
+                SELECT j.ctid AS row_ctid, j.id, j.priority, j.next_run_at,
+                       jobrunner._stored_size(j.request_body) AS body_size
                   FROM jobrunner.job j
                  WHERE j.state = 'pending' AND j.job_name = s.job_name
                    AND COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) = s.owner
-                   AND j.priority = s.priority AND j.next_run_at <= now()
-                 ORDER BY j.next_run_at
+                   AND j.due AND j.next_run_at <= now() AND j.sending_attempt IS NULL
+                 ORDER BY j.priority DESC, j.next_run_at
                  LIMIT LEAST(s.free, f.n)) x
          WHERE s.free > 0
     ), in_group AS (
@@ -142,7 +208,8 @@ BEGIN
           FROM in_group g
          WHERE g.grp_rank <= g.free
     ), allowed AS (
-        SELECT i.row_ctid, i.id, i.held + i.grp_rank AS slot, i.served_at, i.priority, i.next_run_at
+        SELECT i.row_ctid, i.id, i.held + i.grp_rank AS slot, i.served_at, i.priority, i.next_run_at,
+               LEAST(i.body_size, _readable) AS body_size
           FROM in_name i
           JOIN jobrunner.job_config c ON c.job_name = i.job_name
           LEFT JOIN (SELECT r.job_name, sum(r.n) AS n FROM running r GROUP BY 1) rn
@@ -150,11 +217,20 @@ BEGIN
           LEFT JOIN jobrunner.rate_bucket b ON b.job_name = i.job_name
          WHERE (c.max_concurrency IS NULL OR i.name_rank <= c.max_concurrency - COALESCE(rn.n, 0))
            AND (c.rate_limit IS NULL OR i.name_rank <= floor(COALESCE(b.tokens, 0)))
+    ), ordered AS (
+        -- bytes_before: the bodies of the jobs ahead of this one. A job is
+        -- taken while that is within the budget, so the first always is.
+        SELECT a.row_ctid, a.id, row_number() OVER w AS ord,
+               sum(a.body_size) OVER w - a.body_size AS bytes_before
+          FROM allowed a
+        WINDOW w AS (ORDER BY a.slot, a.served_at NULLS FIRST, a.priority DESC, a.next_run_at, a.id)
     )
-    SELECT pg_catalog.array_agg(a.row_ctid), pg_catalog.array_agg(a.id) INTO _ctids, _ids
-      FROM (SELECT a.row_ctid, a.id FROM allowed a
-             ORDER BY a.slot, a.served_at NULLS FIRST, a.priority DESC, a.next_run_at
-             LIMIT _limit) a;
+    SELECT pg_catalog.array_agg(o.row_ctid ORDER BY o.ord), pg_catalog.array_agg(o.id ORDER BY o.ord)
+      INTO _ctids, _ids
+      FROM (SELECT o.* FROM ordered o
+             WHERE _max_bytes IS NULL OR o.bytes_before < GREATEST(_max_bytes, 1)
+             ORDER BY o.ord
+             LIMIT _limit) o;
 
     IF _ctids IS NULL THEN
         RETURN;
@@ -162,7 +238,7 @@ BEGIN
 
     -- Rows are found by ctid (TID scans) and checked by id. A row changed
     -- since it was read (dequeued, say) no longer matches and is skipped, as
-    -- is a row locked by an unfinished dequeue_job.
+    -- is a row locked by another session.
     RETURN QUERY
     WITH locked AS (
         SELECT l.row_ctid
@@ -170,19 +246,23 @@ BEGIN
          CROSS JOIN LATERAL (
                 SELECT j.ctid AS row_ctid FROM jobrunner.job j
                  WHERE j.ctid = c.row_ctid AND j.id = c.id AND j.state = 'pending'
+                   AND j.due AND j.sending_attempt IS NULL
                    FOR UPDATE SKIP LOCKED) l
     ), upd AS (
-        -- = ANY (array) keeps this a TID scan; a join with locked would be
-        -- planned as a hash join over every pending row.
+        -- = ANY (array) alone keeps this a TID scan: a join with locked would
+        -- be planned as a hash join over every pending row, and any other
+        -- condition as a scan of the pending index. The rows are locked, so
+        -- they are still what locked checked.
         UPDATE jobrunner.job j
-           SET state = 'running', attempts = j.attempts + 1, locked_at = now(),
-               locked_by = _worker, last_run_at = now(), updated_at = now(),
-               acked_at = NULL, lease_expires_at = NULL
-         WHERE j.ctid = ANY (ARRAY(SELECT l.row_ctid FROM locked l)) AND j.state = 'pending'
-        RETURNING j.id, j.job_name, j.user_id, j.user_role, j.user_email, j.attempts, j.request_body
+           SET state = 'running', attempts = j.attempts + 1, attempt_seq = j.attempt_seq + 1,
+               locked_at = now(), locked_by = _worker, last_run_at = now(), updated_at = now(),
+               acked_at = NULL, lease_expires_at = NULL, sending_attempt = j.attempt_seq + 1
+         WHERE j.ctid = ANY (ARRAY(SELECT l.row_ctid FROM locked l))
+        RETURNING j.id, j.job_name, j.user_id, j.user_role, j.user_email, j.attempt_seq,
+                  j.request_body, jobrunner._stored_size(j.request_body) AS body_size
     ), logged AS (
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
-        SELECT u.id, u.attempts, 'info', 'started attempt ' || u.attempts FROM upd u
+        SELECT u.id, u.attempt_seq, 'info', 'started attempt ' || u.attempt_seq FROM upd u
     ), spent AS (
         UPDATE jobrunner.rate_bucket b SET tokens = b.tokens - k.n
           FROM (SELECT u.job_name, count(*) AS n FROM upd u GROUP BY 1) k
@@ -201,23 +281,28 @@ BEGIN
           FROM jobrunner.job_config c
          WHERE c.job_name IN (SELECT u.job_name FROM upd u)
     )
-    SELECT u.id, u.job_name, u.user_id, u.user_role, u.user_email, u.attempts,
-           COALESCE(u.request_body::text, '{}'), c.url, c.headers, c.timeout_ms
+    SELECT u.id, u.job_name, u.user_id, u.user_role, u.user_email, u.attempt_seq,
+           CASE WHEN u.body_size <= _readable THEN COALESCE(u.request_body::text, '{}') END,
+           u.body_size, c.url, c.headers, c.timeout_ms
       FROM upd u
       JOIN cfg c ON c.job_name = u.job_name;
 END;
 $$;
-COMMENT ON FUNCTION jobrunner._claim(int, bigint) IS
-    'internal: claim due jobs fairly within concurrency, max_concurrency and rate limits';
+COMMENT ON FUNCTION jobrunner._claim(int, bigint, bigint) IS
+    'internal: claim due jobs fairly within concurrency, max_concurrency and rate limits, and a byte budget';
 
 -- internal: record a batch of attempt outcomes from the worker. Fenced:
--- only rows still running the same attempt for this worker change. Plain
--- outcomes are written set-wise; those that must run a hook go one by one
--- through _settle_ok / _settle_fail, each in its own subtransaction.
+-- only rows still running the same attempt for this worker change; an
+-- attempt someone else settled meanwhile (complete_job or fail_job while its
+-- request ran) only gives its slot back. Plain outcomes are written
+-- set-wise; those that must run a hook go one by one through _settle_ok /
+-- _settle_fail, each in its own subtransaction. Never waits for a row lock:
+-- outcomes whose row another session holds are returned, for the worker to
+-- try again later, and nothing else waits for them.
 CREATE OR REPLACE FUNCTION jobrunner._record(_worker bigint, _ids uuid[], _attempts int[],
-                                  _statuses int[], _errors text[], _responses text[],
-                                  _durations double precision[], _retry_after_ms bigint[])
-    RETURNS int
+                                             _statuses int[], _errors text[], _responses text[],
+                                             _durations double precision[], _retry_after_ms bigint[])
+    RETURNS uuid[]
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     -- A generic plan would misjudge the batch (unnest estimated at 10 rows,
@@ -225,29 +310,53 @@ CREATE OR REPLACE FUNCTION jobrunner._record(_worker bigint, _ids uuid[], _attem
     SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    _n int := 0;
-    _k int;
+    _held uuid[];
+    _skipped uuid[];
+    _settled uuid[];
     _r record;
 BEGIN
+    -- Lock the rows this batch may change, skipping those another session
+    -- holds (a rule the worker never breaks: one user's lock stalls nobody).
+    SELECT pg_catalog.array_agg(x.id) INTO _held
+      FROM unnest(_ids, _attempts) AS x(id, attempt)
+     CROSS JOIN LATERAL (
+            SELECT 1 FROM jobrunner.job j
+             WHERE j.id = x.id AND j.locked_by = _worker
+               AND ((j.state = 'running' AND j.attempt_seq = x.attempt AND j.acked_at IS NULL)
+                    OR j.sending_attempt = x.attempt)
+               FOR UPDATE SKIP LOCKED) l;
+    -- Of the rest, those still ours were skipped for a lock: try them later.
+    -- (The others were settled by someone else and are over.)
+    SELECT pg_catalog.array_agg(x.id) INTO _skipped
+      FROM unnest(_ids, _attempts) AS x(id, attempt)
+     WHERE x.id <> ALL (COALESCE(_held, '{}'))
+       AND EXISTS (SELECT 1 FROM jobrunner.job j
+                    WHERE j.id = x.id AND j.locked_by = _worker
+                      AND ((j.state = 'running' AND j.attempt_seq = x.attempt AND j.acked_at IS NULL)
+                           OR j.sending_attempt = x.attempt));
+    IF _held IS NULL THEN
+        RETURN COALESCE(_skipped, '{}');
+    END IF;
+
     -- Outcomes that need a hook or a callback acknowledgement: one by one
     -- (skipped outright when no job name has either).
     IF EXISTS (SELECT 1 FROM jobrunner.job_config c
                 WHERE c.on_complete IS NOT NULL OR c.on_fail IS NOT NULL
                    OR c.completion = 'callback') THEN
         FOR _r IN
-            -- jj.job is the locked row as a jobrunner.job (a whole-row
-            -- reference to a subquery would be an anonymous record).
-            SELECT jj.job, x.status, x.err, x.resp, x.dur, x.ra,
+            -- jj.job is the row as a jobrunner.job (a whole-row reference to
+            -- a subquery would be an anonymous record).
+            SELECT jj.job, x.id, x.attempt, x.status, x.err, x.resp, x.dur, x.ra,
                    (x.status BETWEEN 200 AND 299) AS ok
               FROM unnest(_ids, _attempts, _statuses, _errors, _responses, _durations, _retry_after_ms)
                    AS x(id, attempt, status, err, resp, dur, ra)
              CROSS JOIN LATERAL (
                     SELECT j AS job FROM jobrunner.job j
-                     WHERE j.id = x.id AND j.state = 'running' AND j.attempts = x.attempt
-                       AND j.locked_by = _worker AND j.acked_at IS NULL
-                       FOR UPDATE) jj
+                     WHERE j.id = x.id AND j.state = 'running' AND j.attempt_seq = x.attempt
+                       AND j.locked_by = _worker AND j.acked_at IS NULL) jj
               JOIN jobrunner.job_config c ON c.job_name = (jj.job).job_name
-             WHERE CASE WHEN x.status BETWEEN 200 AND 299
+             WHERE x.id = ANY (_held)
+               AND CASE WHEN x.status BETWEEN 200 AND 299
                         THEN c.on_complete IS NOT NULL OR c.completion = 'callback'
                         ELSE c.on_fail IS NOT NULL AND (jj.job).attempts > (jj.job).max_retries END
         LOOP
@@ -256,7 +365,6 @@ BEGIN
             ELSE
                 PERFORM jobrunner._settle_fail(_r.job, _r.status, _r.err, true, _r.ra, _r.dur);
             END IF;
-            _n := _n + 1;
         END LOOP;
     END IF;
 
@@ -266,12 +374,18 @@ BEGIN
     WITH x AS (
         SELECT * FROM unnest(_ids, _attempts, _statuses, _errors, _responses, _durations, _retry_after_ms)
                  AS x(id, attempt, status, err, resp, dur, ra)
+         WHERE x.id = ANY (_held)
     ), t AS MATERIALIZED (
-        SELECT x.*, j.row_ctid, (x.status BETWEEN 200 AND 299) AS ok, c.retry_backoff, c.retry_backoff_max
+        -- retry_at: when a failed attempt's job is due again (unused when
+        -- the job completes or has used up its retries).
+        SELECT x.*, j.row_ctid, (x.status BETWEEN 200 AND 299) AS ok,
+               now() + jobrunner._retry_delay(j.attempts, COALESCE(c.retry_backoff, interval '10 seconds'),
+                                              COALESCE(c.retry_backoff_max, interval '1 hour'), x.ra)
+                   AS retry_at
           FROM x
          CROSS JOIN LATERAL (
-                SELECT j.ctid AS row_ctid, j.job_name FROM jobrunner.job j
-                 WHERE j.id = x.id AND j.state = 'running' AND j.attempts = x.attempt
+                SELECT j.ctid AS row_ctid, j.job_name, j.attempts FROM jobrunner.job j
+                 WHERE j.id = x.id AND j.state = 'running' AND j.attempt_seq = x.attempt
                    AND j.locked_by = _worker AND j.acked_at IS NULL) j
           LEFT JOIN jobrunner.job_config c ON c.job_name = j.job_name
     ), upd AS (
@@ -281,43 +395,55 @@ BEGIN
                             ELSE 'pending' END,
                finished_at = CASE WHEN t.ok OR j.attempts > j.max_retries THEN now() END,
                next_run_at = CASE WHEN t.ok OR j.attempts > j.max_retries THEN j.next_run_at
-                                  ELSE now() + jobrunner._retry_delay(
-                                           j.attempts, COALESCE(t.retry_backoff, interval '10 seconds'),
-                                           COALESCE(t.retry_backoff_max, interval '1 hour'), t.ra) END,
+                                  ELSE t.retry_at END,
+               due = CASE WHEN t.ok OR j.attempts > j.max_retries THEN j.due
+                          ELSE t.retry_at <= now() END,
                updated_at = now(),
                last_status = NULLIF(t.status, 0),
                last_error = CASE WHEN t.ok THEN NULL ELSE t.err END,
                response = CASE WHEN t.ok THEN t.resp::jsonb ELSE j.response END,
                locked_at = NULL,
-               locked_by = CASE WHEN t.ok OR j.attempts > j.max_retries THEN j.locked_by END
+               locked_by = CASE WHEN t.ok OR j.attempts > j.max_retries THEN j.locked_by END,
+               sending_attempt = NULL
           FROM t
          -- By ctid: a TID scan, whatever the planner believes about how many
          -- rows are running. A row changed since t was read is skipped: only
          -- someone finishing this attempt changes a running row.
          WHERE j.ctid = t.row_ctid AND j.id = t.id AND j.state = 'running'
-           AND j.attempts = t.attempt AND j.locked_by = _worker AND j.acked_at IS NULL
-        RETURNING j.id, j.attempts, j.state, j.next_run_at, t.status, t.err, t.dur
+           AND j.attempt_seq = t.attempt AND j.locked_by = _worker AND j.acked_at IS NULL
+        RETURNING j.id, j.attempt_seq, j.state, j.next_run_at, t.status, t.err, t.dur
     ), logged AS (
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
-        SELECT u.id, u.attempts,
+        SELECT u.id, u.attempt_seq,
                CASE u.state WHEN 'completed' THEN 'info' WHEN 'pending' THEN 'warning' ELSE 'error' END,
                CASE WHEN u.state = 'completed'
                     THEN 'completed with status ' || u.status
-                    ELSE pg_catalog.format('attempt %s failed: %s', u.attempts, u.err)
+                    ELSE pg_catalog.format('attempt %s failed: %s', u.attempt_seq, u.err)
                          || CASE WHEN u.state = 'pending'
                                  THEN '; next attempt at ' || u.next_run_at
                                  ELSE '; failed permanently' END
                END,
                NULLIF(u.status, 0), u.dur
           FROM upd u
-        RETURNING 1
     )
-    SELECT count(*)::int INTO _k FROM logged;
-    RETURN _n + _k;
+    SELECT pg_catalog.array_agg(u.id) INTO _settled FROM upd u;
+
+    -- Requests that have ended give their slot back: those settled one by
+    -- one above, and attempts someone else settled while they ran.
+    IF COALESCE(pg_catalog.cardinality(_settled), 0) = pg_catalog.cardinality(_held) THEN
+        RETURN COALESCE(_skipped, '{}');
+    END IF;
+    UPDATE jobrunner.job j
+       SET sending_attempt = NULL,
+           locked_by = CASE WHEN j.state = 'pending' THEN NULL ELSE j.locked_by END
+      FROM unnest(_ids, _attempts) AS x(id, attempt)
+     WHERE x.id = ANY (_held) AND x.id <> ALL (COALESCE(_settled, '{}'))
+       AND j.id = x.id AND j.sending_attempt = x.attempt AND j.locked_by = _worker;
+    RETURN COALESCE(_skipped, '{}');
 END;
 $$;
 COMMENT ON FUNCTION jobrunner._record(bigint, uuid[], int[], int[], text[], text[], double precision[], bigint[]) IS
-    'internal: record a batch of attempt outcomes, fenced by attempt and worker';
+    'internal: record a batch of attempt outcomes, fenced by attempt and worker; returns those whose row another session holds';
 
 -- internal: callback jobs whose lease ran out fail their attempt.
 CREATE OR REPLACE FUNCTION jobrunner._expire_leases(_max int DEFAULT 1000) RETURNS int
@@ -357,8 +483,9 @@ BEGIN
     -- with SET is planned anew on every call, and the worker calls this on
     -- every turn).
     RETURN LEAST(
+        -- Finite dates only: a job dated at infinity never comes due.
         (SELECT min(j.next_run_at) FROM jobrunner.job j
-          WHERE j.state = 'pending' AND j.next_run_at > now()),
+          WHERE j.state = 'pending' AND NOT j.due AND j.next_run_at < 'infinity'),
         (SELECT min(j.lease_expires_at) FROM jobrunner.job j
           WHERE j.state = 'running' AND j.lease_expires_at IS NOT NULL),
         (SELECT min(now() + pg_catalog.make_interval(
@@ -367,29 +494,41 @@ BEGIN
            JOIN jobrunner.job_config c ON c.job_name = b.job_name AND c.enabled
           WHERE b.tokens < GREATEST(1.0, c.rate_limit::float8 / 20)
             AND EXISTS (SELECT 1 FROM jobrunner.job j
-                         WHERE j.state = 'pending' AND j.job_name = b.job_name
-                           AND j.next_run_at <= now())));
+                         WHERE j.state = 'pending' AND j.job_name = b.job_name AND j.due)));
 END;
 $$;
 COMMENT ON FUNCTION jobrunner._next_wakeup() IS
     'internal: when the worker must look at the queue again';
 
--- internal: purge completed and canceled jobs (and their logs) older than
--- jobrunner.retention, a small batch at a time.
-CREATE OR REPLACE FUNCTION jobrunner._purge(_retention interval, _batch int DEFAULT 1000) RETURNS int
+-- internal: purge finished jobs (and their logs): completed and canceled
+-- ones older than _retention, failed ones older than _failed_retention, a
+-- small batch at a time. A job whose last request is still on the wire
+-- keeps its slot until it ends, so it stays.
+CREATE OR REPLACE FUNCTION jobrunner._purge(_retention interval, _failed_retention interval,
+                                            _batch int DEFAULT 1000)
+    RETURNS int
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     _n int;
 BEGIN
-    WITH old AS (
+    WITH done AS (
         SELECT j.id FROM jobrunner.job j
          WHERE j.finished_at < now() - _retention
-           AND j.state IN ('completed', 'canceled')
+           AND j.state IN ('completed', 'canceled') AND j.sending_attempt IS NULL
          ORDER BY j.finished_at
          LIMIT _batch
            FOR UPDATE SKIP LOCKED  -- a row someone is retrying is left for later
+    ), given_up AS (
+        SELECT j.id FROM jobrunner.job j
+         WHERE j.finished_at < now() - _failed_retention
+           AND j.state = 'failed' AND j.sending_attempt IS NULL
+         ORDER BY j.finished_at
+         LIMIT _batch
+           FOR UPDATE SKIP LOCKED
+    ), old AS (
+        SELECT d.id FROM done d UNION ALL SELECT g.id FROM given_up g
     ), logs AS (
         DELETE FROM jobrunner.job_logs l USING old WHERE l.job_id = old.id
     ), gone AS (
@@ -401,5 +540,5 @@ BEGIN
     RETURN _n;
 END;
 $$;
-COMMENT ON FUNCTION jobrunner._purge(interval, int) IS
-    'internal: delete completed and canceled jobs and their logs past retention, in batches';
+COMMENT ON FUNCTION jobrunner._purge(interval, interval, int) IS
+    'internal: delete finished jobs and their logs past their retention (failed ones have their own), in batches';

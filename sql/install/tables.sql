@@ -56,28 +56,45 @@ CREATE TABLE jobrunner.job (
     finished_at      timestamptz,
     last_status      int,
     last_error       text,
-    response         jsonb
+    response         jsonb,
+    attempt_seq      int         NOT NULL DEFAULT 0,
+    due              boolean     NOT NULL DEFAULT true,
+    sending_attempt  int
 ) WITH (fillfactor = 70);
 COMMENT ON TABLE jobrunner.job IS
     'one row per job; users read their own rows; only the extension''s functions write';
 COMMENT ON COLUMN jobrunner.job.locked_by IS
-    'worker incarnation holding the current attempt (fences late answers)';
+    'worker incarnation that claimed the current attempt (fences late answers)';
+COMMENT ON COLUMN jobrunner.job.attempt_seq IS
+    'number of the current attempt: counts every attempt ever started and is never reset (attempts is, by retry_job); sent as X-Job-Attempt and in the token; 0 for jobs finished before 0.2.0';
+COMMENT ON COLUMN jobrunner.job.due IS
+    'pending and its next_run_at has come (as of the worker''s last look): only due jobs are claimed';
+COMMENT ON COLUMN jobrunner.job.sending_attempt IS
+    'attempt whose request is still on the wire, if any: the job holds its slot and is not sent again until that request has ended';
 COMMENT ON COLUMN jobrunner.job.acked_at IS
     'callback completion: when the endpoint acknowledged the current attempt';
 COMMENT ON COLUMN jobrunner.job.lease_expires_at IS
     'callback completion: the attempt fails if nobody completes the job by then';
 
--- The claim's skip scan: distinct (job_name, owner, priority) groups of
--- pending jobs, then the due ones of each group in next_run_at order.
+-- The claim: a skip scan finds the (job_name, owner) groups with pending
+-- jobs (one probe per group: a group's due jobs sort first), then reads each
+-- group's due jobs in priority order. Delayed jobs and retries waiting for
+-- their time are never visited, however many there are or however many
+-- distinct priorities they carry.
 CREATE INDEX job_pending_idx ON jobrunner.job
     (job_name, (COALESCE(user_id, '00000000-0000-0000-0000-000000000000'::uuid)),
-     priority, next_run_at)
+     due DESC, priority DESC, next_run_at)
     INCLUDE (created_at)
     WHERE state = 'pending';
--- When the next delayed job or retry comes due.
-CREATE INDEX job_pending_due_idx ON jobrunner.job (next_run_at) WHERE state = 'pending';
--- Running jobs: concurrency counts and callback lease expiry.
-CREATE INDEX job_running_idx ON jobrunner.job (lease_expires_at) WHERE state = 'running';
+-- Delayed jobs and retries waiting for their time: the worker marks them due
+-- when it comes, and sleeps until the first of them.
+CREATE INDEX job_waiting_idx ON jobrunner.job (next_run_at) WHERE state = 'pending' AND NOT due;
+-- Running jobs, and jobs whose request is still on the wire: concurrency
+-- counts and callback lease expiry. (A request is open exactly when
+-- sending_attempt = attempt_seq: written as an equality, the planner
+-- estimates it as rare even before the table has statistics, as it is.)
+CREATE INDEX job_running_idx ON jobrunner.job (lease_expires_at)
+    WHERE state = 'running' OR sending_attempt = attempt_seq;
 -- Users read their own jobs (RLS) newest first.
 CREATE INDEX job_user_idx ON jobrunner.job (user_id, created_at);
 -- Dashboards (last hour) and purge (past retention).

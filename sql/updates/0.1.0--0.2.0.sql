@@ -1,2 +1,47 @@
 -- 0.1.0 → 0.2.0: catalog changes only. Functions, views and grants are
 -- replayed after this from sql/functions/ (see scripts/build-sql.sh).
+
+-- Attempt numbers that never repeat, the claim's view of due jobs, and
+-- requests still on the wire (see the column comments in tables.sql).
+ALTER TABLE jobrunner.job
+    ADD COLUMN attempt_seq int NOT NULL DEFAULT 0,
+    ADD COLUMN due boolean NOT NULL DEFAULT true,
+    ADD COLUMN sending_attempt int;
+-- Jobs that may be attempted again continue their numbering; completed ones
+-- keep 0 (nothing fences them any more), so history is not rewritten.
+UPDATE jobrunner.job j
+   SET attempt_seq = j.attempts,
+       due = NOT (j.state = 'pending' AND j.next_run_at > now())
+ WHERE j.state <> 'completed' AND (j.attempts > 0 OR (j.state = 'pending' AND j.next_run_at > now()));
+
+DROP INDEX jobrunner.job_pending_idx;
+DROP INDEX jobrunner.job_pending_due_idx;
+DROP INDEX jobrunner.job_running_idx;
+CREATE INDEX job_pending_idx ON jobrunner.job
+    (job_name, (COALESCE(user_id, '00000000-0000-0000-0000-000000000000'::uuid)),
+     due DESC, priority DESC, next_run_at)
+    INCLUDE (created_at)
+    WHERE state = 'pending';
+CREATE INDEX job_waiting_idx ON jobrunner.job (next_run_at) WHERE state = 'pending' AND NOT due;
+CREATE INDEX job_running_idx ON jobrunner.job (lease_expires_at)
+    WHERE state = 'running' OR sending_attempt = attempt_seq;
+COMMENT ON COLUMN jobrunner.job.locked_by IS
+    'worker incarnation that claimed the current attempt (fences late answers)';
+COMMENT ON COLUMN jobrunner.job.attempt_seq IS
+    'number of the current attempt: counts every attempt ever started and is never reset (attempts is, by retry_job); sent as X-Job-Attempt and in the token; 0 for jobs finished before 0.2.0';
+COMMENT ON COLUMN jobrunner.job.due IS
+    'pending and its next_run_at has come (as of the worker''s last look): only due jobs are claimed';
+COMMENT ON COLUMN jobrunner.job.sending_attempt IS
+    'attempt whose request is still on the wire, if any: the job holds its slot and is not sent again until that request has ended';
+
+-- Functions whose signature or result changes: dropped here, created anew
+-- by the replayed files. The policies use _caller and come back with them.
+DROP POLICY job_read_own ON jobrunner.job;
+DROP POLICY job_logs_read_own ON jobrunner.job_logs;
+DROP FUNCTION jobrunner._caller();
+DROP FUNCTION jobrunner._claim(int, bigint);
+DROP FUNCTION jobrunner._record(bigint, uuid[], int[], int[], text[], text[], double precision[], bigint[]);
+DROP FUNCTION jobrunner._purge(interval, int);
+DROP FUNCTION jobrunner.worker_status();
+DROP FUNCTION jobrunner._lock_job_for_caller(uuid);
+DROP FUNCTION jobrunner._recover(bigint);

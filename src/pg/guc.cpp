@@ -18,10 +18,26 @@ int guc_retention_s = 7 * 24 * 3600;
 char *guc_system_role = nullptr;
 char *guc_trusted_claim_roles = nullptr;
 int guc_max_response_kb = 64;
+int guc_max_request_kb = 1024;
+int guc_failed_retention_s = 30 * 24 * 3600;
 
 // SHOW and current_setting() print this instead of the secret.
 static const char *show_secret() {
     return (guc_jwt_secret != nullptr && guc_jwt_secret[0] != '\0') ? "(hidden)" : "(unset)";
+}
+
+// The secret is taken only from the server's configuration files (and the
+// command line): a value given by SET, set_config(), ALTER ROLE / DATABASE
+// ... SET or a client's connection options would be readable where those
+// are (pg_db_role_setting is readable by every role), or chosen by a
+// session for its own tokens.
+static bool check_secret(char **newval, void **extra, GucSource source) {
+    if (source <= PGC_S_ARGV) return true;  // defaults, environment, files, command line
+    if (*newval == nullptr || (*newval)[0] == '\0') return true;  // RESET, or nothing to hide
+    GUC_check_errcode(ERRCODE_INSUFFICIENT_PRIVILEGE);
+    GUC_check_errmsg("jobrunner.jwt_secret can be set only in the server's configuration files");
+    GUC_check_errhint("Set it in postgresql.conf (or with ALTER SYSTEM) and reload.");
+    return false;
 }
 
 // Base URL: empty, or an absolute http(s) URL without a trailing slash.
@@ -54,7 +70,7 @@ void define_gucs() {
     DefineCustomStringVariable(
         "jobrunner.jwt_secret", "HS256 secret for tokens minted for job users (32+ bytes).",
         nullptr, &guc_jwt_secret, "", PGC_SUSET,
-        GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, nullptr,
+        GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, check_secret,
         nullptr, show_secret);
     DefineCustomStringVariable(
         "jobrunner.base_url", "URL prefix for job names whose job_config has no url.",
@@ -83,6 +99,15 @@ void define_gucs() {
                             "Response bytes kept per request; the rest is discarded.", nullptr,
                             &guc_max_response_kb, 64, 1, 1024 * 1024, PGC_SUSET, GUC_UNIT_KB,
                             nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "jobrunner.max_request_size", "Largest request body a job may carry.",
+        "queue_job refuses larger bodies; the worker never reads far larger ones.",
+        &guc_max_request_kb, 1024, 1, 256 * 1024, PGC_SUSET, GUC_UNIT_KB, nullptr, nullptr,
+        nullptr);
+    DefineCustomIntVariable(
+        "jobrunner.failed_retention", "Age after which failed jobs are purged.", nullptr,
+        &guc_failed_retention_s, 30 * 24 * 3600, 60, INT_MAX, PGC_SUSET, GUC_UNIT_S, nullptr,
+        nullptr, nullptr);
     MarkGUCPrefixReserved("jobrunner");
 }
 

@@ -16,6 +16,8 @@ extern int guc_retention_s;
 extern char *guc_system_role;
 extern char *guc_trusted_claim_roles;
 extern int guc_max_response_kb;
+extern int guc_max_request_kb;
+extern int guc_failed_retention_s;
 
 // Defines every jobrunner.* setting and reserves the prefix.
 void define_gucs();

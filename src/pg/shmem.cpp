@@ -54,4 +54,11 @@ void wake_worker() {
     if (latch != nullptr) SetLatch(latch);
 }
 
+void set_paused_reason(const char *reason) {
+    if (state == nullptr) return;
+    SpinLockAcquire(&state->mutex);
+    strlcpy(state->paused_reason, reason ? reason : "", sizeof(state->paused_reason));
+    SpinLockRelease(&state->mutex);
+}
+
 }  // namespace jobrunner

@@ -17,6 +17,7 @@ struct SharedState {
     pid_t worker_pid;
     TimestampTz started_at;
     TimestampTz last_loop_at;
+    char paused_reason[160];     // why the worker does not dispatch; "" while it does
     pg_atomic_uint32 wake_pending;  // 1: a commit asked for a look at the queue
     pg_atomic_uint32 in_flight;
     pg_atomic_uint64 dispatched;
@@ -32,5 +33,8 @@ SharedState *shared_state();
 
 // Asks the worker to look at the queue; cheap and coalescing.
 void wake_worker();
+
+// Publishes why the worker does not dispatch (nullptr or "": it does).
+void set_paused_reason(const char *reason);
 
 }  // namespace jobrunner

@@ -9,11 +9,14 @@
 
 #include "pg/boundary.hpp"
 #include "pg/guc.hpp"
+#include "pg/identity.hpp"
 #include "pg/shmem.hpp"
 
 #include <string>
 
 extern "C" {
+#include "access/detoast.h"
+#include "access/xlog.h"
 #include "commands/trigger.h"
 #include "common/pg_prng.h"
 #include "funcapi.h"
@@ -29,6 +32,8 @@ PG_FUNCTION_INFO_V1(jobrunner_is_valid_header);
 PG_FUNCTION_INFO_V1(jobrunner_sign_jwt);
 PG_FUNCTION_INFO_V1(jobrunner_mint_user_jwt);
 PG_FUNCTION_INFO_V1(jobrunner_worker_status);
+PG_FUNCTION_INFO_V1(jobrunner_max_request_bytes);
+PG_FUNCTION_INFO_V1(jobrunner_stored_size);
 }
 
 namespace jobrunner {
@@ -194,6 +199,12 @@ extern "C" Datum jobrunner_sign_jwt(PG_FUNCTION_ARGS) {
 }
 
 extern "C" Datum jobrunner_mint_user_jwt(PG_FUNCTION_ARGS) {
+    // EXECUTE is granted to admins only; this also refuses a non-admin who
+    // reaches it through an admin's SECURITY DEFINER function.
+    if (!caller_is_admin()) {
+        ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                        errmsg("mint_user_jwt is for administrators")));
+    }
     require_secret(guc_jwt_secret);
     char *sub = PG_ARGISNULL(0) ? nullptr
                                 : DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(0)));
@@ -246,18 +257,29 @@ extern "C" Datum jobrunner_worker_status(PG_FUNCTION_ARGS) {
         ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
                         errmsg("worker_status() must be called in a context that accepts a row")));
     }
-    Datum values[9];
-    bool nulls[9];
+    Datum values[10];
+    bool nulls[10];
     memset(nulls, 0, sizeof(nulls));
     SharedState *s = shared_state();
     pid_t pid = 0;
     TimestampTz started = 0, last_loop = 0;
+    char reason[sizeof(s->paused_reason)] = "";
     if (s != nullptr) {
         SpinLockAcquire(&s->mutex);
         pid = s->worker_pid;
         started = s->started_at;
         last_loop = s->last_loop_at;
+        memcpy(reason, s->paused_reason, sizeof(reason));
         SpinLockRelease(&s->mutex);
+    }
+    // Said by the server, whatever a worker last published: a standby's
+    // worker does not run, and the library may not be preloaded at all.
+    if (RecoveryInProgress()) {
+        strlcpy(reason, "standby: only the primary dispatches jobs", sizeof(reason));
+    } else if (s == nullptr) {
+        strlcpy(reason, "pg_jobrunner is not in shared_preload_libraries", sizeof(reason));
+    } else if (pid == 0 && reason[0] == '\0') {
+        strlcpy(reason, "the worker is not running", sizeof(reason));
     }
     values[0] = BoolGetDatum(pid != 0);
     values[1] = Int32GetDatum(pid);
@@ -271,6 +293,20 @@ extern "C" Datum jobrunner_worker_status(PG_FUNCTION_ARGS) {
     values[7] = TimestampTzGetDatum(last_loop);
     nulls[7] = pid == 0 || last_loop == 0;
     values[8] = CStringGetTextDatum(guc_database_name ? guc_database_name : "");
+    values[9] = CStringGetTextDatum(reason);
+    nulls[9] = reason[0] == '\0';
     HeapTuple tuple = heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls);
     PG_RETURN_DATUM(HeapTupleGetDatum(tuple));
+}
+
+// jobrunner.max_request_size in bytes, for SQL.
+extern "C" Datum jobrunner_max_request_bytes(PG_FUNCTION_ARGS) {
+    PG_RETURN_INT64(static_cast<int64>(guc_max_request_kb) * 1024);
+}
+
+// The uncompressed size of a stored value, read from its header: a large
+// toasted body is measured without being fetched or decompressed.
+extern "C" Datum jobrunner_stored_size(PG_FUNCTION_ARGS) {
+    if (PG_ARGISNULL(0)) PG_RETURN_INT64(0);
+    PG_RETURN_INT64(static_cast<int64>(toast_raw_datum_size(PG_GETARG_DATUM(0))));
 }

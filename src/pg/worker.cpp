@@ -60,6 +60,15 @@ constexpr int64 kLeaseCheckUs = 200 * 1000;
 constexpr int64 kPurgeEveryUs = 60 * 1000 * 1000;
 // Pause after a failed transaction before trying again.
 constexpr int64 kErrorPauseUs = 1000 * 1000;
+// Request bodies held at once (claimed, not yet answered); a claim may pass
+// it by one job, so one large body is always sent.
+constexpr std::int64_t kMaxHeldBodyBytes = 64 * 1024 * 1024;
+// How often the worker re-reads whether its database is in read-only mode
+// (while dispatching, and while paused by it), and retries outcomes and
+// recoveries left for later because another session held their rows.
+constexpr int64 kReadOnlyCheckUs = 2 * 1000 * 1000;
+constexpr int64 kReadOnlyPausedCheckUs = 1000 * 1000;
+constexpr int64 kLockedRetryUs = 200 * 1000;
 
 // Clears the published pid and latch when the worker exits, however it exits.
 void unpublish(int code, Datum arg) {
@@ -136,6 +145,11 @@ public:
 
 private:
     void recover_at_start();
+    void recover_left_over(TimestampTz now);
+    bool schema_usable(Schema schema, const std::string &installed);
+    bool read_only_paused(TimestampTz now);
+    void pause(const char *reason);
+    void resume(const char *log_line);
     void harvest();
     bool ready_to_claim() const;
     // Jobs held at once: jobrunner.max_in_flight on the wire and as many
@@ -147,7 +161,8 @@ private:
     int claim_room() const { return claim_budget() - static_cast<int>(held_.size()); }
     void step(TimestampTz now);
     void dispatch(std::vector<ClaimedJob> &claimed);
-    void record_one_by_one(std::vector<Outcome> &list, bool short_wait);
+    void record_one_by_one(std::vector<Outcome> &list);
+    void keep_for_later(std::vector<Outcome> &recorded, const std::vector<std::string> &skipped);
     void wait(TimestampTz now);
     void shutdown();
     void publish_figures(TimestampTz now);
@@ -157,8 +172,14 @@ private:
     // Claimed attempts not yet answered: on the wire or waiting for a slot.
     std::unordered_map<std::uint64_t, ClaimedJob> held_;
     std::vector<Outcome> outcomes_;
-    std::vector<Outcome> stuck_;      // could not be recorded yet; retried alone
+    std::vector<Outcome> stuck_;      // another session held their rows: tried again later
     TimestampTz stuck_retry_at_ = 0;
+    std::int64_t held_body_bytes_ = 0;
+    bool recover_again_ = false;       // recovery skipped rows another session held
+    TimestampTz recover_again_at_ = 0;
+    bool read_only_ = false;           // paused: the database is in read-only mode
+    TimestampTz read_only_checked_at_ = 0;
+    std::string paused_;               // why dispatch is paused ("" while it runs)
     std::vector<HttpResult> results_;
     std::vector<HttpRequest> requests_;
     std::uint64_t next_tag_ = 1;
@@ -171,23 +192,71 @@ private:
     WaitEventSet *events_ = nullptr;
 };
 
+// Stops dispatching (claims and records nothing) and says why, once, in the
+// log and in worker_status().
+void Dispatcher::pause(const char *reason) {
+    if (paused_ == reason) return;
+    paused_ = reason;
+    set_paused_reason(reason);
+    ereport(LOG, (errmsg("pg_jobrunner: dispatch paused: %s", reason)));
+}
+
+// Dispatches again after a pause, saying so once.
+void Dispatcher::resume(const char *log_line) {
+    if (paused_.empty()) return;
+    paused_.clear();
+    set_paused_reason(nullptr);
+    ereport(LOG, (errmsg("pg_jobrunner: %s", log_line)));
+    want_claim_ = true;
+}
+
+// Whether the installed SQL is what this library runs; otherwise the worker
+// idles and says what to do. After a package upgrade the new library runs
+// against the old SQL until ALTER EXTENSION ... UPDATE: failing every cycle
+// would flood the log and could misuse functions whose meaning changed.
+bool Dispatcher::schema_usable(Schema schema, const std::string &installed) {
+    if (schema == Schema::current) {
+        if (paused_.rfind("pg_jobrunner ", 0) == 0) resume("dispatch resumed: the installed version matches the library");
+        return true;
+    }
+    if (schema == Schema::other_version) {
+        std::string reason = "pg_jobrunner " + installed + " is installed in this database, but the library is " +
+                             library_version() + ": run ALTER EXTENSION pg_jobrunner UPDATE";
+        pause(reason.c_str());
+    }
+    return false;
+}
+
 // Puts attempts of a previous incarnation back to pending before anything
-// else, retrying until the database lets us (or we are told to stop).
+// else, retrying until the database lets us (or we are told to stop): the
+// extension may not be created yet, be of another version, or the database
+// be in read-only mode.
 void Dispatcher::recover_at_start() {
     while (!got_sigterm) {
-        int count = 0;
+        RecoverOutput out;
+        bool read_only = false;
         std::string error;
-        if (db_recover(worker_id_, count, error)) {
-            if (count > 0) {
+        if (db_refresh_read_only(read_only, error) && !read_only && read_only_) {
+            read_only_ = false;
+            resume("dispatch resumed: the database is writable again");
+        }
+        if (db_recover(worker_id_, out)) {
+            if (out.recovered > 0) {
                 ereport(LOG, (errmsg("pg_jobrunner: %d interrupted attempts put back to pending",
-                                     count)));
+                                     out.recovered)));
             }
+            recover_again_ = out.skipped > 0;
             return;
         }
-        if (!error.empty()) {
-            ereport(WARNING, (errmsg("pg_jobrunner: recovery failed: %s", error.c_str())));
+        if (out.read_only || read_only) {
+            read_only_ = true;
+            pause("the database is in read-only mode (default_transaction_read_only is on); dispatch resumes by itself when it is lifted");
+        } else if (!out.error.empty()) {
+            ereport(WARNING, (errmsg("pg_jobrunner: recovery failed: %s", out.error.c_str())));
+        } else {
+            (void)schema_usable(out.schema, out.installed_version);
         }
-        // Extension missing or recovery failed: idle, then try again.
+        // Extension missing or recovery not possible yet: idle, then try again.
         pg_call([&] {
             (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
                             std::max(guc_poll_interval_ms, 1000), PG_WAIT_EXTENSION);
@@ -195,6 +264,44 @@ void Dispatcher::recover_at_start() {
         });
         absorb_interrupts();
     }
+}
+
+// Recovery skipped attempts whose rows another session held: tries again
+// until none is left, so that no attempt of a dead worker stays running.
+void Dispatcher::recover_left_over(TimestampTz now) {
+    if (!recover_again_ || now < recover_again_at_) return;
+    RecoverOutput out;
+    if (db_recover(worker_id_, out)) {
+        if (out.recovered > 0) {
+            ereport(LOG, (errmsg("pg_jobrunner: %d interrupted attempts put back to pending",
+                                 out.recovered)));
+        }
+        recover_again_ = out.skipped > 0;
+        if (out.recovered > 0) want_claim_ = true;
+    }
+    recover_again_at_ = now + kLockedRetryUs;
+}
+
+// Follows read-only mode: checked every few seconds while dispatching, every
+// second while paused by it. Returns whether dispatch is paused.
+bool Dispatcher::read_only_paused(TimestampTz now) {
+    int64 every = read_only_ ? kReadOnlyPausedCheckUs : kReadOnlyCheckUs;
+    if (now - read_only_checked_at_ < every) return read_only_;
+    read_only_checked_at_ = now;
+    bool on = false;
+    std::string error;
+    if (!db_refresh_read_only(on, error)) {
+        ereport(WARNING, (errmsg("pg_jobrunner: could not read the read-only mode: %s", error.c_str())));
+        return read_only_;
+    }
+    if (on && !read_only_) {
+        read_only_ = true;
+        pause("the database is in read-only mode (default_transaction_read_only is on); dispatch resumes by itself when it is lifted");
+    } else if (!on && read_only_) {
+        read_only_ = false;
+        resume("dispatch resumed: the database is writable again");
+    }
+    return read_only_;
 }
 
 // Moves finished transfers into outcomes.
@@ -210,6 +317,7 @@ void Dispatcher::harvest() {
         if (it == held_.end()) continue;
         outcomes_.push_back(outcome_from_result(it->second, r, now_s));
         (r.status >= 200 && r.status <= 299 ? ok : bad)++;
+        held_body_bytes_ -= static_cast<std::int64_t>(it->second.body.size());
         held_.erase(it);
     }
     SharedState *s = shared_state();
@@ -234,6 +342,7 @@ void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed) {
             continue;
         }
         requests_.push_back(std::move(request));
+        held_body_bytes_ += static_cast<std::int64_t>(job.body.size());
         held_.emplace(tag, std::move(job));
         sent++;
     }
@@ -244,30 +353,40 @@ void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed) {
 
 // After a failed batch: records outcomes one at a time so that one bad row
 // cannot hold the others back (a body jsonb refuses is dropped on a second
-// try). What still fails — typically a row locked by a session that called
-// complete_job and has not committed — waits in stuck_, retried on its own
-// with a short lock wait so that it never stalls the other jobs.
-void Dispatcher::record_one_by_one(std::vector<Outcome> &list, bool short_wait) {
+// try). What still fails waits in stuck_ and is tried again later.
+void Dispatcher::record_one_by_one(std::vector<Outcome> &list) {
     for (Outcome &o : list) {
         std::vector<Outcome> one{o};
         CycleInput in;
         in.worker_id = worker_id_;
         in.outcomes = &one;
-        in.short_lock_wait = short_wait;
+        in.next_wakeup = false;
         CycleOutput out;
-        if (db_cycle(in, out)) continue;
-        if (one[0].response) {
+        bool ok = db_cycle(in, out);
+        if (!ok && one[0].response) {
             one[0].response.reset();
-            CycleOutput retry;
-            if (db_cycle(in, retry)) continue;
+            out = CycleOutput();
+            ok = db_cycle(in, out);
         }
-        if (!short_wait) {
-            ereport(WARNING, (errmsg("pg_jobrunner: could not record attempt %d of job %s yet: %s",
-                                     o.attempt, o.id.c_str(), out.error.c_str())));
+        if (ok) {
+            keep_for_later(one, out.skipped);
+            continue;
         }
+        ereport(WARNING, (errmsg("pg_jobrunner: could not record attempt %d of job %s yet: %s",
+                                 o.attempt, o.id.c_str(), out.error.c_str())));
         stuck_.push_back(std::move(o));
     }
     list.clear();
+}
+
+// Outcomes _record skipped because another session held their row (say, an
+// endpoint's open transaction that called complete_job) wait in stuck_ and
+// go with a later batch: nothing waits for that lock meanwhile.
+void Dispatcher::keep_for_later(std::vector<Outcome> &recorded, const std::vector<std::string> &skipped) {
+    if (skipped.empty()) return;
+    for (Outcome &o : recorded) {
+        if (std::find(skipped.begin(), skipped.end(), o.id) != skipped.end()) stuck_.push_back(std::move(o));
+    }
 }
 
 // Whether a claim should run now. While a backlog drains, claims wait for a
@@ -282,15 +401,19 @@ bool Dispatcher::ready_to_claim() const {
 void Dispatcher::step(TimestampTz now) {
     if (pg_atomic_exchange_u32(&shared_state()->wake_pending, 0) != 0) want_claim_ = true;
     if (now >= next_look_) want_claim_ = true;
+    if (now < paused_until_) return;
+    // Paused by read-only mode: outcomes wait in memory until they can be
+    // written; nothing is claimed.
+    if (read_only_paused(now)) return;
+    recover_left_over(now);
     bool lease_due = now - last_lease_check_ >= kLeaseCheckUs;
     bool purge_due = now - last_purge_ >= kPurgeEveryUs;
-    bool claim = ready_to_claim();
-    if (now < paused_until_) return;
+    bool claim = ready_to_claim() && paused_.empty();
     if (!stuck_.empty() && now >= stuck_retry_at_) {
-        std::vector<Outcome> retry;
-        retry.swap(stuck_);
-        record_one_by_one(retry, true);
-        stuck_retry_at_ = now + kErrorPauseUs;
+        outcomes_.insert(outcomes_.end(), std::make_move_iterator(stuck_.begin()),
+                         std::make_move_iterator(stuck_.end()));
+        stuck_.clear();
+        stuck_retry_at_ = now + kLockedRetryUs;
     }
     if (outcomes_.empty() && !claim && !(want_claim_ && (lease_due || purge_due))) return;
 
@@ -298,33 +421,48 @@ void Dispatcher::step(TimestampTz now) {
     in.worker_id = worker_id_;
     in.outcomes = &outcomes_;
     in.claim_limit = claim ? claim_room() : 0;
+    in.claim_bytes = kMaxHeldBodyBytes - held_body_bytes_;
+    if (in.claim_bytes <= 0) in.claim_limit = 0;
     in.expire_leases = lease_due;
     in.purge = purge_due;
     in.retention_s = guc_retention_s;
+    in.failed_retention_s = guc_failed_retention_s;
     in.next_wakeup = !claim || !backlog_;
     CycleOutput out;
     if (!db_cycle(in, out)) {
+        if (out.sqlstate == "25006") {  // read_only_sql_transaction: set meanwhile
+            read_only_checked_at_ = 0;
+            return;
+        }
         ereport(WARNING, (errmsg("pg_jobrunner: worker transaction failed: %s", out.error.c_str())));
-        if (!outcomes_.empty()) record_one_by_one(outcomes_, false);
+        if (!outcomes_.empty()) record_one_by_one(outcomes_);
         next_look_ = now + kErrorPauseUs;
         paused_until_ = next_look_;
         want_claim_ = false;
         return;
     }
-    if (lease_due) last_lease_check_ = now;
-    if (purge_due) last_purge_ = now;
-    bool recorded = !outcomes_.empty();
-    outcomes_.clear();
-    if (!out.extension_present) {
+    if (out.read_only) {
+        read_only_checked_at_ = 0;  // look at once: the next turn pauses
+        return;
+    }
+    if (!schema_usable(out.schema, out.installed_version)) {
+        // Extension absent or of another version: nothing was done; what
+        // was answered meanwhile waits in memory.
         want_claim_ = false;
         next_look_ = now + static_cast<int64>(guc_poll_interval_ms) * 1000;
         return;
     }
-    int got = static_cast<int>(out.claimed.size());
+    if (lease_due) last_lease_check_ = now;
+    if (purge_due) last_purge_ = now;
+    bool recorded = !outcomes_.empty();
+    keep_for_later(outcomes_, out.skipped);
+    outcomes_.clear();
+    int got = static_cast<int>(out.claimed.size() + out.refused.size());
+    for (Outcome &o : out.refused) outcomes_.push_back(std::move(o));
     dispatch(out.claimed);
     // A full claim suggests more is due; recorded outcomes free slots.
     if (claim) backlog_ = got == in.claim_limit;
-    want_claim_ = (claim && backlog_) || (recorded && !claim);
+    want_claim_ = (claim && backlog_) || (recorded && !claim) || !outcomes_.empty();
     int64 look_in_us = static_cast<int64>(guc_poll_interval_ms) * 1000;
     if (out.next_wakeup_ms >= 0) look_in_us = std::min<int64>(look_in_us, out.next_wakeup_ms * 1000);
     next_look_ = now + look_in_us;
@@ -335,7 +473,9 @@ void Dispatcher::wait(TimestampTz now) {
     long timeout_ms;
     if (now < paused_until_) {
         timeout_ms = (paused_until_ - now + 999) / 1000;  // after a failure: pause
-    } else if (!outcomes_.empty() || ready_to_claim()) {
+    } else if (!paused_.empty()) {
+        timeout_ms = kReadOnlyPausedCheckUs / 1000;  // paused: look again every second
+    } else if (!outcomes_.empty() || (ready_to_claim() && paused_.empty())) {
         timeout_ms = 0;
     } else if (want_claim_) {
         timeout_ms = 1;  // waiting for slots while a backlog drains: look again soon
@@ -345,6 +485,13 @@ void Dispatcher::wait(TimestampTz now) {
     if (!stuck_.empty()) {
         timeout_ms = std::min<long>(timeout_ms, std::max<int64>(0, (stuck_retry_at_ - now + 999) / 1000));
     }
+    if (recover_again_) {
+        timeout_ms = std::min<long>(timeout_ms, std::max<int64>(0, (recover_again_at_ - now + 999) / 1000));
+    }
+    // Read-only mode is followed even when nothing else happens.
+    int64 check_every = read_only_ ? kReadOnlyPausedCheckUs : kReadOnlyCheckUs;
+    timeout_ms = std::min<long>(
+        timeout_ms, std::max<int64>(0, (read_only_checked_at_ + check_every - now + 999) / 1000));
     WaitEvent event;
     pg_call([&] {
         int n = WaitEventSetWait(events_, timeout_ms, &event, 1, PG_WAIT_EXTENSION);
@@ -375,11 +522,10 @@ void Dispatcher::shutdown() {
         CycleOutput out;
         (void)db_cycle(in, out);
     }
-    int count = 0;
-    std::string error;
-    if (db_recover(0, count, error) && count > 0) {
+    RecoverOutput out;
+    if (db_recover(0, out) && out.recovered > 0) {
         ereport(LOG, (errmsg("pg_jobrunner: %d in-flight attempts put back to pending at shutdown",
-                             count)));
+                             out.recovered)));
     }
 }
 
@@ -418,6 +564,9 @@ void jobrunner_worker_main(Datum main_arg) {
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnection(guc_database_name, nullptr, 0);
     SetConfigOption("application_name", "pg_jobrunner worker", PGC_SUSET, PGC_S_OVERRIDE);
+    // The worker is a superuser: no name it resolves may lead through a
+    // schema someone else can write ("$user", public), for its whole life.
+    SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
     pgstat_report_appname("pg_jobrunner worker");
     // Claims and completions must survive a crash the moment they commit;
     // a hook must not hold the worker forever on a row lock.

@@ -501,28 +501,31 @@ class PostgrestIdentityTest(CompletionBase):
     """complete_job as PostgREST calls it: login authenticator, SET ROLE
     authenticated, request.jwt.claims with the user's sub."""
 
-    def as_user(self, sub, login="authenticator"):
+    def as_user(self, sub, login="authenticator", claims=None):
         """A connection as PostgREST makes one for a request with sub's JWT
-        (in an open transaction, as PostgREST runs each request)."""
+        (in an open transaction, as PostgREST runs each request); claims:
+        the whole JWT payload PostgREST verified, when not just sub and role."""
         conn = connect(user=login, autocommit=False)
         self.addCleanup(conn.close)
         with conn.cursor() as cur:
             if login == "authenticator":
                 cur.execute("SET LOCAL ROLE authenticated")
             cur.execute("SELECT set_config('request.jwt.claims', %s, true)",
-                        (json.dumps({"sub": sub, "role": ROLE}),))
+                        (json.dumps(claims or {"sub": sub, "role": ROLE}),))
         return conn
 
     def acked_job(self, owner):
+        """A callback job of owner's, acknowledged; and the request the
+        endpoint received for it."""
         name = self.job_name("rest", "/callback", completion="callback", callback_lease="1 hour")
         job_id = queue_for(self.db, owner, ROLE, None, name)
-        self.ep.next_callback(timeout=15)
+        request = self.ep.next_callback(timeout=15)
         self.wait_acked(job_id, 1)
-        return job_id
+        return job_id, request
 
-    def test_owner_completes_and_another_user_gets_not_found(self):
+    def test_endpoint_completes_the_owner_cannot_another_user_gets_not_found(self):
         owner = new_user()
-        job_id = self.acked_job(owner)
+        job_id, request = self.acked_job(owner)
 
         # Another user: not found, whatever it tries; nothing changes.
         for call in (lambda conn: self.complete(job_id, conn=conn),
@@ -534,17 +537,32 @@ class PostgrestIdentityTest(CompletionBase):
             other.rollback()
         self.assertEqual(self.state(job_id), "running")
 
-        # The owner: its own row and the completion, in its transaction.
-        mine = self.as_user(owner)
-        self.assertEqual(self.value("SELECT (current_user, session_user)::text", conn=mine),
+        # The owner with her own token sees her job but cannot forge its
+        # outcome, either way.
+        for call in (lambda conn: self.complete(job_id, {"paid": True}, conn=conn),
+                     lambda conn: self.fail_job(job_id, "forged", conn=conn)):
+            mine = self.as_user(owner)
+            self.assertEqual(self.value("SELECT count(*) FROM jobrunner.job WHERE id = %s", job_id,
+                                        conn=mine), 1, "the owner sees its job (RLS)")
+            with self.assertRaises(psycopg2.errors.InsufficientPrivilege) as ctx:
+                call(mine)
+            self.assertIn("token minted for its attempt", str(ctx.exception))
+            mine.rollback()
+        self.assertEqual(self.state(job_id), "running")
+
+        # The endpoint, with the token it was sent: its own row and the
+        # completion, in its transaction.
+        claims = request.claims  # verified by the endpoint
+        self.assertEqual(claims["job"], {"id": job_id, "name": claims["job"]["name"], "attempt": 1})
+        self.assertEqual(claims["jti"], "%s/1" % job_id)
+        endpoint = self.as_user(owner, claims=claims)
+        self.assertEqual(self.value("SELECT (current_user, session_user)::text", conn=endpoint),
                          "(authenticated,authenticator)")
-        self.assertEqual(self.value("SELECT count(*) FROM jobrunner.job WHERE id = %s", job_id,
-                                    conn=mine), 1, "the owner sees its job (RLS)")
-        with mine.cursor() as cur:
+        with endpoint.cursor() as cur:
             cur.execute("INSERT INTO it_completion.delivery VALUES (%s, 1, 'via postgrest')",
                         (job_id,))
-        self.assertIs(self.complete(job_id, {"via": "rest"}, attempt=1, conn=mine), True)
-        mine.commit()
+        self.assertIs(self.complete(job_id, {"via": "rest"}, attempt=1, conn=endpoint), True)
+        endpoint.commit()
         row = job(self.db, job_id)
         self.assertEqual((row["state"], row["response"]), ("completed", {"via": "rest"}))
         self.assertEqual(self.rows_of("delivery", job_id), 1)
@@ -553,7 +571,7 @@ class PostgrestIdentityTest(CompletionBase):
         # The owner's claims, set by a login role that is not trusted, are not
         # believed: the job is "not found".
         owner = new_user()
-        job_id = self.acked_job(owner)
+        job_id, _ = self.acked_job(owner)
         conn = self.as_user(owner, login="it_completion_plain")
         with self.assertRaises(psycopg2.errors.NoDataFound):
             self.complete(job_id, conn=conn)

@@ -56,8 +56,8 @@ SELECT set_eq(
     $$SELECT p.proname::text FROM pg_proc p
        WHERE p.pronamespace = 'jobrunner'::regnamespace AND p.proname LIKE '\_%'
          AND has_function_privilege('authenticated', p.oid, 'EXECUTE')$$,
-    ARRAY['_caller', '_outer_role'],
-    'internal functions: authenticated may execute only _caller and _outer_role');
+    ARRAY['_caller', '_caller_context', '_outer_role'],
+    'internal functions: authenticated may execute only _caller, _caller_context and _outer_role');
 SELECT set_eq(
     $$SELECT p.proname::text FROM pg_proc p
        WHERE p.pronamespace = 'jobrunner'::regnamespace AND p.proname NOT LIKE '\_%'
@@ -120,7 +120,7 @@ SELECT throws_ok($$SELECT * FROM jobrunner._claim(100, 1)$$, '42501', NULL, 'can
 SELECT throws_ok($$SELECT jobrunner._record(1, '{}', '{}', '{}', '{}', '{}', '{}', '{}')$$, '42501', NULL, 'cannot call _record');
 SELECT throws_ok($$SELECT jobrunner._recover(1)$$, '42501', NULL, 'cannot call _recover');
 SELECT throws_ok($$SELECT jobrunner._expire_leases()$$, '42501', NULL, 'cannot call _expire_leases');
-SELECT throws_ok($$SELECT jobrunner._purge(interval '0', 1000)$$, '42501', NULL, 'cannot call _purge');
+SELECT throws_ok($$SELECT jobrunner._purge(interval '0', interval '0', 1000)$$, '42501', NULL, 'cannot call _purge');
 SELECT throws_ok($$SELECT jobrunner._enqueue('bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 'service_role', NULL, 'tap.priv',
                                              '{}', 0, NULL, NULL, NULL, 0)$$,
                  '42501', NULL, 'cannot call _enqueue (and so choose an owner)');

@@ -46,11 +46,19 @@ BEGIN
     END IF;
     RETURN _attempts[1];
 END $$;
+-- One outcome, as the worker records it; how many log rows it wrote (0:
+-- fenced out). Nothing holds rows here, so nothing is left for later.
 CREATE FUNCTION pg_temp.record(_id uuid, _attempt int, _status int, _error text, _response text)
-    RETURNS int LANGUAGE sql AS $$
-    SELECT jobrunner._record(42, ARRAY[_id], ARRAY[_attempt], ARRAY[_status], ARRAY[_error],
-                             ARRAY[_response], ARRAY[3.0]::float8[], ARRAY[NULL]::bigint[])
-$$;
+    RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    _before bigint := (SELECT count(*) FROM jobrunner.job_logs l WHERE l.job_id = _id);
+BEGIN
+    IF jobrunner._record(42, ARRAY[_id], ARRAY[_attempt], ARRAY[_status], ARRAY[_error],
+                         ARRAY[_response], ARRAY[3.0]::float8[], ARRAY[NULL]::bigint[]) <> '{}' THEN
+        RAISE EXCEPTION 'outcome left for later';
+    END IF;
+    RETURN (SELECT count(*) FROM jobrunner.job_logs l WHERE l.job_id = _id) - _before;
+END $$;
 
 SET request.jwt.claims = '{"sub": "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa", "role": "authenticated", "email": "a@example.com"}';
 
@@ -68,7 +76,7 @@ SELECT * FROM pg_temp.job(:'c1');
 SELECT lease_expires_at - acked_at AS lease FROM jobrunner.job WHERE id = :'c1';
 -- A duplicate answer, a worker restart, or an unexpired lease change nothing.
 SELECT pg_temp.record(:'c1', 1, 500, 'duplicate', NULL) AS recorded_again;
-SELECT jobrunner._recover(99) AS recovered;
+SELECT recovered FROM jobrunner._recover(99);
 SELECT jobrunner._expire_leases() AS expired;
 SELECT state, attempts, acked_at IS NOT NULL AS acked FROM jobrunner.job WHERE id = :'c1';
 -- The endpoint calls complete_job later, from its own session.
@@ -210,7 +218,7 @@ SELECT jobrunner.queue_job('hk.plain') AS p1 \gset
 SELECT count(*) AS claimed FROM jobrunner._claim(1000, 42) WHERE id IN (:'h9', :'p1');
 SELECT jobrunner._record(42, ARRAY[:'h9', :'p1']::uuid[], ARRAY[1, 1], ARRAY[200, 200],
                          ARRAY[NULL, NULL]::text[], ARRAY[NULL, NULL]::text[],
-                         ARRAY[1, 1]::float8[], ARRAY[NULL, NULL]::bigint[]) AS recorded;
+                         ARRAY[1, 1]::float8[], ARRAY[NULL, NULL]::bigint[]) AS left_for_later;
 SELECT (SELECT state FROM jobrunner.job WHERE id = :'h9') AS hooked, (SELECT state FROM jobrunner.job WHERE id = :'p1') AS plain,
        (SELECT count(*) FROM public.hook_log WHERE job_id = :'h9') AS hook_rows;
 

@@ -25,10 +25,13 @@ CREATE FUNCTION pg_temp.claimed(_limit int DEFAULT 100) RETURNS text LANGUAGE sq
     SELECT COALESCE(string_agg(c.request_body::jsonb ->> 'tag', ' ' ORDER BY c.request_body::jsonb ->> 'tag'), '(none)')
       FROM jobrunner._claim(_limit, 42) c
 $$;
--- The worker reports job <tag> done (or failed, with a status >= 300).
+-- The worker reports job <tag> done (or failed, with a status >= 300); 1
+-- when recorded.
 CREATE FUNCTION pg_temp.finish(_tag text, _status int DEFAULT 200) RETURNS int LANGUAGE sql AS $$
-    SELECT jobrunner._record(42, ARRAY[j.id], ARRAY[j.attempts], ARRAY[_status], ARRAY['HTTP ' || _status],
-                             ARRAY[NULL]::text[], ARRAY[1]::float8[], ARRAY[NULL]::bigint[])
+    SELECT CASE WHEN jobrunner._record(42, ARRAY[j.id], ARRAY[j.attempt_seq], ARRAY[_status],
+                                       ARRAY['HTTP ' || _status], ARRAY[NULL]::text[],
+                                       ARRAY[1]::float8[], ARRAY[NULL]::bigint[]) = '{}'
+                THEN 1 ELSE 0 END
       FROM jobrunner.job j WHERE j.request_body ->> 'tag' = _tag AND j.state = 'running'
 $$;
 CREATE FUNCTION pg_temp.running() RETURNS text LANGUAGE sql AS $$

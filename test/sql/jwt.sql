@@ -56,10 +56,10 @@ SELECT pg_temp.b64url(split_part(jobrunner.sign_jwt('{}', :'secret'), '.', 2)) A
 
 ------------------------------------------------------------------------------
 -- mint_user_jwt: claims sub, role, aud (= role), email, iat, exp; signed with
--- jobrunner.jwt_secret (a superuser may set it for the session).
+-- jobrunner.jwt_secret, which only the server's configuration sets (the test
+-- cluster's is in the environment, JOBRUNNER_SECRET, to check signatures).
 ------------------------------------------------------------------------------
-\set mint_secret 'mint-secret-0123456789-0123456789-abcdef'
-SET jobrunner.jwt_secret = :'mint_secret';
+\getenv mint_secret JOBRUNNER_SECRET
 SELECT jobrunner.mint_user_jwt('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'authenticated', 'a@example.com') AS minted \gset
 SELECT pg_temp.verify(:'minted', :'mint_secret') AS signature_ok,
        pg_temp.b64url(split_part(:'minted', '.', 1)) AS header;
@@ -76,18 +76,25 @@ SELECT pg_temp.b64url(split_part(jobrunner.mint_user_jwt(NULL, NULL, NULL), '.',
 SELECT pg_temp.err($$SELECT jobrunner.mint_user_jwt(NULL, 'x', NULL, interval '0')$$) AS zero_ttl;
 SELECT pg_temp.err($$SELECT jobrunner.mint_user_jwt(NULL, 'x', NULL, interval '2 days')$$) AS long_ttl;
 SELECT pg_temp.err($$SELECT jobrunner.mint_user_jwt(NULL, '', NULL)$$) AS empty_role;
--- A short or missing secret: nothing is minted, and the error does not show it.
-SET jobrunner.jwt_secret = 'too-short-secret';
-SELECT pg_temp.err($$SELECT jobrunner.mint_user_jwt('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'authenticated', NULL)$$) AS short_secret;
-SET jobrunner.jwt_secret = '';
-SELECT pg_temp.err($$SELECT jobrunner.mint_user_jwt('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'authenticated', NULL)$$) AS no_secret;
+
+------------------------------------------------------------------------------
+-- The secret comes only from the server's configuration files: no session,
+-- role or database may set it, not even a superuser's (pg_db_role_setting is
+-- readable by everyone, and a session must not choose its own secret).
+------------------------------------------------------------------------------
+SELECT pg_temp.err($$SET jobrunner.jwt_secret = 'session-secret-0123456789-0123456789'$$) AS set_in_session,
+       pg_temp.err($$SELECT set_config('jobrunner.jwt_secret', 'session-secret-0123456789-0123456789', false)$$)
+           AS set_config;
+SELECT pg_temp.err($$ALTER ROLE CURRENT_USER SET jobrunner.jwt_secret = 'role-secret-0123456789-0123456789'$$) AS alter_role,
+       pg_temp.err(format('ALTER DATABASE %I SET jobrunner.jwt_secret = %L', current_database(),
+                          'db-secret-0123456789-0123456789')) AS alter_database;
+SELECT count(*) AS stored_role_or_db_settings FROM pg_db_role_setting s, unnest(s.setconfig) c
+ WHERE c LIKE 'jobrunner.jwt_secret=%';
 
 ------------------------------------------------------------------------------
 -- The secret is never shown: not by SHOW, current_setting() or pg_settings,
 -- not even to a superuser.
 ------------------------------------------------------------------------------
-SHOW jobrunner.jwt_secret;
-SET jobrunner.jwt_secret = :'mint_secret';
 SHOW jobrunner.jwt_secret;
 SELECT current_setting('jobrunner.jwt_secret') AS current_setting;
 -- Not listed by SHOW ALL / pg_settings at all.
@@ -95,5 +102,4 @@ SELECT count(*) AS in_pg_settings FROM pg_settings WHERE name = 'jobrunner.jwt_s
 SELECT count(*) AS rows_revealing_it FROM pg_settings
  WHERE setting LIKE '%' || :'mint_secret' || '%' OR reset_val LIKE '%' || :'mint_secret' || '%'
     OR boot_val LIKE '%' || :'mint_secret' || '%';
-RESET jobrunner.jwt_secret;
-SHOW jobrunner.jwt_secret;
+

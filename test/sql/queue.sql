@@ -145,15 +145,22 @@ SELECT count(*) AS rows_with_key FROM jobrunner.job
 -- then the idempotency key makes a new job.
 ------------------------------------------------------------------------------
 UPDATE jobrunner.job SET finished_at = now() - interval '8 days' WHERE id IN (:'i1', :'i2', :'d1');
--- A failed job past the retention stays (it has not been dealt with).
+-- A failed job past the retention stays (failed jobs have their own, longer
+-- retention: they have not been dealt with).
 SELECT jobrunner.queue_job('q.mail', _max_retries => 0) AS f1 \gset
 SELECT count(*) AS claimed FROM jobrunner._claim(100, 42) WHERE id = :'f1';
 SELECT jobrunner.fail_job(:'f1', 'boom');
 UPDATE jobrunner.job SET finished_at = now() - interval '8 days' WHERE id = :'f1';
 SELECT state FROM jobrunner.job WHERE id = :'f1';
-SELECT jobrunner._purge(interval '7 days', 2) AS purged_first_batch;
-SELECT jobrunner._purge(interval '7 days', 2) AS purged_second_batch;
-SELECT jobrunner._purge(interval '7 days', 2) AS purged_nothing_left;
+-- A job whose request is still on the wire keeps its slot, so it stays.
+SELECT jobrunner._purge(interval '7 days', interval '30 days', 2) AS purged_while_requests_run;
+-- The worker's answers for the requests arrive (late: changing nothing else).
+SELECT jobrunner._record(42, array_agg(id), array_agg(sending_attempt), array_agg(200), array_agg(NULL::text),
+                         array_agg(NULL::text), array_agg(1.0::float8), array_agg(NULL::bigint)) AS left_for_later
+  FROM jobrunner.job WHERE sending_attempt IS NOT NULL;
+SELECT jobrunner._purge(interval '7 days', interval '30 days', 2) AS purged_first_batch;
+SELECT jobrunner._purge(interval '7 days', interval '30 days', 2) AS purged_second_batch;
+SELECT jobrunner._purge(interval '7 days', interval '30 days', 2) AS purged_nothing_left;
 -- Younger finished jobs stay.
 SELECT count(*) > 0 AS younger_finished_jobs_stay FROM jobrunner.job WHERE state IN ('completed', 'canceled');
 SELECT count(*) FILTER (WHERE id IN (:'i1', :'i2', :'d1')) AS purged_jobs_left,
@@ -161,6 +168,9 @@ SELECT count(*) FILTER (WHERE id IN (:'i1', :'i2', :'d1')) AS purged_jobs_left,
   FROM jobrunner.job;
 SELECT count(*) AS logs_of_purged_jobs FROM jobrunner.job_logs WHERE job_id IN (:'i1', :'i2', :'d1');
 SELECT count(*) > 0 AS logs_of_failed_job FROM jobrunner.job_logs WHERE job_id = :'f1';
+-- Past its own retention, a failed job goes too.
+SELECT jobrunner._purge(interval '7 days', interval '7 days', 2) AS purged_failed;
+SELECT count(*) AS failed_job_left FROM jobrunner.job WHERE id = :'f1';
 SELECT jobrunner.queue_job('q.mail', _idempotency_key => 'order-1') NOT IN (:'i1') AS new_job_after_purge;
 
 RESET request.jwt.claims;

@@ -36,12 +36,18 @@ CREATE FUNCTION pg_temp.logs(_id uuid)
 $$;
 -- The worker (incarnation _worker) claims this job and nothing else: other
 -- due jobs are held back meanwhile. Returns the attempt, NULL if not claimed.
+-- A request of the job's that fail_job or complete_job settled while it was
+-- on the wire is answered first (its late answer changes nothing but gives
+-- the job's slot back): a job is never sent twice at once.
 CREATE FUNCTION pg_temp.claim(_id uuid, _worker bigint DEFAULT 42) RETURNS int LANGUAGE plpgsql AS $$
 DECLARE
     _held uuid[];
     _ids uuid[];
     _attempts int[];
 BEGIN
+    PERFORM jobrunner._record(j.locked_by, ARRAY[j.id], ARRAY[j.sending_attempt], ARRAY[200],
+                              ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[1.0::float8], ARRAY[NULL::bigint])
+       FROM jobrunner.job j WHERE j.id = _id AND j.sending_attempt IS NOT NULL AND j.state <> 'running';
     WITH held AS (
         UPDATE jobrunner.job SET next_run_at = next_run_at + interval '1000 years'
          WHERE state = 'pending' AND id <> _id AND next_run_at <= now() RETURNING id)

@@ -47,13 +47,20 @@ BEGIN
     END IF;
     RETURN _attempts[1];
 END $$;
--- One outcome, as the worker records it.
+-- One outcome, as the worker records it; how many log rows it wrote (0:
+-- fenced out). Nothing holds rows here, so nothing is left for later.
 CREATE FUNCTION pg_temp.record(_id uuid, _attempt int, _status int, _error text, _response text,
                                _retry_after_ms bigint DEFAULT NULL, _worker bigint DEFAULT 42)
-    RETURNS int LANGUAGE sql AS $$
-    SELECT jobrunner._record(_worker, ARRAY[_id], ARRAY[_attempt], ARRAY[_status], ARRAY[_error],
-                             ARRAY[_response], ARRAY[12.5]::float8[], ARRAY[_retry_after_ms])
-$$;
+    RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    _before bigint := (SELECT count(*) FROM jobrunner.job_logs l WHERE l.job_id = _id);
+BEGIN
+    IF jobrunner._record(_worker, ARRAY[_id], ARRAY[_attempt], ARRAY[_status], ARRAY[_error],
+                         ARRAY[_response], ARRAY[12.5]::float8[], ARRAY[_retry_after_ms]) <> '{}' THEN
+        RAISE EXCEPTION 'outcome left for later';
+    END IF;
+    RETURN (SELECT count(*) FROM jobrunner.job_logs l WHERE l.job_id = _id) - _before;
+END $$;
 -- The backoff the job was given by its last failed attempt.
 CREATE FUNCTION pg_temp.backoff(_id uuid) RETURNS interval LANGUAGE sql AS $$
     SELECT j.next_run_at - j.updated_at FROM jobrunner.job j WHERE j.id = _id
@@ -95,7 +102,7 @@ SELECT jobrunner.queue_job('w.task') AS j3 \gset
 SELECT pg_temp.claim(:'j3') AS attempt;
 SELECT jobrunner._record(42, ARRAY[:'j2', :'j3']::uuid[], ARRAY[7, 1], ARRAY[200, 201],
                          ARRAY[NULL, NULL]::text[], ARRAY['{"a": 1}', '{"b": 2}'],
-                         ARRAY[1, 2]::float8[], ARRAY[NULL, NULL]::bigint[]) AS recorded;
+                         ARRAY[1, 2]::float8[], ARRAY[NULL, NULL]::bigint[]) AS left_for_later;
 SELECT (SELECT state FROM jobrunner.job WHERE id = :'j2') AS j2_state,
        (SELECT state FROM jobrunner.job WHERE id = :'j3') AS j3_state;
 -- complete_job got there first: the worker's outcome changes nothing.
@@ -179,7 +186,7 @@ SELECT pg_temp.claim(:'r2', 43) AS r2_attempt;
 SELECT id = :'r1' AS is_r1, id = :'r2' AS is_r2, attempts, locked_by
   FROM jobrunner.job WHERE state = 'running' ORDER BY locked_by, attempts;
 -- Worker 43 starts and recovers what is not its own: r1 and r3.
-SELECT jobrunner._recover(43) AS recovered;
+SELECT recovered, skipped FROM jobrunner._recover(43);
 SELECT id = :'r1' AS is_r1, state, attempts, locked_by, next_run_at <= now() AS due_now
   FROM jobrunner.job WHERE id IN (:'r1', :'r3') ORDER BY id = :'r1' DESC;
 SELECT * FROM pg_temp.logs(:'r3');
@@ -190,6 +197,6 @@ SELECT pg_temp.record(:'r1', 1, 200, NULL, '{}', _worker => 41) AS late_answer;
 SELECT state FROM jobrunner.job WHERE id = :'r1';
 -- Recovered jobs are claimed again, with the same attempt number.
 SELECT pg_temp.claim(:'r1', 43) AS r1_attempt;
-SELECT jobrunner._recover(43) AS recovered_again;
+SELECT recovered AS recovered_again FROM jobrunner._recover(43);
 
 RESET request.jwt.claims;
