@@ -17,6 +17,25 @@ constexpr long kConnectTimeoutMs = 10000;
 // How much of an error response body is kept in last_error.
 constexpr std::size_t kErrorBodyBytes = 200;
 
+namespace {
+
+// Who the token speaks for (the job's user, or the system role) and which
+// attempt it was minted for; iat and exp are set when the request starts.
+UserClaims claims_for(const ClaimedJob &job, std::string_view system_role) {
+    UserClaims claims;
+    claims.sub = job.user_id;
+    claims.role = job.user_role && !job.user_id ? std::string(system_role)
+                  : job.user_role               ? *job.user_role
+                                                : std::string(system_role);
+    if (job.user_id) claims.email = job.user_email;
+    // Attempt numbers never repeat for a job, so this is unique per attempt.
+    claims.jti = job.id + "/" + std::to_string(job.attempt);
+    claims.job = JobClaim{job.id, job.job_name, job.attempt};
+    return claims;
+}
+
+}  // namespace
+
 std::optional<std::string> build_request(const ClaimedJob &job, const MintContext &mint,
                                          std::uint64_t tag, HttpRequest &out) {
     if (!job.url) {
@@ -33,9 +52,8 @@ std::optional<std::string> build_request(const ClaimedJob &job, const MintContex
     for (const std::string &h : job.headers) {
         std::size_t colon = h.find(':');
         std::string_view name(h.data(), colon == std::string::npos ? h.size() : colon);
-        std::string_view value = colon == std::string::npos
-                                     ? std::string_view()
-                                     : std::string_view(h).substr(colon + 1);
+        std::string_view value =
+            colon == std::string::npos ? std::string_view() : std::string_view(h).substr(colon + 1);
         if (colon == std::string::npos || !is_valid_header_name(name) ||
             !is_safe_header_value(value)) {
             return "job_config headers of job \"" + job.job_name + "\" contain an unsafe header";
@@ -45,12 +63,7 @@ std::optional<std::string> build_request(const ClaimedJob &job, const MintContex
         return "job name is not safe to send";
     }
 
-    UserClaims claims;
-    claims.sub = job.user_id;
-    claims.role = job.user_role && !job.user_id ? std::string(mint.system_role)
-                  : job.user_role              ? *job.user_role
-                                               : std::string(mint.system_role);
-    if (job.user_id) claims.email = job.user_email;
+    UserClaims claims = claims_for(job, mint.system_role);
     // Rounded down: the token never outlives the attempt plus the slack.
     std::int64_t lifetime_s = job.timeout_ms / 1000 + kTokenSlackS;
 
@@ -100,8 +113,7 @@ std::string sanitize_text(std::string_view bytes, std::size_t max_bytes) {
     return out;
 }
 
-Outcome outcome_from_result(const ClaimedJob &job, const HttpResult &result,
-                            std::int64_t now_s) {
+Outcome outcome_from_result(const ClaimedJob &job, const HttpResult &result, std::int64_t now_s) {
     Outcome o;
     o.id = job.id;
     o.attempt = job.attempt;
@@ -116,7 +128,9 @@ Outcome outcome_from_result(const ClaimedJob &job, const HttpResult &result,
         return o;
     }
     if (result.status == 0) {
+        // Only the engine's class of failure: its detail names the endpoint.
         o.error = sanitize_text(result.error.empty() ? "no response" : result.error, 500);
+        o.error_detail = sanitize_text(result.error_detail, 500);
         return o;
     }
     o.error = "HTTP " + std::to_string(result.status);

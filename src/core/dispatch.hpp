@@ -37,9 +37,12 @@ struct ClaimedJob {
 struct Outcome {
     std::string id;
     int attempt = 0;
-    int status = 0;                          // HTTP status; 0 when none
-    std::string error;                       // why it failed; empty on 2xx
-    std::optional<std::string> response;     // JSON text to store, if any
+    int status = 0;     // HTTP status; 0 when none
+    std::string error;  // why it failed, as stored for the job's user; empty on 2xx
+    // A transport failure in libcurl's words (names the endpoint's host and
+    // port): for the server log, never stored where the job's user reads.
+    std::string error_detail;
+    std::optional<std::string> response;  // JSON text to store, if any
     double duration_ms = 0;
     std::optional<std::int64_t> retry_after_ms;
 };
@@ -57,8 +60,7 @@ std::optional<std::string> build_request(const ClaimedJob &job, const MintContex
                                          std::uint64_t tag, HttpRequest &out);
 
 // Turns an HTTP result into the outcome to record.
-Outcome outcome_from_result(const ClaimedJob &job, const HttpResult &result,
-                            std::int64_t now_s);
+Outcome outcome_from_result(const ClaimedJob &job, const HttpResult &result, std::int64_t now_s);
 
 // An outcome for an attempt that never left (see build_request).
 Outcome outcome_from_error(const ClaimedJob &job, std::string error);

@@ -47,6 +47,9 @@ constexpr std::size_t kHeaderValueCap = 1024;
 constexpr std::size_t kErrorCap = 512;
 // The only schemes a request, or a redirect it might name, may use.
 constexpr const char *kAllowedProtocols = "http,https";
+// Stands where an endpoint echoed the minted token back: no quote or
+// backslash, so a JSON string that held the token stays a valid JSON string.
+constexpr std::string_view kTokenRemoved = "[token removed]";
 
 // Marks a socket already present in the epoll set (via curl_multi_assign).
 char kWatched;
@@ -86,6 +89,75 @@ std::string_view trim(std::string_view s) {
 // until the first one is answered.
 bool is_https(std::string_view url) { return iequals(url.substr(0, 8), "https://"); }
 
+// Erases a secret before its memory is freed (the compiler cannot drop it).
+void wipe(std::string &secret) {
+    explicit_bzero(secret.data(), secret.size());
+    secret.clear();
+}
+
+// Holds a secret for one scope and wipes it on every way out.
+struct ScopedSecret {
+    std::string text;
+    ~ScopedSecret() { wipe(text); }
+};
+
+// The credentials of an "Authorization: Bearer <token>" line; empty for any
+// other header.
+std::string_view bearer_token(std::string_view header) {
+    const std::size_t colon = header.find(':');
+    if (colon == std::string_view::npos ||
+        !iequals(trim(header.substr(0, colon)), "authorization")) {
+        return {};
+    }
+    const std::string_view value = trim(header.substr(colon + 1));
+    if (value.size() <= 7 || !iequals(value.substr(0, 7), "bearer ")) return {};
+    return trim(value.substr(7));
+}
+
+// Replaces every copy of token in body with the marker, in place: the marker
+// is never longer than what it replaces, so nothing is allocated, however
+// many copies an endpoint sends (a token shorter than the marker, never one
+// we mint, gets the marker's first bytes). The freed tail is wiped.
+void replace_token(std::string &body, std::string_view token) {
+    std::size_t at = body.find(token);
+    if (at == std::string::npos) return;
+    const std::string_view marker = kTokenRemoved.substr(0, token.size());
+    std::size_t read = at;   // next byte of the original to keep
+    std::size_t write = at;  // where it goes
+    while (at != std::string::npos) {
+        std::memmove(&body[write], &body[read], at - read);
+        write += at - read;
+        std::memcpy(&body[write], marker.data(), marker.size());
+        write += marker.size();
+        read = at + token.size();
+        at = body.find(token, read);
+    }
+    std::memmove(&body[write], &body[read], body.size() - read);
+    write += body.size() - read;
+    explicit_bzero(&body[write], body.size() - write);
+    body.resize(write);
+}
+
+// A body cut at the cap may end in the first bytes of a copy of the token;
+// they are cut too (the body is already incomplete).
+void cut_token_start(std::string &body, std::string_view token) {
+    for (std::size_t n = std::min(body.size(), token.size() - 1); n > 0; --n) {
+        if (body.compare(body.size() - n, n, token.data(), n) == 0) {
+            explicit_bzero(&body[body.size() - n], n);
+            body.resize(body.size() - n);
+            return;
+        }
+    }
+}
+
+// Keeps the minted token out of the body handed over: the endpoint may echo
+// its Authorization header, and a body can end up in a stored row.
+void remove_token(HttpResult &result, std::string_view token) {
+    if (token.empty()) return;
+    replace_token(result.body, token);
+    if (result.body_truncated) cut_token_start(result.body, token);
+}
+
 // Milliseconds elapsed since start, for results that never reached curl.
 double elapsed_ms(Clock::time_point start) {
     return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -98,17 +170,33 @@ struct Transfer {
     std::string body;  // request body; curl reads it in place
     HttpResult result;
     std::size_t max_body = 0;
-    bool out_of_memory = false;  // a callback could not store what it got
+    long timeout_ms = 1;          // whole transfer, as given to curl
+    long connect_timeout_ms = 1;  // connect phase, as given to curl
+    std::string minted_token;     // from header_at_start; wiped when freed
+    bool out_of_memory = false;   // a callback could not store what it got
     Clock::time_point started;
     char errbuf[CURL_ERROR_SIZE];
 
     Transfer() { errbuf[0] = '\0'; }
     ~Transfer() {
-        curl_slist_free_all(headers);
+        free_headers();
+        wipe(minted_token);
         if (easy != nullptr) curl_easy_cleanup(easy);
     }
     Transfer(const Transfer &) = delete;
     Transfer &operator=(const Transfer &) = delete;
+
+    // The list holds a copy of the minted Authorization header: it is wiped
+    // before the list is freed.
+    void free_headers() {
+        for (curl_slist *h = headers; h != nullptr && !minted_token.empty(); h = h->next) {
+            if (std::strstr(h->data, minted_token.c_str()) != nullptr) {
+                explicit_bzero(h->data, std::strlen(h->data));
+            }
+        }
+        curl_slist_free_all(headers);
+        headers = nullptr;
+    }
 };
 
 // Keeps the first max_body response bytes and drops the rest, so a huge or
@@ -164,8 +252,9 @@ size_t on_header(char *data, size_t size, size_t nitems, void *userdata) {
     return n;
 }
 
-// A short message a person can act on: curl's summary plus its detail line.
-// Built only from curl's own text, never from the request's headers.
+// curl's summary plus its detail line, for the server log: the detail names
+// the host, address and port. Built only from curl's own text, never from
+// the request's headers.
 std::string describe_failure(CURLcode code, const Transfer &t) {
     std::string msg =
         t.out_of_memory ? "out of memory while storing the response" : curl_easy_strerror(code);
@@ -176,6 +265,58 @@ std::string describe_failure(CURLcode code, const Transfer &t) {
     }
     if (msg.size() > kErrorCap) msg.resize(kErrorCap);
     return msg;
+}
+
+// The OS error behind a failed connect: tells a refused connection from
+// one that got no answer, which CURLE_COULDNT_CONNECT alone does not.
+long os_errno(CURL *easy) {
+    long err = 0;
+    curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &err);
+    return err;
+}
+
+// A timeout before the connection was ready (TCP and TLS) is the connect
+// timeout's; any later one is the whole attempt's.
+std::string timeout_class(const Transfer &t) {
+    curl_off_t ready_us = 0;
+    curl_easy_getinfo(t.easy, CURLINFO_PRETRANSFER_TIME_T, &ready_us);
+    if (ready_us == 0 && t.connect_timeout_ms < t.timeout_ms) {
+        return "could not connect within " + std::to_string(t.connect_timeout_ms) + " ms";
+    }
+    return "timed out after " + std::to_string(t.timeout_ms) + " ms";
+}
+
+// What a job's user may read about a failed transfer: the kind of failure in
+// a few words, never where the request went (that is describe_failure's).
+std::string failure_class(CURLcode code, const Transfer &t) {
+    if (t.out_of_memory) return "out of memory while storing the response";
+    switch (code) {
+        case CURLE_COULDNT_RESOLVE_HOST:
+            return "could not resolve the endpoint's host name";
+        case CURLE_COULDNT_CONNECT:
+            return os_errno(t.easy) == ECONNREFUSED ? "connection refused" : "could not connect";
+        case CURLE_OPERATION_TIMEDOUT:
+            return timeout_class(t);
+        case CURLE_SSL_CONNECT_ERROR:
+            return "TLS handshake failed";
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+        case CURLE_SSL_INVALIDCERTSTATUS:
+            return "TLS certificate verification failed";
+        case CURLE_PARTIAL_FILE:
+        case CURLE_GOT_NOTHING:
+            return "connection closed before a complete response";
+        case CURLE_SEND_ERROR:
+            return "sending the request failed";
+        case CURLE_RECV_ERROR:
+            return "receiving the response failed";
+        case CURLE_WEIRD_SERVER_REPLY:
+            return "the endpoint's reply is not valid HTTP";
+        case CURLE_UNSUPPORTED_PROTOCOL:
+            return "unsupported protocol: only http and https are allowed";
+        default:
+            return "transport error (curl code " + std::to_string(static_cast<int>(code)) + ")";
+    }
 }
 
 }  // namespace
@@ -203,7 +344,9 @@ struct HttpEngine::Impl {
     CURL *acquire();
     void recycle(Transfer &t);
     void detach(Transfer &t);
-    bool configure(Transfer &t, const std::string &url, long timeout_ms, long connect_ms);
+    bool add_headers(Transfer &t, const std::vector<std::string> &headers,
+                     const std::string &minted);
+    bool configure(Transfer &t, const std::string &url);
     void fail_now(std::unique_ptr<Transfer> t, std::string error);
     void complete(CURL *easy, CURLcode code);
     void harvest();
@@ -336,14 +479,29 @@ void HttpEngine::Impl::recycle(Transfer &t) {
 // Takes a transfer out of the multi handle and releases what curl held for it.
 void HttpEngine::Impl::detach(Transfer &t) {
     if (t.easy != nullptr) curl_multi_remove_handle(multi, t.easy);
-    curl_slist_free_all(t.headers);
-    t.headers = nullptr;
+    t.free_headers();
     recycle(t);
 }
 
+// Lists the request's headers, then the one minted at start (if any), for
+// curl; false when out of memory.
+bool HttpEngine::Impl::add_headers(Transfer &t, const std::vector<std::string> &headers,
+                                   const std::string &minted) {
+    auto add = [&t](const std::string &line) {
+        curl_slist *next = curl_slist_append(t.headers, line.c_str());
+        if (next != nullptr) t.headers = next;
+        return next != nullptr;
+    };
+    for (const std::string &h : headers) {
+        if (!add(h)) return false;
+    }
+    if (!minted.empty() && !add(minted)) return false;
+    // "Expect:" stops curl from waiting for 100-continue on large bodies.
+    return add("Expect:");
+}
+
 // Applies the fixed safety options and the request's own settings.
-bool HttpEngine::Impl::configure(Transfer &t, const std::string &url, long timeout_ms,
-                                 long connect_ms) {
+bool HttpEngine::Impl::configure(Transfer &t, const std::string &url) {
     CURL *e = t.easy;
     t.errbuf[0] = '\0';
     return curl_easy_setopt(e, CURLOPT_PRIVATE, &t) == CURLE_OK &&
@@ -359,8 +517,8 @@ bool HttpEngine::Impl::configure(Transfer &t, const std::string &url, long timeo
            curl_easy_setopt(e, CURLOPT_MAXREDIRS, 0L) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK &&
-           curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, std::max(1L, timeout_ms)) == CURLE_OK &&
-           curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, std::max(1L, connect_ms)) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, t.timeout_ms) == CURLE_OK &&
+           curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, t.connect_timeout_ms) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_PIPEWAIT, is_https(url) ? 1L : 0L) == CURLE_OK &&
            curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK &&
@@ -381,6 +539,7 @@ void HttpEngine::Impl::fail_now(std::unique_ptr<Transfer> t, std::string error) 
     recycle(*t);
     HttpResult r = std::move(t->result);
     r.status = 0;
+    r.error_detail = error;  // nothing here names the endpoint
     r.error = std::move(error);
     r.duration_ms = elapsed_ms(t->started);
     t.reset();
@@ -404,12 +563,14 @@ void HttpEngine::Impl::complete(CURL *easy, CURLcode code) {
     curl_off_t total_us = 0;
     curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us);
     r.duration_ms = total_us > 0 ? static_cast<double>(total_us) / 1000.0 : elapsed_ms(t->started);
+    remove_token(r, t->minted_token);
 
     if (code == CURLE_OK && status > 0) {
         r.status = status;
     } else {
         r.status = 0;
-        r.error = code == CURLE_OK ? "no HTTP status received" : describe_failure(code, *t);
+        r.error = code == CURLE_OK ? "no HTTP status received" : failure_class(code, *t);
+        r.error_detail = code == CURLE_OK ? r.error : describe_failure(code, *t);
         r.body.clear();
         r.body.shrink_to_fit();
         r.body_truncated = false;
@@ -459,6 +620,8 @@ void HttpEngine::submit(HttpRequest request) {
     t->result.tag = request.tag;
     t->max_body = m.max_body;
     t->body = std::move(request.body);
+    t->timeout_ms = std::max(1L, request.timeout_ms);  // 0 would mean "never" to curl
+    t->connect_timeout_ms = std::max(1L, request.connect_timeout_ms);
     if (!m.usable()) {
         m.fail_now(std::move(t), "http engine unavailable: " + m.init_error);
         return;
@@ -468,20 +631,16 @@ void HttpEngine::submit(HttpRequest request) {
         m.fail_now(std::move(t), "could not create a curl handle");
         return;
     }
+    ScopedSecret minted;
     if (request.header_at_start) {
-        request.headers.push_back(request.header_at_start(static_cast<std::int64_t>(time(nullptr))));
+        minted.text = request.header_at_start(static_cast<std::int64_t>(time(nullptr)));
+        t->minted_token.assign(bearer_token(minted.text));
     }
-    // "Expect:" stops curl from waiting for 100-continue on large bodies.
-    request.headers.emplace_back("Expect:");
-    for (const std::string &h : request.headers) {
-        curl_slist *next = curl_slist_append(t->headers, h.c_str());
-        if (next == nullptr) {
-            m.fail_now(std::move(t), "out of memory building request headers");
-            return;
-        }
-        t->headers = next;
+    if (!m.add_headers(*t, request.headers, minted.text)) {
+        m.fail_now(std::move(t), "out of memory building request headers");
+        return;
     }
-    if (!m.configure(*t, request.url, request.timeout_ms, request.connect_timeout_ms)) {
+    if (!m.configure(*t, request.url)) {
         m.fail_now(std::move(t), "could not configure the request");
         return;
     }

@@ -24,23 +24,34 @@
 namespace jobrunner {
 
 struct HttpRequest {
-    std::uint64_t tag = 0;             // caller's handle, returned in the result
-    std::string url;                   // validated by the caller
+    std::uint64_t tag = 0;  // caller's handle, returned in the result
+    std::string url;        // validated by the caller
     std::string body;
     std::vector<std::string> headers;  // "Name: value", validated by the caller
     long timeout_ms = 300000;          // whole transfer
     long connect_timeout_ms = 10000;
     // A header computed as the transfer starts rather than when the request
     // is built: a request may wait for a free slot, and a token's lifetime
-    // must count from when it is sent. Gets the Unix time in seconds.
+    // must count from when it is sent. Gets the Unix time in seconds. When it
+    // is "Authorization: Bearer <token>", the token is kept out of the result
+    // (see HttpResult::body) and wiped when the transfer is freed.
     std::function<std::string(std::int64_t now_s)> header_at_start;
 };
 
 struct HttpResult {
     std::uint64_t tag = 0;
-    long status = 0;                   // HTTP status; 0 when no response arrived
-    std::string error;                 // transport error; empty when a response arrived
-    std::string body;                  // at most max_body_bytes
+    long status = 0;  // HTTP status; 0 when no response arrived
+    // Why no response arrived, in words a job's user may read ("connection
+    // refused", "timed out after 300 ms"): never a host, address, port or
+    // URL. Empty when a response arrived.
+    std::string error;
+    // The same failure in libcurl's own words, which name the host and port:
+    // for the server log only, never for a stored row.
+    std::string error_detail;
+    // At most max_body_bytes. Every copy of the token header_at_start minted
+    // is replaced with "[token removed]", so an endpoint that echoes its
+    // Authorization header cannot get the token stored.
+    std::string body;
     bool body_truncated = false;
     std::string content_type;
     std::optional<std::string> retry_after;  // raw Retry-After header value

@@ -155,6 +155,25 @@ void append_int_member(std::string &out, std::string_view key, std::int64_t valu
     out.append(std::to_string(value));
 }
 
+// Appends "key": and an already-serialized JSON value.
+void append_raw_member(std::string &out, std::string_view key, std::string_view json) {
+    if (out.size() > 1) out.push_back(',');
+    out.push_back('"');
+    out.append(key);
+    out.append("\":");
+    out.append(json);
+}
+
+// {"id":..,"name":..,"attempt":..}: the attempt the token acts for.
+std::string encode_job_claim(const JobClaim &job) {
+    std::string out = "{";
+    append_string_member(out, "id", job.id);
+    append_string_member(out, "name", job.name);
+    append_int_member(out, "attempt", job.attempt);
+    out.push_back('}');
+    return out;
+}
+
 }  // namespace
 
 // JWS segments must be URL-safe and unpadded (RFC 7515 section 2).
@@ -280,6 +299,8 @@ std::string encode_claims(const UserClaims &claims) {
     if (claims.email) append_string_member(out, "email", *claims.email);
     append_int_member(out, "iat", claims.iat);
     append_int_member(out, "exp", claims.exp);
+    if (claims.jti) append_string_member(out, "jti", *claims.jti);
+    if (claims.job) append_raw_member(out, "job", encode_job_claim(*claims.job));
     out.push_back('}');
     return out;
 }

@@ -39,25 +39,34 @@ std::string sign_hs256(std::string_view payload_json, std::string_view secret);
 
 // Signs the given header and payload bytes exactly as given (used for the
 // RFC 7515 test vector, whose header is not our canonical one).
-std::string sign_hs256_raw(std::string_view header_json,
-                           std::string_view payload_json,
+std::string sign_hs256_raw(std::string_view header_json, std::string_view payload_json,
                            std::string_view secret);
 
 // True when token is a well-formed HS256 compact JWS whose signature matches;
 // the comparison is constant-time.
 bool verify_hs256(std::string_view token, std::string_view secret);
 
-// The claims of a token minted for a job's user.
-struct UserClaims {
-    std::optional<std::string> sub;   // absent for system jobs
-    std::string role;                 // also used as "aud"
-    std::optional<std::string> email;
-    std::int64_t iat = 0;             // seconds since the epoch
-    std::int64_t exp = 0;
+// The job attempt a token was minted for: lets an endpoint tell "acting for
+// this attempt" from "the user acting for herself".
+struct JobClaim {
+    std::string id;
+    std::string name;
+    std::int64_t attempt = 0;
 };
 
-// {"sub":..,"role":..,"aud":..,"email":..,"iat":..,"exp":..}; absent
-// optionals are omitted.
+// The claims of a token minted for a job's user.
+struct UserClaims {
+    std::optional<std::string> sub;  // absent for system jobs
+    std::string role;                // also used as "aud"
+    std::optional<std::string> email;
+    std::int64_t iat = 0;  // seconds since the epoch
+    std::int64_t exp = 0;
+    std::optional<std::string> jti;  // "<job id>/<attempt>"; only job tokens
+    std::optional<JobClaim> job;     // only job tokens
+};
+
+// {"sub":..,"role":..,"aud":..,"email":..,"iat":..,"exp":..,"jti":..,
+// "job":{"id":..,"name":..,"attempt":..}}; absent optionals are omitted.
 std::string encode_claims(const UserClaims &claims);
 
 }  // namespace jobrunner

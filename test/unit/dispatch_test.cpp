@@ -84,10 +84,24 @@ TEST(DispatchTest, TokenIsForTheJobsUserAndExpiresWithTheAttempt) {
     ASSERT_EQ(token.rfind("Bearer ", 0), 0u);
     EXPECT_TRUE(verify_hs256(token.substr(7), kSecret));
     EXPECT_FALSE(verify_hs256(token.substr(7), kSecret + "x"));
+    // 30 s timeout + 60 s slack; then the attempt the token was minted for.
     EXPECT_EQ(token_payload(r),
               "{\"sub\":\"8d5b3f3e-1111-4c1e-9e39-000000000001\",\"role\":\"authenticated\","
               "\"aud\":\"authenticated\",\"email\":\"a@example.com\",\"iat\":1700000000,"
-              "\"exp\":1700000090}");  // 30 s timeout + 60 s slack
+              "\"exp\":1700000090,\"jti\":\"6e99740b-86bb-47c1-b4df-f3f492abc9f9/3\","
+              "\"job\":{\"id\":\"6e99740b-86bb-47c1-b4df-f3f492abc9f9\",\"name\":\"send-email\","
+              "\"attempt\":3}}");
+}
+
+TEST(DispatchTest, EachAttemptGetsItsOwnTokenId) {
+    ClaimedJob j = user_job();
+    HttpRequest third, fourth;
+    ASSERT_FALSE(build_request(j, mint(), 1, third).has_value());
+    j.attempt = 4;
+    ASSERT_FALSE(build_request(j, mint(), 2, fourth).has_value());
+    EXPECT_NE(token_payload(third).find("\"jti\":\"" + j.id + "/3\""), std::string::npos);
+    EXPECT_NE(token_payload(fourth).find("\"jti\":\"" + j.id + "/4\""), std::string::npos);
+    EXPECT_NE(token_payload(fourth).find("\"attempt\":4}"), std::string::npos);
 }
 
 TEST(DispatchTest, TokenNeverOutlivesTheAttemptPlusOneMinute) {
@@ -95,7 +109,7 @@ TEST(DispatchTest, TokenNeverOutlivesTheAttemptPlusOneMinute) {
     j.timeout_ms = 300;  // a sub-second timeout must not round the expiry up
     HttpRequest r;
     ASSERT_FALSE(build_request(j, mint(), 1, r).has_value());
-    EXPECT_NE(token_payload(r).find("\"exp\":1700000060}"), std::string::npos) << token_payload(r);
+    EXPECT_NE(token_payload(r).find("\"exp\":1700000060,"), std::string::npos) << token_payload(r);
 }
 
 TEST(DispatchTest, TokenIsMintedWhenTheRequestStarts) {
@@ -106,7 +120,7 @@ TEST(DispatchTest, TokenIsMintedWhenTheRequestStarts) {
     ASSERT_TRUE(static_cast<bool>(r.header_at_start));
     EXPECT_TRUE(verify_hs256(header(r, "Authorization", kStart + 600).substr(7), kSecret));
     std::string payload = token_payload(r, kStart + 600);
-    EXPECT_NE(payload.find("\"iat\":1700000600,\"exp\":1700000690}"), std::string::npos) << payload;
+    EXPECT_NE(payload.find("\"iat\":1700000600,\"exp\":1700000690,"), std::string::npos) << payload;
 }
 
 TEST(DispatchTest, SystemJobTokenHasNoSubAndTheSystemRole) {
@@ -120,6 +134,11 @@ TEST(DispatchTest, SystemJobTokenHasNoSubAndTheSystemRole) {
     EXPECT_EQ(payload.find("\"sub\""), std::string::npos);
     EXPECT_NE(payload.find("\"role\":\"service_role\""), std::string::npos);
     EXPECT_EQ(payload.find("\"email\""), std::string::npos);
+    // A system job's token still says which attempt it acts for.
+    EXPECT_NE(
+        payload.find("\"job\":{\"id\":\"" + j.id + "\",\"name\":\"send-email\",\"attempt\":3}"),
+        std::string::npos)
+        << payload;
 }
 
 TEST(DispatchTest, EmptyBodyIsSentAsEmptyObject) {
@@ -194,8 +213,15 @@ TEST(DispatchTest, FailuresSayWhy) {
               "HTTP 302 (redirects are not followed)");
 
     res.status = 0;
-    res.error = "Connection refused";
-    EXPECT_EQ(outcome_from_result(user_job(), res, 0).error, "Connection refused");
+    res.body.clear();
+    res.error = "connection refused";
+    res.error_detail = "Failed to connect to 10.1.2.3 port 56119 after 0 ms: Connection refused";
+    o = outcome_from_result(user_job(), res, 0);
+    EXPECT_EQ(o.error, "connection refused");  // never where the job was sent
+    EXPECT_EQ(o.error_detail, res.error_detail);
+
+    res.error.clear();
+    EXPECT_EQ(outcome_from_result(user_job(), res, 0).error, "no response");
 }
 
 TEST(DispatchTest, RetryAfterOnlyFor429And503) {
@@ -211,11 +237,14 @@ TEST(DispatchTest, RetryAfterOnlyFor429And503) {
 
 TEST(DispatchTest, SanitizeTextYieldsValidUtf8WithoutNul) {
     EXPECT_EQ(sanitize_text("ok", 10), "ok");
-    EXPECT_EQ(sanitize_text(std::string("a\0b", 3), 10), "a\xEF\xBF\xBD" "b");
+    EXPECT_EQ(sanitize_text(std::string("a\0b", 3), 10),
+              "a\xEF\xBF\xBD"
+              "b");
     EXPECT_EQ(sanitize_text("\xFF", 10), "\xEF\xBF\xBD");
-    EXPECT_EQ(sanitize_text("\xC3\xA9", 10), "\xC3\xA9");           // é kept
-    EXPECT_EQ(sanitize_text("\xED\xA0\x80", 10), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
-    EXPECT_EQ(sanitize_text("ab\xC3\xA9", 3), "ab");                 // never cuts a character
+    EXPECT_EQ(sanitize_text("\xC3\xA9", 10), "\xC3\xA9");  // é kept
+    EXPECT_EQ(sanitize_text("\xED\xA0\x80", 10),
+              "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
+    EXPECT_EQ(sanitize_text("ab\xC3\xA9", 3), "ab");    // never cuts a character
     std::string big(10000, 'x');
     EXPECT_EQ(sanitize_text(big, 200).size(), 200u);
 }

@@ -3,11 +3,12 @@
  *
  * The server runs on 127.0.0.1 (ephemeral port) on its own thread: plain
  * sockets and poll(), keep-alive, and endpoints that misbehave on purpose
- * (slow, reset, redirect, huge). The engine is driven only the way the worker
- * drives it: wait for fd() to become readable or next_timeout_ms() to pass,
- * then poll(). Every wait has a deadline; nothing sleeps a fixed time.
+ * (slow, reset, hang-up, cut short, redirect, huge). The engine is driven
+ * only the way the worker drives it (engine_driver.hpp). Every wait has a
+ * deadline; nothing sleeps a fixed time.
  */
 #include "core/http_engine.hpp"
+#include "engine_driver.hpp"
 #include "test_http_server.hpp"
 
 #include <gtest/gtest.h>
@@ -44,64 +45,9 @@ using namespace test_support;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-constexpr const char *kUserAgent = "pg_jobrunner/test";
-
-// Drives the engine like the worker: sleep on fd() or the timer, then poll().
-// Returns once done() holds or the deadline passes; counts loop iterations.
-// A condition on the server's state needs a slice: the engine has no reason
-// to wake when only the server made progress.
-struct Driver {
-    explicit Driver(HttpEngine &e) : engine(e) {}
-
-    HttpEngine &engine;
-    std::vector<HttpResult> results;
-    long iterations = 0;
-
-    bool run_until(const std::function<bool()> &done, milliseconds budget = milliseconds(5000),
-                   long slice_ms = -1) {
-        const auto deadline = Clock::now() + budget;
-        while (!done()) {
-            const auto now = Clock::now();
-            if (now >= deadline) return false;
-            long left = std::chrono::duration_cast<milliseconds>(deadline - now).count() + 1;
-            long t = engine.next_timeout_ms();
-            if (slice_ms >= 0) left = std::min(left, slice_ms);
-            int wait = static_cast<int>(t < 0 ? left : std::min(t, left));
-            pollfd p{engine.fd(), POLLIN, 0};
-            ::poll(&p, 1, wait);
-            engine.poll();
-            engine.take_finished(results);
-            ++iterations;
-        }
-        return true;
-    }
-
-    // Waits for n results in total.
-    bool wait_results(std::size_t n, milliseconds budget = milliseconds(5000)) {
-        return run_until([&] { return results.size() >= n; }, budget);
-    }
-};
-
-HttpRequest post(const std::string &url, std::uint64_t tag, std::string body = "{}") {
-    HttpRequest r;
-    r.tag = tag;
-    r.url = url;
-    r.body = std::move(body);
-    r.headers = {"Content-Type: application/json"};
-    r.timeout_ms = 5000;
-    r.connect_timeout_ms = 2000;
-    return r;
-}
-
 class HttpEngineTest : public ::testing::Test {
 protected:
-    // A proxy from the environment would take the loopback requests elsewhere.
-    static void SetUpTestSuite() {
-        for (const char *v :
-             {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) {
-            unsetenv(v);
-        }
-    }
+    static void SetUpTestSuite() { unset_proxies(); }
 
     // One request through a fresh engine; the single result.
     HttpResult one(HttpRequest req, std::size_t cap = 1 << 20) {
@@ -266,8 +212,9 @@ TEST_F(HttpEngineTest, TimeoutGivesStatusZeroAndError) {
     const auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - start).count();
     EXPECT_EQ(r.tag, 8u);
     EXPECT_EQ(r.status, 0);
-    EXPECT_NE(r.error.find("Timeout"), std::string::npos) << r.error;
-    EXPECT_EQ(r.error.find("top-secret"), std::string::npos) << r.error;
+    EXPECT_EQ(r.error, "timed out after 300 ms");
+    EXPECT_NE(r.error_detail.find("Timeout"), std::string::npos) << r.error_detail;
+    EXPECT_EQ(r.error_detail.find("top-secret"), std::string::npos) << r.error_detail;
     EXPECT_EQ(r.body, "");
     EXPECT_GE(took, 250);
     EXPECT_LT(took, 3000);
@@ -278,27 +225,48 @@ TEST_F(HttpEngineTest, ResetGivesStatusZeroAndError) {
     HttpResult r = one(post(server.url("/reset"), 4));
     EXPECT_EQ(r.status, 0);
     EXPECT_FALSE(r.error.empty());
+    EXPECT_EQ(r.error.find("127.0.0.1"), std::string::npos) << r.error;
+    EXPECT_FALSE(r.error_detail.empty());
     EXPECT_EQ(r.body, "");
     EXPECT_GE(server.hits("/reset"), 1);
 }
 
-TEST_F(HttpEngineTest, RefusedConnectionGivesError) {
-    // A bound socket that never listens: the kernel answers with RST.
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(bind(s, (sockaddr *)&addr, sizeof addr), 0);
-    socklen_t len = sizeof addr;
-    getsockname(s, (sockaddr *)&addr, &len);
-    HttpRequest req = post("http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/ok", 6);
+TEST_F(HttpEngineTest, RefusedConnectionSaysSoWithoutNamingTheEndpoint) {
+    RefusingPort closed;
+    HttpRequest req = post(closed.url("/ok"), 6);
     req.headers.push_back("Authorization: Bearer top-secret-token");
     HttpResult r = one(std::move(req));
-    close(s);
     EXPECT_EQ(r.tag, 6u);
     EXPECT_EQ(r.status, 0);
-    EXPECT_NE(r.error.find("connect"), std::string::npos) << r.error;
-    EXPECT_EQ(r.error.find("top-secret"), std::string::npos) << r.error;
+    EXPECT_EQ(r.error, "connection refused");
+    // The detail is curl's own message, for the server log: it names the port.
+    EXPECT_NE(r.error_detail.find(std::to_string(closed.port())), std::string::npos)
+        << r.error_detail;
+    EXPECT_EQ(r.error_detail.find("top-secret"), std::string::npos) << r.error_detail;
+}
+
+TEST_F(HttpEngineTest, ConnectTimeoutIsNamedWithTheConnectLimit) {
+    FullBacklogPort silent;
+    HttpRequest req = post(silent.url("/ok"), 7);
+    req.timeout_ms = 5000;
+    req.connect_timeout_ms = 200;
+    HttpResult r = one(std::move(req));
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.error, "could not connect within 200 ms");
+    EXPECT_NE(r.error_detail.find("Timeout"), std::string::npos) << r.error_detail;
+}
+
+TEST_F(HttpEngineTest, ResponseCutShortIsAClosedConnection) {
+    HttpResult r = one(post(server.url("/partial"), 1));
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.error, "connection closed before a complete response");
+    EXPECT_FALSE(r.error_detail.empty());
+    EXPECT_EQ(r.body, "");  // ten bytes of a hundred are no response
+
+    HttpResult nothing = one(post(server.url("/hangup"), 2));
+    EXPECT_EQ(nothing.status, 0);
+    EXPECT_EQ(nothing.error, "connection closed before a complete response");
+    EXPECT_FALSE(nothing.error_detail.empty());
 }
 
 TEST_F(HttpEngineTest, OnlyHttpAndHttpsAreAllowed) {
@@ -323,7 +291,8 @@ TEST_F(HttpEngineTest, OnlyHttpAndHttpsAreAllowed) {
     for (const HttpResult &r : d.results) {
         SCOPED_TRACE(urls.at(r.tag));
         EXPECT_EQ(r.status, 0);
-        EXPECT_NE(r.error.find("Unsupported protocol"), std::string::npos) << r.error;
+        EXPECT_EQ(r.error, "unsupported protocol: only http and https are allowed");
+        EXPECT_NE(r.error_detail.find("Unsupported protocol"), std::string::npos) << r.error_detail;
         EXPECT_EQ(r.body, "");
     }
     EXPECT_EQ(server.accepted(), 0);  // no scheme reached the network
@@ -414,7 +383,49 @@ TEST_F(HttpEngineTest, TimeoutsAreClampedToAtLeastOneMillisecond) {
     req.connect_timeout_ms = -5;
     HttpResult r = one(std::move(req));
     EXPECT_EQ(r.status, 0);
-    EXPECT_NE(r.error.find("Timeout"), std::string::npos) << r.error;
+    EXPECT_EQ(r.error, "timed out after 1 ms");
+}
+
+// A token shaped like ours; what an echoing endpoint must not get stored.
+const std::string kMinted =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1MSJ9."
+    "c2lnbmF0dXJlLXRoYXQtbXVzdC1uZXZlci1sZWFr";
+
+// A request whose Authorization header is minted as it starts, like a job's.
+HttpRequest minted_post(const std::string &url, std::uint64_t tag, std::string body = "{}") {
+    HttpRequest r = post(url, tag, std::move(body));
+    r.header_at_start = [](std::int64_t) { return "Authorization: Bearer " + kMinted; };
+    return r;
+}
+
+// Occurrences of needle in text.
+std::size_t count(const std::string &text, const std::string &needle) {
+    std::size_t n = 0;
+    for (std::size_t at = text.find(needle); at != std::string::npos;
+         at = text.find(needle, at + needle.size())) {
+        ++n;
+    }
+    return n;
+}
+
+TEST_F(HttpEngineTest, EveryCopyOfTheMintedTokenIsRemovedFromTheBody) {
+    // /echo sends back the request head (with the header) and the body.
+    HttpResult r = one(minted_post(server.url("/echo"), 1, "<" + kMinted + kMinted + ">"));
+    ASSERT_EQ(r.status, 200) << r.error;
+    EXPECT_EQ(r.body.find(kMinted.substr(kMinted.rfind('.'))), std::string::npos) << r.body;
+    EXPECT_EQ(count(r.body, "[token removed]"), 3u) << r.body;
+    EXPECT_NE(r.body.find("Authorization: Bearer [token removed]\r\n"), std::string::npos)
+        << r.body;
+    EXPECT_EQ(r.body.substr(r.body.size() - 32), "<[token removed][token removed]>");
+}
+
+TEST_F(HttpEngineTest, ABodyCutInsideTheTokenLosesTheStartOfIt) {
+    // {"authorization":"Bearer <token>"}, cut 20 bytes into the token.
+    const std::string before = "{\"authorization\":\"Bearer ";
+    HttpResult r = one(minted_post(server.url("/echo-auth"), 1), before.size() + 20);
+    ASSERT_EQ(r.status, 200) << r.error;
+    EXPECT_TRUE(r.body_truncated);
+    EXPECT_EQ(r.body, before);
 }
 
 }  // namespace

@@ -282,6 +282,49 @@ TEST(Claims, EmailWithoutSub) {
     EXPECT_TRUE(is_valid_json(encode_claims(c)));
 }
 
+TEST(Claims, JobTokenNamesTheAttemptAfterExp) {
+    UserClaims c;
+    c.sub = "u1";
+    c.role = "authenticated";
+    c.email = "a@b.c";
+    c.iat = 1700000000;
+    c.exp = 1700000360;
+    c.jti = "j1/3";
+    c.job = JobClaim{"j1", "send-email", 3};
+    EXPECT_EQ(encode_claims(c),
+              "{\"sub\":\"u1\",\"role\":\"authenticated\",\"aud\":\"authenticated\","
+              "\"email\":\"a@b.c\",\"iat\":1700000000,\"exp\":1700000360,\"jti\":\"j1/3\","
+              "\"job\":{\"id\":\"j1\",\"name\":\"send-email\",\"attempt\":3}}");
+}
+
+TEST(Claims, WithoutJobFieldsTheClaimsAreThoseOfMintUserJwt) {
+    // mint_user_jwt() fills only these: its tokens must not change.
+    UserClaims c;
+    c.sub = "u1";
+    c.role = "authenticated";
+    c.email = "a@b.c";
+    c.iat = 1;
+    c.exp = 2;
+    EXPECT_FALSE(c.jti.has_value());
+    EXPECT_FALSE(c.job.has_value());
+    EXPECT_EQ(encode_claims(c),
+              "{\"sub\":\"u1\",\"role\":\"authenticated\",\"aud\":\"authenticated\","
+              "\"email\":\"a@b.c\",\"iat\":1,\"exp\":2}");
+}
+
+TEST(Claims, JobValuesStayInsideTheirStrings) {
+    UserClaims c;
+    c.role = "r";
+    c.jti = "x\",\"sub\":\"admin";
+    c.job = JobClaim{"i\"}", std::string("n\\\0\n", 4), -1};
+    const std::string json = encode_claims(c);
+    EXPECT_EQ(json,
+              "{\"role\":\"r\",\"aud\":\"r\",\"iat\":0,\"exp\":0,"
+              "\"jti\":\"x\\\",\\\"sub\\\":\\\"admin\","
+              "\"job\":{\"id\":\"i\\\"}\",\"name\":\"n\\\\\\u0000\\n\",\"attempt\":-1}}");
+    EXPECT_TRUE(is_valid_json(json));
+}
+
 TEST(Claims, HostileValuesStayInsideTheirStrings) {
     UserClaims c;
     c.sub = std::string("x\",\"role\":\"service_role\0", 24);

@@ -1,7 +1,8 @@
 /*
  * test_http_server.hpp — a real HTTP/1.1 server on 127.0.0.1 for the HTTP
  * unit tests: one thread, non-blocking sockets, keep-alive, and endpoints
- * that misbehave on purpose (slow, reset, redirect, huge).
+ * that misbehave on purpose (slow, reset, hang-up, cut short, redirect,
+ * huge, echoing the Authorization header).
  */
 #pragma once
 
@@ -49,6 +50,23 @@ inline std::string pattern(std::size_t n) {
 inline std::string lower(std::string s) {
     for (char &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return s;
+}
+
+// The value of header `name` in a request head, or "" when absent.
+inline std::string header_value(const std::string &head, const std::string &name) {
+    std::size_t pos = head.find("\r\n");
+    while (pos != std::string::npos) {
+        std::size_t next = head.find("\r\n", pos + 2);
+        std::string line =
+            head.substr(pos + 2, next == std::string::npos ? std::string::npos : next - pos - 2);
+        std::size_t colon = line.find(':');
+        if (colon != std::string::npos && lower(line.substr(0, colon)) == name) {
+            std::size_t v = line.find_first_not_of(' ', colon + 1);
+            return v == std::string::npos ? "" : line.substr(v);
+        }
+        pos = next;
+    }
+    return "";
 }
 
 // Minimal keep-alive HTTP/1.1 server; one thread, non-blocking sockets.
@@ -106,6 +124,7 @@ private:
         std::optional<Clock::time_point> delayed_until;
         std::string delayed;
         bool dead = false;
+        bool close_after_write = false;  // hang up once out is sent
     };
 
     // Serializes one response with a Content-Length so the connection stays open.
@@ -167,7 +186,7 @@ private:
             int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd < 0) return;
             accepted_++;
-            conns_.push_back(Conn{fd, {}, {}, 0, std::nullopt, {}, false});
+            conns_.push_back(Conn{fd, {}, {}, 0, std::nullopt, {}, false, false});
         }
     }
 
@@ -192,18 +211,8 @@ private:
         std::size_t head_end = c.in.find("\r\n\r\n");
         if (head_end == std::string::npos) return false;
         std::string head = c.in.substr(0, head_end);
-        std::size_t content_length = 0;
-        std::size_t pos = head.find("\r\n");
-        while (pos != std::string::npos) {
-            std::size_t next = head.find("\r\n", pos + 2);
-            std::string line = head.substr(
-                pos + 2, next == std::string::npos ? std::string::npos : next - pos - 2);
-            std::size_t colon = line.find(':');
-            if (colon != std::string::npos && lower(line.substr(0, colon)) == "content-length") {
-                content_length = std::stoul(line.substr(colon + 1));
-            }
-            pos = next;
-        }
+        const std::string length = header_value(head, "content-length");
+        const std::size_t content_length = length.empty() ? 0 : std::stoul(length);
         if (c.in.size() < head_end + 4 + content_length) return false;
         std::string body = c.in.substr(head_end + 4, content_length);
         c.in.erase(0, head_end + 4 + content_length);
@@ -247,8 +256,21 @@ private:
                 "HTTP/1.1 103 Early Hints\r\nContent-Type: text/bogus\r\n"
                 "Retry-After: 99\r\n\r\n";
             c.out += response(200, "OK", "content-TYPE: \t application/json \t\r\n", "{}");
+        } else if (path == "/partial") {
+            // Promises 100 bytes, sends 10, hangs up.
+            c.out += "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + pattern(10);
+            c.close_after_write = true;
+        } else if (path == "/hangup") {
+            c.dead = true;  // an orderly close (FIN) with no response at all
         } else if (path == "/echo") {
             c.out += response(200, "OK", "Content-Type: text/plain\r\n", head + "\r\n\r\n" + body);
+        } else if (path == "/echo-auth" || path == "/echo-auth/500") {
+            // A careless endpoint: its Authorization header, back as JSON.
+            const std::string json =
+                "{\"authorization\":\"" + header_value(head, "authorization") + "\"}";
+            const bool ok = path == "/echo-auth";
+            c.out += response(ok ? 200 : 500, ok ? "OK" : "Internal Server Error",
+                              "Content-Type: application/json\r\n", json);
         } else {
             c.out += response(404, "Not Found", "", "");
         }
@@ -267,6 +289,7 @@ private:
         }
         c.out.clear();
         c.out_off = 0;
+        if (c.close_after_write) c.dead = true;
     }
 
     int listen_fd_ = -1;
@@ -280,8 +303,62 @@ private:
     std::thread thread_;
 };
 
+// A loopback address whose port is bound once and held open for a test.
+class HeldPort {
+public:
+    HeldPort(const HeldPort &) = delete;
+    HeldPort &operator=(const HeldPort &) = delete;
+    ~HeldPort() { close(fd_); }
+
+    int port() const { return port_; }
+    std::string url(const std::string &path) const {
+        return "http://127.0.0.1:" + std::to_string(port_) + path;
+    }
+
+protected:
+    // Binds 127.0.0.1:0, so no other process can take the port meanwhile.
+    HeldPort() {
+        fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        addr_.sin_family = AF_INET;
+        addr_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof addr_;
+        if (fd_ < 0 || bind(fd_, (sockaddr *)&addr_, sizeof addr_) != 0 ||
+            getsockname(fd_, (sockaddr *)&addr_, &len) != 0) {
+            std::perror("held port");
+            std::abort();
+        }
+        port_ = ntohs(addr_.sin_port);
+    }
+
+    int fd_ = -1;
+    int port_ = 0;
+    sockaddr_in addr_{};
+};
+
+// Bound but never listening: the kernel refuses every connect with a RST.
+class RefusingPort : public HeldPort {};
+
+// Listening with a full accept queue that is never drained: the kernel drops
+// every further SYN, so a connect neither succeeds nor is refused.
+class FullBacklogPort : public HeldPort {
+public:
+    FullBacklogPort() {
+        filler_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (filler_ < 0 || listen(fd_, 0) != 0) std::abort();
+        // A backlog of 0 holds one connection; this one fills it.
+        connect(filler_, (sockaddr *)&addr_, sizeof addr_);
+        pollfd p{filler_, POLLOUT, 0};
+        ::poll(&p, 1, 1000);
+    }
+    ~FullBacklogPort() { close(filler_); }
+
+private:
+    int filler_ = -1;
+};
+
 // Waits for a condition owned by the server thread, with a deadline.
-inline bool eventually(const std::function<bool()> &cond, milliseconds budget = milliseconds(3000)) {
+inline bool eventually(const std::function<bool()> &cond,
+                       milliseconds budget = milliseconds(3000)) {
     const auto deadline = Clock::now() + budget;
     while (!cond()) {
         if (Clock::now() >= deadline) return false;
