@@ -69,6 +69,7 @@ constexpr std::int64_t kMaxHeldBodyBytes = 64 * 1024 * 1024;
 constexpr int64 kReadOnlyCheckUs = 2 * 1000 * 1000;
 constexpr int64 kReadOnlyPausedCheckUs = 1000 * 1000;
 constexpr int64 kLockedRetryUs = 200 * 1000;
+constexpr int64 kDetailLogEveryUs = 10 * 1000 * 1000;
 
 // Clears the published pid and latch when the worker exits, however it exits.
 void unpublish(int code, Datum arg) {
@@ -151,6 +152,7 @@ private:
     void pause(const char *reason);
     void resume(const char *log_line);
     void harvest();
+    void log_failure_detail(const std::string &job_name, const Outcome &outcome);
     bool ready_to_claim() const;
     // Jobs held at once: jobrunner.max_in_flight on the wire and as many
     // again waiting on the HTTP thread, which starts them as running ones
@@ -180,6 +182,8 @@ private:
     bool read_only_ = false;           // paused: the database is in read-only mode
     TimestampTz read_only_checked_at_ = 0;
     std::string paused_;               // why dispatch is paused ("" while it runs)
+    // When a transport failure's detail was last logged, per job name.
+    std::unordered_map<std::string, TimestampTz> detail_logged_at_;
     std::vector<HttpResult> results_;
     std::vector<HttpRequest> requests_;
     std::uint64_t next_tag_ = 1;
@@ -304,6 +308,20 @@ bool Dispatcher::read_only_paused(TimestampTz now) {
     return read_only_;
 }
 
+// A transport failure's detail (where the request went, libcurl's words)
+// is for administrators: the job row says only what failed. At most one
+// line per job name every kDetailLogEveryUs, so an endpoint that is down
+// does not flood the log.
+void Dispatcher::log_failure_detail(const std::string &job_name, const Outcome &outcome) {
+    if (outcome.error_detail.empty()) return;
+    TimestampTz now = GetCurrentTimestamp();
+    TimestampTz &last = detail_logged_at_[job_name];
+    if (last != 0 && now - last < kDetailLogEveryUs) return;
+    last = now;
+    ereport(LOG, (errmsg("pg_jobrunner: attempt %d of job %s (%s) failed: %s", outcome.attempt,
+                         outcome.id.c_str(), job_name.c_str(), outcome.error_detail.c_str())));
+}
+
 // Moves finished transfers into outcomes.
 void Dispatcher::harvest() {
     if (http_.failed()) throw std::runtime_error("the HTTP thread stopped: out of memory");
@@ -316,6 +334,7 @@ void Dispatcher::harvest() {
         auto it = held_.find(r.tag);
         if (it == held_.end()) continue;
         outcomes_.push_back(outcome_from_result(it->second, r, now_s));
+        log_failure_detail(it->second.job_name, outcomes_.back());
         (r.status >= 200 && r.status <= 299 ? ok : bad)++;
         held_body_bytes_ -= static_cast<std::int64_t>(it->second.body.size());
         held_.erase(it);

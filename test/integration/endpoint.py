@@ -225,6 +225,15 @@ def check_contract(req):
         problems.append("body is not JSON")
     if req.jwt_error is not None and auth is not None:
         problems.append("JWT: %s" % req.jwt_error)
+    # The token is bound to this attempt of this job (complete_job and
+    # fail_job believe an endpoint only with it).
+    if req.claims is not None:
+        bound = req.claims.get("job") or {}
+        if (bound.get("id"), bound.get("name"), str(bound.get("attempt"))) != (
+                cid, req.header("X-Job-Name"), attempt):
+            problems.append("JWT: job claim %r does not match the request's headers" % (bound,))
+        if req.claims.get("jti") != "%s/%s" % (cid, attempt):
+            problems.append("JWT: jti %r is not <job id>/<attempt>" % (req.claims.get("jti"),))
     return problems
 
 
