@@ -31,6 +31,7 @@ GRANT EXECUTE ON FUNCTION
     jobrunner.fail_job(uuid, text, boolean, int),
     jobrunner.sign_jwt(jsonb, text),
     jobrunner.worker_status(),
+    jobrunner.resume_dispatch(),  -- checks for an admin itself
     -- row-level security policies evaluate these as the querying role
     jobrunner._caller(),
     jobrunner._caller_context(),

@@ -160,3 +160,19 @@ CREATE TABLE jobrunner.schedule (
 );
 COMMENT ON TABLE jobrunner.schedule IS 'recurring jobs: what pg_cron queues, and for whom';
 
+
+-- Where this queue dispatches from: the cluster (system identifier) and
+-- database it was created in, or that an administrator confirmed with
+-- resume_dispatch(). A dump restored elsewhere brings its rows along, and
+-- the worker does not dispatch while a row names another place: a staging
+-- copy of production must not call production's endpoints by surprise.
+-- (The name sorts before "job", so pg_restore loads it before the jobs. No
+-- key: restored in place, the dumped row repeats the one CREATE EXTENSION
+-- wrote, which must not fail the restore.)
+CREATE TABLE jobrunner.dispatch_origin (
+    system_identifier numeric(20, 0) NOT NULL,
+    database_oid      oid            NOT NULL,
+    recorded_at       timestamptz    NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE jobrunner.dispatch_origin IS
+    'where this queue dispatches from (cluster and database); a row naming another place pauses dispatch until resume_dispatch()';

@@ -45,3 +45,13 @@ DROP FUNCTION jobrunner._purge(interval, int);
 DROP FUNCTION jobrunner.worker_status();
 DROP FUNCTION jobrunner._lock_job_for_caller(uuid);
 DROP FUNCTION jobrunner._recover(bigint);
+
+-- Where this queue dispatches from (see tables.sql); recorded by
+-- sql/functions/backup.sql for a database that has none yet.
+CREATE TABLE jobrunner.dispatch_origin (
+    system_identifier numeric(20, 0) NOT NULL,
+    database_oid      oid            NOT NULL,
+    recorded_at       timestamptz    NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE jobrunner.dispatch_origin IS
+    'where this queue dispatches from (cluster and database); a row naming another place pauses dispatch until resume_dispatch()';

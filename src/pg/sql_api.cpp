@@ -34,6 +34,7 @@ PG_FUNCTION_INFO_V1(jobrunner_mint_user_jwt);
 PG_FUNCTION_INFO_V1(jobrunner_worker_status);
 PG_FUNCTION_INFO_V1(jobrunner_max_request_bytes);
 PG_FUNCTION_INFO_V1(jobrunner_stored_size);
+PG_FUNCTION_INFO_V1(jobrunner_here);
 }
 
 namespace jobrunner {
@@ -309,4 +310,22 @@ extern "C" Datum jobrunner_max_request_bytes(PG_FUNCTION_ARGS) {
 extern "C" Datum jobrunner_stored_size(PG_FUNCTION_ARGS) {
     if (PG_ARGISNULL(0)) PG_RETURN_INT64(0);
     PG_RETURN_INT64(static_cast<int64>(toast_raw_datum_size(PG_GETARG_DATUM(0))));
+}
+
+// _here(): this cluster's system identifier (unique per initdb, shared by
+// its physical standbys) and this database's oid.
+extern "C" Datum jobrunner_here(PG_FUNCTION_ARGS) {
+    TupleDesc tupdesc;
+    if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE) {
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                        errmsg("_here() must be called in a context that accepts a row")));
+    }
+    char sysid[32];
+    snprintf(sysid, sizeof(sysid), UINT64_FORMAT, GetSystemIdentifier());
+    Datum values[2] = {DirectFunctionCall3(numeric_in, CStringGetDatum(sysid),
+                                           ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)),
+                       ObjectIdGetDatum(MyDatabaseId)};
+    bool nulls[2] = {false, false};
+    HeapTuple tuple = heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls);
+    PG_RETURN_DATUM(HeapTupleGetDatum(tuple));
 }

@@ -70,6 +70,9 @@ constexpr int64 kReadOnlyCheckUs = 2 * 1000 * 1000;
 constexpr int64 kReadOnlyPausedCheckUs = 1000 * 1000;
 constexpr int64 kLockedRetryUs = 200 * 1000;
 constexpr int64 kDetailLogEveryUs = 10 * 1000 * 1000;
+constexpr const char *kReadOnlyReason =
+    "the database is in read-only mode (default_transaction_read_only is on); dispatch resumes "
+    "by itself when it is lifted";
 
 // Clears the published pid and latch when the worker exits, however it exits.
 void unpublish(int code, Datum arg) {
@@ -149,8 +152,9 @@ private:
     void recover_left_over(TimestampTz now);
     bool schema_usable(Schema schema, const std::string &installed);
     bool read_only_paused(TimestampTz now);
-    void pause(const char *reason);
-    void resume(const char *log_line);
+    enum class Pause { none, read_only, version, origin };
+    void pause(Pause cause, const std::string &reason);
+    void resume(Pause cause, const char *log_line);
     void harvest();
     void log_failure_detail(const std::string &job_name, const Outcome &outcome);
     bool ready_to_claim() const;
@@ -181,7 +185,8 @@ private:
     TimestampTz recover_again_at_ = 0;
     bool read_only_ = false;           // paused: the database is in read-only mode
     TimestampTz read_only_checked_at_ = 0;
-    std::string paused_;               // why dispatch is paused ("" while it runs)
+    Pause pause_cause_ = Pause::none;  // why dispatch is paused
+    std::string paused_;               // that, in words ("" while it dispatches)
     // When a transport failure's detail was last logged, per job name.
     std::unordered_map<std::string, TimestampTz> detail_logged_at_;
     std::vector<HttpResult> results_;
@@ -196,18 +201,19 @@ private:
     WaitEventSet *events_ = nullptr;
 };
 
-// Stops dispatching (claims and records nothing) and says why, once, in the
-// log and in worker_status().
-void Dispatcher::pause(const char *reason) {
-    if (paused_ == reason) return;
+// Stops dispatching and says why, once, in the log and in worker_status().
+void Dispatcher::pause(Pause cause, const std::string &reason) {
+    if (pause_cause_ == cause && paused_ == reason) return;
+    pause_cause_ = cause;
     paused_ = reason;
-    set_paused_reason(reason);
-    ereport(LOG, (errmsg("pg_jobrunner: dispatch paused: %s", reason)));
+    set_paused_reason(reason.c_str());
+    ereport(LOG, (errmsg("pg_jobrunner: dispatch paused: %s", reason.c_str())));
 }
 
-// Dispatches again after a pause, saying so once.
-void Dispatcher::resume(const char *log_line) {
-    if (paused_.empty()) return;
+// Dispatches again once what paused it is over, saying so once.
+void Dispatcher::resume(Pause cause, const char *log_line) {
+    if (pause_cause_ != cause) return;
+    pause_cause_ = Pause::none;
     paused_.clear();
     set_paused_reason(nullptr);
     ereport(LOG, (errmsg("pg_jobrunner: %s", log_line)));
@@ -220,13 +226,12 @@ void Dispatcher::resume(const char *log_line) {
 // would flood the log and could misuse functions whose meaning changed.
 bool Dispatcher::schema_usable(Schema schema, const std::string &installed) {
     if (schema == Schema::current) {
-        if (paused_.rfind("pg_jobrunner ", 0) == 0) resume("dispatch resumed: the installed version matches the library");
+        resume(Pause::version, "dispatch resumed: the installed version matches the library");
         return true;
     }
     if (schema == Schema::other_version) {
-        std::string reason = "pg_jobrunner " + installed + " is installed in this database, but the library is " +
-                             library_version() + ": run ALTER EXTENSION pg_jobrunner UPDATE";
-        pause(reason.c_str());
+        pause(Pause::version, "pg_jobrunner " + installed + " is installed in this database, but the library is " +
+                                  library_version() + ": run ALTER EXTENSION pg_jobrunner UPDATE");
     }
     return false;
 }
@@ -242,7 +247,7 @@ void Dispatcher::recover_at_start() {
         std::string error;
         if (db_refresh_read_only(read_only, error) && !read_only && read_only_) {
             read_only_ = false;
-            resume("dispatch resumed: the database is writable again");
+            resume(Pause::read_only, "dispatch resumed: the database is writable again");
         }
         if (db_recover(worker_id_, out)) {
             if (out.recovered > 0) {
@@ -254,7 +259,7 @@ void Dispatcher::recover_at_start() {
         }
         if (out.read_only || read_only) {
             read_only_ = true;
-            pause("the database is in read-only mode (default_transaction_read_only is on); dispatch resumes by itself when it is lifted");
+            pause(Pause::read_only, kReadOnlyReason);
         } else if (!out.error.empty()) {
             ereport(WARNING, (errmsg("pg_jobrunner: recovery failed: %s", out.error.c_str())));
         } else {
@@ -300,10 +305,10 @@ bool Dispatcher::read_only_paused(TimestampTz now) {
     }
     if (on && !read_only_) {
         read_only_ = true;
-        pause("the database is in read-only mode (default_transaction_read_only is on); dispatch resumes by itself when it is lifted");
+        pause(Pause::read_only, kReadOnlyReason);
     } else if (!on && read_only_) {
         read_only_ = false;
-        resume("dispatch resumed: the database is writable again");
+        resume(Pause::read_only, "dispatch resumed: the database is writable again");
     }
     return read_only_;
 }
@@ -427,7 +432,9 @@ void Dispatcher::step(TimestampTz now) {
     recover_left_over(now);
     bool lease_due = now - last_lease_check_ >= kLeaseCheckUs;
     bool purge_due = now - last_purge_ >= kPurgeEveryUs;
-    bool claim = ready_to_claim() && paused_.empty();
+    // Paused for another version, the extension reports so itself; for a
+    // copied queue, the claim checks the origin first: both get a look.
+    bool claim = ready_to_claim() && !read_only_;
     if (!stuck_.empty() && now >= stuck_retry_at_) {
         outcomes_.insert(outcomes_.end(), std::make_move_iterator(stuck_.begin()),
                          std::make_move_iterator(stuck_.end()));
@@ -471,6 +478,11 @@ void Dispatcher::step(TimestampTz now) {
         next_look_ = now + static_cast<int64>(guc_poll_interval_ms) * 1000;
         return;
     }
+    if (!out.foreign_origin.empty()) {
+        pause(Pause::origin, out.foreign_origin);
+    } else if (claim) {
+        resume(Pause::origin, "dispatch resumed: resume_dispatch() confirmed this database dispatches");
+    }
     if (lease_due) last_lease_check_ = now;
     if (purge_due) last_purge_ = now;
     bool recorded = !outcomes_.empty();
@@ -482,6 +494,7 @@ void Dispatcher::step(TimestampTz now) {
     // A full claim suggests more is due; recorded outcomes free slots.
     if (claim) backlog_ = got == in.claim_limit;
     want_claim_ = (claim && backlog_) || (recorded && !claim) || !outcomes_.empty();
+    if (pause_cause_ == Pause::origin) want_claim_ = false;  // a commit (resume_dispatch) wakes it
     int64 look_in_us = static_cast<int64>(guc_poll_interval_ms) * 1000;
     if (out.next_wakeup_ms >= 0) look_in_us = std::min<int64>(look_in_us, out.next_wakeup_ms * 1000);
     next_look_ = now + look_in_us;

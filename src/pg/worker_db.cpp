@@ -311,6 +311,7 @@ bool db_cycle(const CycleInput &in, CycleOutput &out) {
     RawClaims raw;
     raw.cxt = cycle_context();
     char version[NAMEDATALEN] = {0};
+    char foreign[512] = {0};
     bool read_only = false;
     int64 next_ms = -1;
     int purged = 0;
@@ -340,7 +341,19 @@ bool db_cycle(const CycleInput &in, CycleOutput &out) {
                                       Int32GetDatum(in.failed_retention_s)};
                 purged = (int)select_int(purge, retention);
             }
-            if (in.claim_limit > 0) claim_jobs(in.worker_id, in.claim_limit, in.claim_bytes, raw);
+            // A queue restored or cloned from elsewhere dispatches nothing
+            // until an administrator says so (see sql/functions/backup.sql).
+            if (in.claim_limit > 0) {
+                static KeptStatement origin("SELECT jobrunner._foreign_origin()", 0, nullptr);
+                int rc = origin.run(nullptr, nullptr, 1);
+                if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "checking the origin failed");
+                char *reason = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+                if (reason != nullptr) {
+                    strlcpy(foreign, reason, sizeof(foreign));
+                } else {
+                    claim_jobs(in.worker_id, in.claim_limit, in.claim_bytes, raw);
+                }
+            }
             if (!in.next_wakeup) return;
             // NULL (nothing dated) stays NULL: GREATEST alone would turn it
             // into 0. Every operator is pg_catalog's: the worker is a
@@ -358,6 +371,7 @@ bool db_cycle(const CycleInput &in, CycleOutput &out) {
     out.schema = schema_of(version);
     if (out.schema == Schema::other_version) out.installed_version = version;
     out.read_only = read_only;
+    out.foreign_origin = foreign;
     out.purged = purged;
     out.next_wakeup_ms = next_ms;
     if (!ok) {

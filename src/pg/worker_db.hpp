@@ -37,6 +37,7 @@ struct CycleOutput {
     Schema schema = Schema::current;
     std::string installed_version;     // when schema is other_version
     bool read_only = false;            // transactions are read-only: nothing was done
+    std::string foreign_origin;        // the claim was skipped: the queue was copied from elsewhere
     int purged = 0;
     std::string error;                 // set when the transaction failed (rolled back)
     std::string sqlstate;              // of that error, five characters

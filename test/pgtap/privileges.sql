@@ -62,8 +62,9 @@ SELECT set_eq(
     $$SELECT p.proname::text FROM pg_proc p
        WHERE p.pronamespace = 'jobrunner'::regnamespace AND p.proname NOT LIKE '\_%'
          AND has_function_privilege('authenticated', p.oid, 'EXECUTE')$$,
-    ARRAY['queue_job', 'dequeue_job', 'retry_job', 'complete_job', 'fail_job', 'sign_jwt', 'worker_status'],
-    'public functions authenticated may execute');
+    ARRAY['queue_job', 'dequeue_job', 'retry_job', 'complete_job', 'fail_job', 'sign_jwt', 'worker_status',
+          'resume_dispatch'],
+    'public functions authenticated may execute (resume_dispatch checks for an admin itself)');
 
 ------------------------------------------------------------------------------
 -- SECURITY DEFINER functions pin search_path.

@@ -5,7 +5,7 @@
 -- repeat and a job is never sent while its last request is on the wire;
 -- poison input is refused at enqueue; the claim reads only due jobs.
 BEGIN;
-SELECT plan(45);
+SELECT plan(46);
 SET LOCAL client_min_messages = warning;
 
 DO $$
@@ -58,6 +58,10 @@ SELECT throws_ok(format('SELECT public.trust_mint(%L)', :'alice'), '42501', 'min
                  'nor mint a token for her that way');
 RESET ROLE;
 SELECT is((SELECT count(*)::int FROM jobrunner.job), 1, 'only the admin''s own call queued a job');
+SET LOCAL ROLE mallory;
+SELECT throws_ok('SELECT jobrunner.resume_dispatch()', '42501', 'resume_dispatch is for administrators',
+                 'nobody but an admin resumes a paused dispatch');
+RESET ROLE;
 
 ------------------------------------------------------------------------------
 -- Code ANALYZE runs on a table owner's behalf (an index expression) is a
