@@ -409,3 +409,123 @@ def wait_running_done(conn, job_names, timeout=30):
     wait_for(lambda: scalar(conn, "SELECT count(*) FROM jobrunner.job "
                                   "WHERE job_name = ANY (%s) AND state = 'running'", names) == 0,
              timeout, 0.05, "running jobs of %s did not finish" % list(job_names))
+
+
+# --- clusters of a test's own (restore targets, standbys) -------------------
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CLUSTER_SH = os.path.join(REPO, "test", "lib", "cluster.sh")
+PGBIN = os.path.dirname(env("JOBRUNNER_PGCTL", "/usr/lib/postgresql/15/bin/pg_ctl"))
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """A throwaway cluster beside the main one, started and stopped by the
+    test (test/lib/cluster.sh): its own directory, port and settings (lines
+    appended to postgresql.conf), the same JWT secret as the main cluster.
+
+        c = Cluster("restore", ["jobrunner.database_name = 'restored'"])
+        c.start(); conn = c.connect("postgres"); ...; c.destroy()
+    """
+
+    def __init__(self, name, settings=(), port=None):
+        import tempfile
+        self.dir = tempfile.mkdtemp(prefix="jr-%s." % name, dir="/tmp")
+        os.chmod(self.dir, 0o755)
+        self.home = os.path.join(self.dir, "c")
+        self.datadir = os.path.join(self.home, "data")
+        self.port = port or free_port()
+        self.conf = os.path.join(self.dir, "extra.conf")
+        os.makedirs(self.home)
+        with open(os.path.join(self.home, "jwt_secret"), "w") as f:
+            f.write(secret() + "\n")
+        os.chmod(os.path.join(self.home, "jwt_secret"), 0o600)
+        self.set(settings)
+
+    def set(self, settings):
+        """Replace the extra settings (applied at the next start)."""
+        with open(self.conf, "w") as f:
+            f.write("".join(line + "\n" for line in settings))
+
+    def _owner_run(self, cmd, timeout=120, check=True):
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+        done = subprocess.run(cmd, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=timeout, check=False)
+        if check and done.returncode != 0:
+            raise AssertionError("%s failed (%d): %s" % (" ".join(cmd), done.returncode,
+                                                        done.stdout.decode(errors="replace")))
+        return done.stdout.decode(errors="replace")
+
+    def start(self, timeout=120):
+        """Start it (initdb on the first start, unless a data directory is there)."""
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "-R", "postgres:", self.dir], check=True)
+        done = subprocess.run([CLUSTER_SH, "start", self.home, str(self.port), self.conf],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
+        if done.returncode != 0:
+            raise AssertionError("cluster %s did not start: %s" % (
+                self.home, done.stderr.decode(errors="replace")[-2000:]))
+
+    def stop(self, mode="fast"):
+        """Stop it (mode as pg_ctl's -m; 'immediate' is a crash)."""
+        self._owner_run([os.path.join(PGBIN, "pg_ctl"), "-D", self.datadir, "-m", mode, "-w", "stop"],
+                        check=False)
+
+    def kill_postmaster(self):
+        """kill -9 the postmaster, as a machine failure would."""
+        with open(os.path.join(self.datadir, "postmaster.pid")) as f:
+            pid = int(f.readline())
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not os.path.exists("/proc/%d" % pid), 30, 0.05, "postmaster %d did not die" % pid)
+
+    def promote(self):
+        """pg_ctl promote (a standby becomes a primary)."""
+        self._owner_run([os.path.join(PGBIN, "pg_ctl"), "-D", self.datadir, "-w", "promote"])
+
+    def destroy(self):
+        """Stop it (immediately) and remove its directory."""
+        import shutil
+        if os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
+            self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def connect(self, dbname="postgres", autocommit=True, **kwargs):
+        params = {"host": self.home, "port": self.port, "user": "postgres", "dbname": dbname,
+                  "connect_timeout": 5, "application_name": "jobrunner_it"}
+        params.update(kwargs)
+        conn = psycopg2.connect(**params)
+        conn.autocommit = autocommit
+        return conn
+
+    def bin(self, program, *args, timeout=300):
+        """Run a PostgreSQL program (pg_dump, pg_restore, pg_basebackup ...)
+        against this cluster, as the data directory's owner; its output."""
+        return self._owner_run([os.path.join(PGBIN, program), "-h", self.home, "-p", str(self.port),
+                                "-U", "postgres"] + list(args), timeout=timeout)
+
+    def log_text(self):
+        """The server log so far."""
+        path = os.path.join(self.home, "server.log")
+        if not os.path.exists(path):
+            return ""
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+
+def main_cluster_bin(program, *args, timeout=300):
+    """Run a PostgreSQL program against the main test cluster (libpq env)."""
+    cmd = [os.path.join(PGBIN, program)] + list(args)
+    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise AssertionError("%s failed (%d): %s" % (" ".join(cmd), done.returncode,
+                                                    done.stderr.decode(errors="replace")))
+    return done.stdout
