@@ -242,6 +242,7 @@ bool Dispatcher::schema_usable(Schema schema, const std::string &installed) {
 // be in read-only mode.
 void Dispatcher::recover_at_start() {
     while (!got_sigterm) {
+        publish_figures(GetCurrentTimestamp());  // alive, if idle
         RecoverOutput out;
         bool read_only = false;
         std::string error;
