@@ -32,6 +32,11 @@ BEGIN
     IF _job_name IS NULL THEN
         RAISE EXCEPTION 'job name must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    IF pg_catalog.pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'cannot queue job "%" on a standby', _job_name
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'queue jobs on the primary; a standby reads the queue but never dispatches';
+    END IF;
     IF _job_name !~ '^[A-Za-z0-9._-]{1,128}$' THEN
         RAISE EXCEPTION 'invalid job name %', pg_catalog.quote_literal(pg_catalog.left(_job_name, 200))
             USING ERRCODE = 'invalid_parameter_value',

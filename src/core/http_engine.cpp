@@ -151,11 +151,17 @@ void cut_token_start(std::string &body, std::string_view token) {
 }
 
 // Keeps the minted token out of the body handed over: the endpoint may echo
-// its Authorization header, and a body can end up in a stored row.
+// its Authorization header, and a body can end up in a stored row. Its
+// signature alone goes too: the header and claims are predictable, so the
+// signature is all a reader would need to rebuild the token.
 void remove_token(HttpResult &result, std::string_view token) {
     if (token.empty()) return;
     replace_token(result.body, token);
     if (result.body_truncated) cut_token_start(result.body, token);
+    std::size_t dot = token.rfind('.');
+    if (dot != std::string_view::npos && dot + 1 < token.size()) {
+        replace_token(result.body, token.substr(dot + 1));
+    }
 }
 
 // Milliseconds elapsed since start, for results that never reached curl.

@@ -33,7 +33,8 @@ static const char *show_secret() {
 // session for its own tokens.
 static bool check_secret(char **newval, void **extra, GucSource source) {
     if (source <= PGC_S_ARGV) return true;  // defaults, environment, files, command line
-    if (*newval == nullptr || (*newval)[0] == '\0') return true;  // RESET, or nothing to hide
+    // Even an empty value: stored for a role or database, it would leave
+    // the worker unable to sign anything at its next start.
     GUC_check_errcode(ERRCODE_INSUFFICIENT_PRIVILEGE);
     GUC_check_errmsg("jobrunner.jwt_secret can be set only in the server's configuration files");
     GUC_check_errhint("Set it in postgresql.conf (or with ALTER SYSTEM) and reload.");

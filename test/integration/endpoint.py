@@ -625,6 +625,9 @@ class Endpoint:
             handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                           struct.pack("ii", 1, 0))
             handler.connection.close()
+        elif path == "/echo-headers":
+            # A careless endpoint: the request's headers, token included.
+            self._respond(handler, req, 200, {"headers": dict(req.header_items)})
         elif path == "/callback":
             self._respond(handler, req, 202, {"accepted": True})
             self._callbacks.put(req)

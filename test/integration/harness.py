@@ -448,6 +448,8 @@ class Cluster:
             f.write(secret() + "\n")
         os.chmod(os.path.join(self.home, "jwt_secret"), 0o600)
         self.set(settings)
+        if os.geteuid() == 0:  # the server, pg_basebackup and pg_restore run as postgres
+            subprocess.run(["chown", "-R", "postgres:", self.dir], check=True)
 
     def set(self, settings):
         """Replace the extra settings (applied at the next start)."""

@@ -332,10 +332,6 @@ class SecretSettings(unittest.TestCase):
 
     # --- 5. an endpoint that echoes the token back --------------------------
 
-    @unittest.skip("endpoint.py has no route that echoes request headers back "
-                   "(/ok, /nocontent, /fail, /flaky, /slow, /block, /hold, /retry-after, "
-                   "/redirect, /huge, /reset, /callback); this test expects "
-                   "/echo-headers answering 200 {\"headers\": {name: value}}")
     def test_an_echoed_token_is_not_stored(self):
         """An endpoint that echoes the Authorization header: no token is stored.
 

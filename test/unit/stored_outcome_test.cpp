@@ -136,6 +136,14 @@ TEST_F(StoredOutcomeTest, TokenEchoedInAJsonResponseIsNotStored) {
     EXPECT_TRUE(is_valid_json(*a.outcome.response));
 }
 
+TEST_F(StoredOutcomeTest, TokenSignatureEchoedAloneIsNotStored) {
+    Attempt a = attempt(job_to(server.url("/echo-signature")));
+    ASSERT_EQ(a.result.status, 200) << a.result.error;
+    ASSERT_TRUE(a.outcome.response.has_value());
+    expect_no_signature(*a.outcome.response, a.authorization);
+    EXPECT_EQ(*a.outcome.response, "{\"sig\":\"[token removed]\"}");
+}
+
 TEST_F(StoredOutcomeTest, TokenEchoedInAnErrorBodyIsNotStored) {
     Attempt a = attempt(job_to(server.url("/echo-auth/500")));
     ASSERT_EQ(a.result.status, 500) << a.result.error;

@@ -264,6 +264,13 @@ private:
             c.dead = true;  // an orderly close (FIN) with no response at all
         } else if (path == "/echo") {
             c.out += response(200, "OK", "Content-Type: text/plain\r\n", head + "\r\n\r\n" + body);
+        } else if (path == "/echo-signature") {
+            // A careless endpoint echoing only the token's signature: with
+            // the predictable header and claims, that is the whole token.
+            const std::string auth = header_value(head, "authorization");
+            const std::string json =
+                "{\"sig\":\"" + auth.substr(auth.rfind('.') + 1) + "\"}";
+            c.out += response(200, "OK", "Content-Type: application/json\r\n", json);
         } else if (path == "/echo-auth" || path == "/echo-auth/500") {
             // A careless endpoint: its Authorization header, back as JSON.
             const std::string json =
