@@ -181,7 +181,8 @@ private:
     std::vector<Outcome> stuck_;      // another session held their rows: tried again later
     TimestampTz stuck_retry_at_ = 0;
     std::int64_t held_body_bytes_ = 0;
-    bool recover_again_ = false;       // recovery skipped rows another session held
+    bool recover_again_ = false;       // recovery is due: rows were skipped, or the schema changed
+    bool schema_was_current_ = true;   // the last cycle found this library's version installed
     TimestampTz recover_again_at_ = 0;
     bool read_only_ = false;           // paused: the database is in read-only mode
     TimestampTz read_only_checked_at_ = 0;
@@ -226,9 +227,17 @@ void Dispatcher::resume(Pause cause, const char *log_line) {
 // would flood the log and could misuse functions whose meaning changed.
 bool Dispatcher::schema_usable(Schema schema, const std::string &installed) {
     if (schema == Schema::current) {
+        // The extension was created or updated under a running worker: what
+        // another worker left running there is recovered, as at start.
+        if (!schema_was_current_) {
+            schema_was_current_ = true;
+            recover_again_ = true;
+            recover_again_at_ = 0;
+        }
         resume(Pause::version, "dispatch resumed: the installed version matches the library");
         return true;
     }
+    schema_was_current_ = false;
     if (schema == Schema::other_version) {
         pause(Pause::version, "pg_jobrunner " + installed + " is installed in this database, but the library is " +
                                   library_version() + ": run ALTER EXTENSION pg_jobrunner UPDATE");

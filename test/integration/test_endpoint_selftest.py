@@ -43,9 +43,11 @@ def make_token(sub="11111111-1111-1111-1111-111111111111", role="authenticated",
 
 def contract_headers(job_id=None, job_name="selftest", attempt=1, token=None):
     job_id = job_id or str(uuid.uuid4())
+    # The token is bound to the attempt, as the worker mints it.
+    bound = {"jti": "%s/%s" % (job_id, attempt), "job": {"id": job_id, "name": job_name, "attempt": attempt}}
     return {
         "Content-Type": "application/json",
-        "Authorization": "Bearer " + (token or make_token()),
+        "Authorization": "Bearer " + (token or make_token(**bound)),
         "X-Job": "true",
         "X-Correlation-ID": job_id,
         "X-Job-Name": job_name,
@@ -108,7 +110,10 @@ class EndpointSelfTest(unittest.TestCase):
         self.assertIn("Content-Type", text)
         self.assertIn("X-Job-Attempt", text)
         self.assertIn("body is not JSON", text)
-        self.assertEqual(len(problems), 6, text)
+        # The token was minted for attempt 1, the header says "zero".
+        self.assertIn("job claim", text)
+        self.assertIn("jti", text)
+        self.assertEqual(len(problems), 8, text)
         with self.assertRaises(AssertionError):
             self.ep.assert_no_violations()
 
