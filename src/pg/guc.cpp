@@ -10,6 +10,7 @@
 namespace jobrunner {
 
 char *guc_database_name = nullptr;
+char *guc_databases = nullptr;
 char *guc_jwt_secret = nullptr;
 char *guc_base_url = nullptr;
 int guc_max_in_flight = 256;
@@ -61,13 +62,14 @@ static bool check_base_url(char **newval, void **extra, GucSource source) {
 }
 
 void define_gucs() {
-    // Postmaster-level settings can only be defined while preloading. Loaded
-    // later there is no worker to configure, so the setting is merely shown.
+    // Which databases are served: read by the launcher on every reload.
     DefineCustomStringVariable(
-        "jobrunner.database_name", "Database the pg_jobrunner worker serves.", nullptr,
-        &guc_database_name, "postgres",
-        process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP, 0, nullptr,
-        nullptr, nullptr);
+        "jobrunner.databases", "Databases pg_jobrunner serves (comma-separated).",
+        "Each gets a dispatcher of its own. Empty: jobrunner.database_name.", &guc_databases, "",
+        PGC_SIGHUP, GUC_LIST_INPUT, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "jobrunner.database_name", "Database pg_jobrunner serves when jobrunner.databases is empty.",
+        nullptr, &guc_database_name, "postgres", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomStringVariable(
         "jobrunner.jwt_secret", "HS256 secret for tokens minted for job users (32+ bytes).",
         nullptr, &guc_jwt_secret, "", PGC_SUSET,

@@ -8,6 +8,7 @@
 namespace jobrunner {
 
 extern char *guc_database_name;
+extern char *guc_databases;
 extern char *guc_jwt_secret;
 extern char *guc_base_url;
 extern int guc_max_in_flight;

@@ -1,12 +1,13 @@
 /*
- * module.cpp — _PG_init: settings, shared memory, the background worker and
- * the log filter that keeps the signing secret out of the server log.
+ * module.cpp — _PG_init: settings, shared memory, the launcher (which starts
+ * a dispatcher per database served), the DROP DATABASE hook, and the log
+ * filter that keeps the signing secret out of the server log.
  */
 #include "pg/prelude.hpp"
 
 #include "pg/guc.hpp"
 #include "pg/shmem.hpp"
-#include "pg/worker.hpp"
+#include "pg/launcher.hpp"
 
 #include <cstring>
 
@@ -82,22 +83,6 @@ static void redact_secret(ErrorData *edata) {
     if (prev_emit_log_hook) prev_emit_log_hook(edata);
 }
 
-// Registers the one background worker. After a crash the postmaster restarts
-// it at once with everything else; after an orderly exit (say, the database
-// does not exist yet) it tries again every few seconds, without flooding the log.
-static void register_worker() {
-    BackgroundWorker worker;
-    memset(&worker, 0, sizeof(worker));
-    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-    worker.bgw_restart_time = 5;
-    strlcpy(worker.bgw_library_name, "pg_jobrunner", BGW_MAXLEN);
-    strlcpy(worker.bgw_function_name, "jobrunner_worker_main", BGW_MAXLEN);
-    strlcpy(worker.bgw_name, "pg_jobrunner worker", BGW_MAXLEN);
-    strlcpy(worker.bgw_type, "pg_jobrunner worker", BGW_MAXLEN);
-    RegisterBackgroundWorker(&worker);
-}
-
 }  // namespace jobrunner
 
 // Loaded by shared_preload_libraries (worker, shared memory) or on first use
@@ -110,5 +95,6 @@ void _PG_init(void) {
     emit_log_hook = redact_secret;
     if (!process_shared_preload_libraries_in_progress) return;
     install_shmem_hooks();
-    register_worker();
+    register_launcher();
+    install_drop_database_hook();
 }

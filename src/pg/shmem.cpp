@@ -1,5 +1,6 @@
 /*
- * shmem.cpp — allocation of the shared state and the wake-up signal.
+ * shmem.cpp — allocation of the shared state, slot bookkeeping and the
+ * wake-up signals.
  */
 #include "pg/shmem.hpp"
 
@@ -25,11 +26,14 @@ static void startup_shmem() {
     if (!found) {
         memset(state, 0, sizeof(SharedState));
         SpinLockInit(&state->mutex);
-        pg_atomic_init_u32(&state->wake_pending, 0);
-        pg_atomic_init_u32(&state->in_flight, 0);
-        pg_atomic_init_u64(&state->dispatched, 0);
-        pg_atomic_init_u64(&state->completed, 0);
-        pg_atomic_init_u64(&state->failed, 0);
+        for (DispatcherSlot &slot : state->slots) {
+            SpinLockInit(&slot.mutex);
+            pg_atomic_init_u32(&slot.wake_pending, 0);
+            pg_atomic_init_u32(&slot.in_flight, 0);
+            pg_atomic_init_u64(&slot.dispatched, 0);
+            pg_atomic_init_u64(&slot.completed, 0);
+            pg_atomic_init_u64(&slot.failed, 0);
+        }
     }
     LWLockRelease(AddinShmemInitLock);
 }
@@ -43,22 +47,84 @@ void install_shmem_hooks() {
 
 SharedState *shared_state() { return state; }
 
-// Sets the worker's latch unless a wake-up is already pending, so a burst of
-// commits costs one signal.
-void wake_worker() {
-    if (state == nullptr) return;
-    if (pg_atomic_exchange_u32(&state->wake_pending, 1) != 0) return;
+DispatcherSlot *slot_for_database(Oid db) {
+    if (state == nullptr || !OidIsValid(db)) return nullptr;
+    DispatcherSlot *found = nullptr;
     SpinLockAcquire(&state->mutex);
-    Latch *latch = state->worker_latch;
+    for (int i = 0; i < kMaxDispatchers && found == nullptr; i++) {
+        if (state->database_oid[i] == db) found = &state->slots[i];
+    }
     SpinLockRelease(&state->mutex);
+    return found;
+}
+
+int assign_slot(Oid db) {
+    int chosen = -1;
+    SpinLockAcquire(&state->mutex);
+    for (int i = 0; i < kMaxDispatchers && chosen < 0; i++) {
+        if (state->database_oid[i] == db) chosen = i;
+    }
+    for (int i = 0; i < kMaxDispatchers && chosen < 0; i++) {
+        if (!OidIsValid(state->database_oid[i])) {
+            state->database_oid[i] = db;
+            chosen = i;
+        }
+    }
+    SpinLockRelease(&state->mutex);
+    return chosen;
+}
+
+void release_slot(int i) {
+    DispatcherSlot &slot = state->slots[i];
+    SpinLockAcquire(&slot.mutex);
+    slot.worker_latch = nullptr;
+    slot.worker_pid = 0;
+    slot.paused_reason[0] = '\0';
+    SpinLockRelease(&slot.mutex);
+    SpinLockAcquire(&state->mutex);
+    state->database_oid[i] = InvalidOid;
+    state->held_until[i] = 0;
+    SpinLockRelease(&state->mutex);
+}
+
+void hold_slot(int i, TimestampTz until) {
+    SpinLockAcquire(&state->mutex);
+    state->held_until[i] = until;
+    SpinLockRelease(&state->mutex);
+}
+
+TimestampTz slot_held_until(int i) {
+    SpinLockAcquire(&state->mutex);
+    TimestampTz until = state->held_until[i];
+    SpinLockRelease(&state->mutex);
+    return until;
+}
+
+Oid slot_database(int i) {
+    SpinLockAcquire(&state->mutex);
+    Oid db = state->database_oid[i];
+    SpinLockRelease(&state->mutex);
+    return db;
+}
+
+// Sets the dispatcher's latch unless a wake-up is already pending, so a
+// burst of commits costs one signal.
+void wake_worker() {
+    DispatcherSlot *slot = slot_for_database(MyDatabaseId);
+    if (slot == nullptr) return;
+    if (pg_atomic_exchange_u32(&slot->wake_pending, 1) != 0) return;
+    SpinLockAcquire(&slot->mutex);
+    Latch *latch = slot->worker_latch;
+    SpinLockRelease(&slot->mutex);
     if (latch != nullptr) SetLatch(latch);
 }
 
-void set_paused_reason(const char *reason) {
+void wake_launcher() {
     if (state == nullptr) return;
     SpinLockAcquire(&state->mutex);
-    strlcpy(state->paused_reason, reason ? reason : "", sizeof(state->paused_reason));
+    Latch *latch = state->launcher_latch;
     SpinLockRelease(&state->mutex);
+    if (latch != nullptr) SetLatch(latch);
 }
 
 }  // namespace jobrunner

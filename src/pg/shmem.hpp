@@ -1,6 +1,7 @@
 /*
- * shmem.hpp — state shared between the worker and every backend: how to wake
- * the worker, and the live figures worker_status() reports.
+ * shmem.hpp — state shared between the launcher, the dispatchers (one per
+ * database served) and every backend: which dispatcher serves which
+ * database, how to wake it, and the live figures worker_status() reports.
  */
 #pragma once
 
@@ -11,18 +12,33 @@
 
 namespace jobrunner {
 
-struct SharedState {
-    slock_t mutex;               // guards the fields up to last_loop_at
-    Latch *worker_latch;         // set while a worker runs
+// Databases one cluster can serve at once (each dispatcher is a background
+// worker: max_worker_processes must leave room for them and the launcher).
+constexpr int kMaxDispatchers = 32;
+
+// One database's dispatcher.
+struct DispatcherSlot {
+    slock_t mutex;               // guards the fields up to paused_reason
+    Latch *worker_latch;         // set while its dispatcher runs
     pid_t worker_pid;
     TimestampTz started_at;
     TimestampTz last_loop_at;
-    char paused_reason[160];     // why the worker does not dispatch; "" while it does
+    char paused_reason[160];     // why it does not dispatch; "" while it does
     pg_atomic_uint32 wake_pending;  // 1: a commit asked for a look at the queue
     pg_atomic_uint32 in_flight;
     pg_atomic_uint64 dispatched;
     pg_atomic_uint64 completed;
     pg_atomic_uint64 failed;
+};
+
+struct SharedState {
+    slock_t mutex;                          // guards launcher_* and database_oid[]
+    Latch *launcher_latch;
+    pid_t launcher_pid;
+    Oid database_oid[kMaxDispatchers];      // which database each slot serves; InvalidOid: free
+    // DROP DATABASE stopped the slot's dispatcher: not restarted before this.
+    TimestampTz held_until[kMaxDispatchers];
+    DispatcherSlot slots[kMaxDispatchers];
 };
 
 // Installs the shmem request/startup hooks (only when preloaded).
@@ -31,10 +47,27 @@ void install_shmem_hooks();
 // The shared state, or nullptr when the library was not preloaded.
 SharedState *shared_state();
 
-// Asks the worker to look at the queue; cheap and coalescing.
+// The slot of the dispatcher serving database db, or nullptr.
+DispatcherSlot *slot_for_database(Oid db);
+
+// Assigns a slot to database db (the one it has, or a free one): its index,
+// or -1 when every slot is taken. Only the launcher assigns slots.
+int assign_slot(Oid db);
+
+// Frees slot i (its dispatcher has stopped).
+void release_slot(int i);
+
+// The database slot i serves (InvalidOid: free).
+Oid slot_database(int i);
+
+// Slot i's dispatcher is not to be started again before until.
+void hold_slot(int i, TimestampTz until);
+TimestampTz slot_held_until(int i);
+
+// Asks this database's dispatcher to look at the queue; cheap and coalescing.
 void wake_worker();
 
-// Publishes why the worker does not dispatch (nullptr or "": it does).
-void set_paused_reason(const char *reason);
+// Wakes the launcher: the set of databases to serve may have changed.
+void wake_launcher();
 
 }  // namespace jobrunner

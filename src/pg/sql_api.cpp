@@ -16,6 +16,7 @@
 
 extern "C" {
 #include "access/detoast.h"
+#include "commands/dbcommands.h"
 #include "access/xlog.h"
 #include "commands/trigger.h"
 #include "common/pg_prng.h"
@@ -261,7 +262,8 @@ extern "C" Datum jobrunner_worker_status(PG_FUNCTION_ARGS) {
     Datum values[10];
     bool nulls[10];
     memset(nulls, 0, sizeof(nulls));
-    SharedState *s = shared_state();
+    // The dispatcher serving the database this is asked in.
+    DispatcherSlot *s = slot_for_database(MyDatabaseId);
     pid_t pid = 0;
     TimestampTz started = 0, last_loop = 0;
     char reason[sizeof(s->paused_reason)] = "";
@@ -277,8 +279,11 @@ extern "C" Datum jobrunner_worker_status(PG_FUNCTION_ARGS) {
     // worker does not run, and the library may not be preloaded at all.
     if (RecoveryInProgress()) {
         strlcpy(reason, "standby: only the primary dispatches jobs", sizeof(reason));
-    } else if (s == nullptr) {
+    } else if (shared_state() == nullptr) {
         strlcpy(reason, "pg_jobrunner is not in shared_preload_libraries", sizeof(reason));
+    } else if (s == nullptr) {
+        strlcpy(reason, "no pg_jobrunner worker serves this database: list it in jobrunner.databases",
+                sizeof(reason));
     } else if (pid == 0 && reason[0] == '\0') {
         strlcpy(reason, "the worker is not running", sizeof(reason));
     }
@@ -293,7 +298,8 @@ extern "C" Datum jobrunner_worker_status(PG_FUNCTION_ARGS) {
     values[6] = Int64GetDatum(s ? (int64)pg_atomic_read_u64(&s->failed) : 0);
     values[7] = TimestampTzGetDatum(last_loop);
     nulls[7] = pid == 0 || last_loop == 0;
-    values[8] = CStringGetTextDatum(guc_database_name ? guc_database_name : "");
+    char *database = get_database_name(MyDatabaseId);
+    values[8] = CStringGetTextDatum(database ? database : "");
     values[9] = CStringGetTextDatum(reason);
     nulls[9] = reason[0] == '\0';
     HeapTuple tuple = heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls);

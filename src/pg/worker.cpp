@@ -16,6 +16,7 @@
 #include "pg/boundary.hpp"
 #include "pg/guc.hpp"
 #include "pg/shmem.hpp"
+#include "pg/launcher.hpp"
 #include "pg/worker.hpp"
 #include "pg/worker_db.hpp"
 
@@ -74,16 +75,27 @@ constexpr const char *kReadOnlyReason =
     "the database is in read-only mode (default_transaction_read_only is on); dispatch resumes "
     "by itself when it is lifted";
 
+// This dispatcher's slot in shared memory (the launcher chose it).
+DispatcherSlot *my_slot = nullptr;
+
 // Clears the published pid and latch when the worker exits, however it exits.
 void unpublish(int code, Datum arg) {
-    SharedState *s = shared_state();
-    if (s == nullptr) return;
-    SpinLockAcquire(&s->mutex);
-    s->worker_latch = nullptr;
-    s->worker_pid = 0;
-    SpinLockRelease(&s->mutex);
-    pg_atomic_write_u32(&s->in_flight, 0);
+    if (my_slot == nullptr) return;
+    SpinLockAcquire(&my_slot->mutex);
+    my_slot->worker_latch = nullptr;
+    my_slot->worker_pid = 0;
+    SpinLockRelease(&my_slot->mutex);
+    pg_atomic_write_u32(&my_slot->in_flight, 0);
 }
+
+// Publishes why the worker does not dispatch (nullptr or "": it does).
+void set_paused_reason(const char *reason) {
+    SpinLockAcquire(&my_slot->mutex);
+    strlcpy(my_slot->paused_reason, reason ? reason : "", sizeof(my_slot->paused_reason));
+    SpinLockRelease(&my_slot->mutex);
+}
+
+}  // namespace
 
 // Reloads the configuration when asked, and answers what other backends wait
 // for: a ProcSignalBarrier (DROP DATABASE anywhere in the cluster waits until
@@ -100,6 +112,8 @@ void absorb_interrupts() {
         ereport(LOG, (errmsg("pg_jobrunner: interrupt ignored between transactions: %s", e.what())));
     }
 }
+
+namespace {
 
 // Every request in flight holds a socket, and the usual soft limit on open
 // files (1024) is below what jobrunner.max_in_flight allows: without this,
@@ -124,17 +138,16 @@ void raise_open_files_limit() {
 
 // Makes the worker findable: its latch for wake-ups, pid and start time.
 void publish() {
-    SharedState *s = shared_state();
-    if (s == nullptr) return;
-    SpinLockAcquire(&s->mutex);
-    s->worker_latch = MyLatch;
-    s->worker_pid = MyProcPid;
-    s->started_at = GetCurrentTimestamp();
-    s->last_loop_at = 0;
-    SpinLockRelease(&s->mutex);
-    pg_atomic_write_u64(&s->dispatched, 0);
-    pg_atomic_write_u64(&s->completed, 0);
-    pg_atomic_write_u64(&s->failed, 0);
+    SpinLockAcquire(&my_slot->mutex);
+    my_slot->worker_latch = MyLatch;
+    my_slot->worker_pid = MyProcPid;
+    my_slot->started_at = GetCurrentTimestamp();
+    my_slot->last_loop_at = 0;
+    my_slot->paused_reason[0] = '\0';
+    SpinLockRelease(&my_slot->mutex);
+    pg_atomic_write_u64(&my_slot->dispatched, 0);
+    pg_atomic_write_u64(&my_slot->completed, 0);
+    pg_atomic_write_u64(&my_slot->failed, 0);
     on_shmem_exit(unpublish, 0);
 }
 
@@ -354,11 +367,8 @@ void Dispatcher::harvest() {
         held_body_bytes_ -= static_cast<std::int64_t>(it->second.body.size());
         held_.erase(it);
     }
-    SharedState *s = shared_state();
-    if (s != nullptr) {
-        pg_atomic_fetch_add_u64(&s->completed, ok);
-        pg_atomic_fetch_add_u64(&s->failed, bad);
-    }
+    pg_atomic_fetch_add_u64(&my_slot->completed, ok);
+    pg_atomic_fetch_add_u64(&my_slot->failed, bad);
 }
 
 // Starts an attempt for every claimed job; jobs that cannot be sent become
@@ -381,8 +391,7 @@ void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed) {
         sent++;
     }
     http_.submit(requests_);
-    SharedState *s = shared_state();
-    if (s != nullptr) pg_atomic_fetch_add_u64(&s->dispatched, sent);
+    pg_atomic_fetch_add_u64(&my_slot->dispatched, sent);
 }
 
 // After a failed batch: records outcomes one at a time so that one bad row
@@ -433,7 +442,7 @@ bool Dispatcher::ready_to_claim() const {
 
 // One turn of the loop's database side: record, expire, purge, claim.
 void Dispatcher::step(TimestampTz now) {
-    if (pg_atomic_exchange_u32(&shared_state()->wake_pending, 0) != 0) want_claim_ = true;
+    if (pg_atomic_exchange_u32(&my_slot->wake_pending, 0) != 0) want_claim_ = true;
     if (now >= next_look_) want_claim_ = true;
     if (now < paused_until_) return;
     // Paused by read-only mode: outcomes wait in memory until they can be
@@ -544,11 +553,10 @@ void Dispatcher::wait(TimestampTz now) {
 
 // Updates what worker_status() shows.
 void Dispatcher::publish_figures(TimestampTz now) {
-    SharedState *s = shared_state();
-    SpinLockAcquire(&s->mutex);
-    s->last_loop_at = now;
-    SpinLockRelease(&s->mutex);
-    pg_atomic_write_u32(&s->in_flight, static_cast<uint32>(http_.active()));
+    SpinLockAcquire(&my_slot->mutex);
+    my_slot->last_loop_at = now;
+    SpinLockRelease(&my_slot->mutex);
+    pg_atomic_write_u32(&my_slot->in_flight, static_cast<uint32>(http_.active()));
 }
 
 // Records what has finished, drops what is in flight, and hands those jobs
@@ -601,10 +609,14 @@ void Dispatcher::run() {
 using namespace jobrunner;
 
 void jobrunner_worker_main(Datum main_arg) {
+    // The launcher chose the slot (main_arg) and the database (bgw_extra).
+    DispatcherTarget target;
+    memcpy(&target, MyBgworkerEntry->bgw_extra, sizeof(target));
+    my_slot = &shared_state()->slots[DatumGetInt32(main_arg)];
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     pqsignal(SIGTERM, handle_sigterm);
     BackgroundWorkerUnblockSignals();
-    BackgroundWorkerInitializeConnection(guc_database_name, nullptr, 0);
+    BackgroundWorkerInitializeConnectionByOid(target.database_oid, InvalidOid, 0);
     SetConfigOption("application_name", "pg_jobrunner worker", PGC_SUSET, PGC_S_OVERRIDE);
     // The worker is a superuser: no name it resolves may lead through a
     // schema someone else can write ("$user", public), for its whole life.
@@ -622,7 +634,7 @@ void jobrunner_worker_main(Datum main_arg) {
                     PGC_S_OVERRIDE);
     raise_open_files_limit();
     publish();
-    ereport(LOG, (errmsg("pg_jobrunner worker started for database \"%s\"", guc_database_name)));
+    ereport(LOG, (errmsg("pg_jobrunner worker started for database \"%s\"", target.database_name)));
 
     CppFailure failure;
     cpp_try(failure, [] {
@@ -630,5 +642,5 @@ void jobrunner_worker_main(Datum main_arg) {
         dispatcher.run();
     });
     if (failure.failed) raise_failure(failure);
-    proc_exit(1);  // restarted by the postmaster unless it is shutting down
+    proc_exit(1);  // the launcher starts it again while its database is listed
 }

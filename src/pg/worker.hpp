@@ -1,8 +1,17 @@
 /*
- * worker.hpp — the background worker's entry point.
+ * worker.hpp — the dispatcher's entry point.
  */
 #pragma once
 
 #include "pg/prelude.hpp"
 
+// A dispatcher: serves one database (the launcher starts one per database).
 extern "C" PGDLLEXPORT void jobrunner_worker_main(Datum main_arg);
+
+namespace jobrunner {
+
+// Reloads the configuration when asked and answers interrupts other
+// backends wait for (ProcSignalBarriers), between transactions.
+void absorb_interrupts();
+
+}  // namespace jobrunner
