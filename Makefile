@@ -58,7 +58,7 @@ ifneq ($(PGXS),)
 MODULE_big = $(EXTENSION)
 OBJS       = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
 # Install and update scripts are built from sql/ (scripts/build-sql.sh).
-SQL_SOURCES = sql/install/tables.sql sql/functions/ORDER $(wildcard sql/functions/*.sql) \
+SQL_SOURCES = sql/guard.sql sql/install/tables.sql sql/functions/ORDER $(wildcard sql/functions/*.sql) \
               $(wildcard sql/updates/*.sql) scripts/build-sql.sh
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql \
              $(foreach v,$(OLD_VERSIONS),sql/$(EXTENSION)--$(v)--$(EXTVERSION).sql)

@@ -4,6 +4,7 @@
 #   scripts/build-sql.sh install <version>            pg_jobrunner--<version>.sql
 #   scripts/build-sql.sh update <from> <version>      pg_jobrunner--<from>--<version>.sql
 #
+# Both start with sql/guard.sql (the schema must belong to a superuser).
 # An install script is sql/install/tables.sql followed by every file of
 # sql/functions/ in the order of sql/functions/ORDER. An update script from
 # <from> is every catalog change of sql/updates/ from <from> onwards, in
@@ -35,6 +36,8 @@ case "${1:-}" in
     [[ $# -eq 2 ]] || { echo "usage: $0 install <version>" >&2; exit 2; }
     printf -- '-- pg_jobrunner %s install script, built from sql/ by scripts/build-sql.sh.\n' "$2"
     printf '\\echo Use "CREATE EXTENSION pg_jobrunner" to load this file. \\quit\n'
+    printf '\n-- >>> sql/guard.sql\n'
+    cat sql/guard.sql
     printf '\n-- >>> sql/install/tables.sql\n'
     cat sql/install/tables.sql
     functions
@@ -44,6 +47,8 @@ case "${1:-}" in
     from=$2 to=$3 found=0
     printf -- '-- pg_jobrunner %s → %s update script, built from sql/ by scripts/build-sql.sh.\n' "$from" "$to"
     printf '\\echo Use "ALTER EXTENSION pg_jobrunner UPDATE TO '"'"'%s'"'"'" to load this file. \\quit\n' "$to"
+    printf '\n-- >>> sql/guard.sql\n'
+    cat sql/guard.sql
     for f in $(ls sql/updates/*--*.sql | sort -V); do
       step=$(basename "$f" .sql)
       if version_ge "${step%%--*}" "$from" && version_ge "$to" "${step##*--}"; then

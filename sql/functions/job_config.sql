@@ -26,10 +26,10 @@ DECLARE
     _v jsonb;
     _hook regprocedure;
 BEGIN
-    IF NEW.job_name IS NULL OR NEW.job_name !~ '^[A-Za-z0-9._-]{1,128}$' THEN
+    IF NEW.job_name IS NULL OR NEW.job_name !~ '^[A-Za-z0-9._-]{1,128}$' OR NEW.job_name ~ '^[.]+$' THEN
         RAISE EXCEPTION 'invalid job name %', pg_catalog.quote_nullable(pg_catalog.left(NEW.job_name, 200))
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'job names are 1 to 128 letters, digits, ".", "_" or "-"';
+                  HINT = 'job names are 1 to 128 letters, digits, ".", "_" or "-", and not only dots';
     END IF;
     IF NEW.url IS NOT NULL AND NOT jobrunner._is_allowed_url(NEW.url) THEN
         RAISE EXCEPTION 'invalid url % for job "%"', pg_catalog.quote_literal(pg_catalog.left(NEW.url, 200)), NEW.job_name

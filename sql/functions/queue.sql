@@ -37,10 +37,11 @@ BEGIN
             USING ERRCODE = 'read_only_sql_transaction',
                   HINT = 'queue jobs on the primary; a standby reads the queue but never dispatches';
     END IF;
-    IF _job_name !~ '^[A-Za-z0-9._-]{1,128}$' THEN
+    -- Not only dots: with jobrunner.base_url the name is a path segment.
+    IF _job_name !~ '^[A-Za-z0-9._-]{1,128}$' OR _job_name ~ '^[.]+$' THEN
         RAISE EXCEPTION 'invalid job name %', pg_catalog.quote_literal(pg_catalog.left(_job_name, 200))
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'job names are 1 to 128 letters, digits, ".", "_" or "-"';
+                  HINT = 'job names are 1 to 128 letters, digits, ".", "_" or "-", and not only dots';
     END IF;
     SELECT c.max_retries INTO _cfg_retries FROM jobrunner.job_config c WHERE c.job_name = _job_name;
     IF NOT FOUND THEN
@@ -131,6 +132,12 @@ AS $$
 DECLARE
     _me record := jobrunner._caller();
 BEGIN
+    -- A user's key must not pre-empt a schedule's runs (see _run_schedule).
+    IF NOT _me.is_admin AND _dedup_key LIKE 'schedule:%' THEN
+        RAISE EXCEPTION 'dedup key % is reserved for schedules', pg_catalog.quote_literal(pg_catalog.left(_dedup_key, 100))
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'choose a key that does not start with "schedule:"';
+    END IF;
     IF _me.user_id IS NULL AND NOT _me.is_admin THEN
         RAISE EXCEPTION 'queue_job needs the caller''s identity: no believed request.jwt.claims with a "sub"'
             USING ERRCODE = 'insufficient_privilege',

@@ -8,6 +8,7 @@
 #include "core/text_checks.hpp"
 #include "core/utf8.hpp"
 
+#include <algorithm>
 #include <bitset>
 #include <cstddef>
 #include <cstdint>
@@ -112,6 +113,11 @@ bool is_tchar(char c) {
 // Validates one JSON text without recursion: containers are tracked in a
 // fixed-size bitset (object or array per level), so memory never grows
 // with the input.
+// What numeric (and so jsonb) can hold, in decimal digits.
+constexpr std::int64_t kMaxIntegerDigits = 131072;
+constexpr std::int64_t kMaxFractionDigits = 16383;
+constexpr std::int64_t kExponentCap = 10000000;
+
 class JsonValidator {
 public:
     explicit JsonValidator(std::string_view text) : s_(text) {}
@@ -219,21 +225,36 @@ private:
     bool number() {
         if (!at_end() && peek() == '-') ++pos_;
         if (at_end() || !is_digit(peek())) return false;
+        std::int64_t int_digits = 1;
         if (peek() == '0') {
             ++pos_;
         } else {
-            digits();
+            int_digits = static_cast<std::int64_t>(digits());
         }
+        std::int64_t frac_digits = 0;
         if (!at_end() && peek() == '.') {
             ++pos_;
-            if (digits() == 0) return false;
+            frac_digits = static_cast<std::int64_t>(digits());
+            if (frac_digits == 0) return false;
         }
+        std::int64_t exponent = 0;
         if (!at_end() && (peek() == 'e' || peek() == 'E')) {
             ++pos_;
-            if (!at_end() && (peek() == '+' || peek() == '-')) ++pos_;
-            if (digits() == 0) return false;
+            bool negative = false;
+            if (!at_end() && (peek() == '+' || peek() == '-')) negative = s_[pos_++] == '-';
+            const std::size_t start = pos_;
+            while (!at_end() && is_digit(peek())) {
+                // Saturated: anything this large is out of range anyway.
+                exponent = std::min<std::int64_t>(exponent * 10 + (peek() - '0'), kExponentCap);
+                ++pos_;
+            }
+            if (pos_ == start) return false;
+            if (negative) exponent = -exponent;
         }
-        return true;
+        // jsonb keeps numbers as numeric, which holds at most 131072 digits
+        // before the decimal point and 16383 after it: beyond that, jsonb
+        // refuses a number JSON allows.
+        return int_digits + exponent <= kMaxIntegerDigits && frac_digits - exponent <= kMaxFractionDigits;
     }
 
     // Consumes a run of digits and says how many there were.
@@ -348,7 +369,8 @@ bool is_valid_job_name(std::string_view name) {
     for (const char c : name) {
         if (!is_alpha(c) && !is_digit(c) && c != '.' && c != '_' && c != '-') return false;
     }
-    return true;
+    // "." or "..": a path segment that would leave base_url's path.
+    return name.find_first_not_of('.') != std::string_view::npos;
 }
 
 // Response bodies are stored as JSON only when they really are JSON.

@@ -18,6 +18,8 @@
  */
 #include "pg/hooks.hpp"
 
+#include "pg/worker.hpp"
+
 extern "C" {
 #include "access/htup_details.h"
 #include "catalog/pg_proc.h"
@@ -38,6 +40,7 @@ static char *current_hook_claims = nullptr;
 const char *hook_claims() { return current_hook_claims; }
 
 constexpr const char kClaimPrefix[] = "request.jwt.claim.";
+constexpr const char kHookLockTimeout[] = "100ms";
 
 // Sets one claim setting for the hook's duration (restored at its GUC level).
 static void set_claim_setting(const char *name, const char *value) {
@@ -137,6 +140,13 @@ extern "C" Datum jobrunner_call_hook(PG_FUNCTION_ARGS) {
     GetUserIdAndSecContext(&saved_user, &saved_context);
     int guc_level = NewGUCNestLevel();
     set_claim_settings(claims);
+    // In the dispatcher, a hook waiting for a row lock an application holds
+    // would hold up every other job: it gives up soon (its attempt fails and
+    // is retried after a backoff) instead.
+    if (running_in_dispatcher) {
+        (void)set_config_option("lock_timeout", kHookLockTimeout, PGC_SUSET, PGC_S_SESSION,
+                                GUC_ACTION_SAVE, true, 0, false);
+    }
 
     char *outer_claims = current_hook_claims;
     char *mine = MemoryContextStrdup(TopMemoryContext,
@@ -155,6 +165,11 @@ extern "C" Datum jobrunner_call_hook(PG_FUNCTION_ARGS) {
     }
     PG_END_TRY();
     SetUserIdAndSecContext(saved_user, saved_context);
-    AtEOXact_GUC(true, guc_level);
+    // false: every setting the hook changed is undone too, even a plain
+    // set_config(..., false). Kept, a hook could leave its search_path, its
+    // claims or a lock_timeout of its choice in the session of whoever
+    // completed the job — the superuser worker included — as Postgres undoes
+    // them after any security-restricted operation.
+    AtEOXact_GUC(false, guc_level);
     PG_RETURN_VOID();
 }

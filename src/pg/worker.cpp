@@ -97,6 +97,8 @@ void set_paused_reason(const char *reason) {
 
 }  // namespace
 
+bool running_in_dispatcher = false;
+
 // Reloads the configuration when asked, and answers what other backends wait
 // for: a ProcSignalBarrier (DROP DATABASE anywhere in the cluster waits until
 // every backend has absorbed it) or a stray cancel, which has nothing to
@@ -480,7 +482,17 @@ void Dispatcher::step(TimestampTz now) {
             return;
         }
         ereport(WARNING, (errmsg("pg_jobrunner: worker transaction failed: %s", out.error.c_str())));
-        if (!outcomes_.empty()) record_one_by_one(outcomes_);
+        // One outcome the batch could not take (say, a response jsonb
+        // refuses) is recorded on its own, and the others with it: when that
+        // settles them all, the next turn goes on at once. Otherwise the
+        // database itself is failing: pause before trying again.
+        std::size_t stuck_before = stuck_.size();
+        bool had_outcomes = !outcomes_.empty();
+        if (had_outcomes) record_one_by_one(outcomes_);
+        if (had_outcomes && stuck_.size() == stuck_before) {
+            want_claim_ = true;
+            return;
+        }
         next_look_ = now + kErrorPauseUs;
         paused_until_ = next_look_;
         want_claim_ = false;
@@ -613,6 +625,7 @@ void jobrunner_worker_main(Datum main_arg) {
     DispatcherTarget target;
     memcpy(&target, MyBgworkerEntry->bgw_extra, sizeof(target));
     my_slot = &shared_state()->slots[DatumGetInt32(main_arg)];
+    running_in_dispatcher = true;
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     pqsignal(SIGTERM, handle_sigterm);
     BackgroundWorkerUnblockSignals();

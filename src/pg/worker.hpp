@@ -10,6 +10,9 @@ extern "C" PGDLLEXPORT void jobrunner_worker_main(Datum main_arg);
 
 namespace jobrunner {
 
+// True in a dispatcher process (hooks it runs get a short lock_timeout).
+extern bool running_in_dispatcher;
+
 // Reloads the configuration when asked and answers interrupts other
 // backends wait for (ProcSignalBarriers), between transactions.
 void absorb_interrupts();

@@ -5,7 +5,7 @@
 -- repeat and a job is never sent while its last request is on the wire;
 -- poison input is refused at enqueue; the claim reads only due jobs.
 BEGIN;
-SELECT plan(46);
+SELECT plan(53);
 SET LOCAL client_min_messages = warning;
 
 DO $$
@@ -174,6 +174,30 @@ SELECT is((SELECT current_usr || ' ' || escalation || ' ' || claim_sub FROM publ
           'jr_trust_appowner 42501 ' || :'bob', 'from the worker too, the hook ran as its owner, for bob');
 UPDATE jobrunner.job_config SET on_complete = NULL WHERE job_name = 'tap.trust';
 
+-- Settings a hook changes, even with set_config(..., false), end with it:
+-- a hook must not leave its search_path (a superuser's session would then
+-- resolve names through the hook owner's schema), claims or timeouts behind.
+SET LOCAL ROLE jr_trust_appowner;
+CREATE FUNCTION public.trust_settings_hook(j jobrunner.job) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('search_path', 'public, pg_catalog', false);
+    PERFORM set_config('lock_timeout', '0', false);
+    PERFORM set_config('trust.tenant', j.user_id::text, false);
+    PERFORM set_config('request.jwt.claims', '{"sub": "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb", "role": "service_role"}', false);
+END $$;
+RESET ROLE;
+UPDATE jobrunner.job_config SET on_complete = 'public.trust_settings_hook(jobrunner.job)' WHERE job_name = 'tap.trust';
+SELECT jobrunner.queue_job_for(:'alice', 'authenticated', NULL, 'tap.trust', '{"n": 3}') AS settings_job \gset
+UPDATE jobrunner.job SET next_run_at = now() + interval '1 day' WHERE id <> :'settings_job' AND state = 'pending';
+SELECT current_setting('search_path') AS search_path_before, current_setting('lock_timeout') AS lock_timeout_before \gset
+SELECT is((SELECT count(*)::int FROM jobrunner._claim(10, 42)), 1, 'the worker claims the job whose hook changes settings');
+SELECT is(jobrunner.complete_job(:'settings_job'), true, 'an admin completes it');
+SELECT is(current_setting('search_path') || ' / ' || current_setting('lock_timeout'),
+          :'search_path_before' || ' / ' || :'lock_timeout_before', 'the hook''s search_path and lock_timeout did not outlive it');
+SELECT is(COALESCE(current_setting('trust.tenant', true), ''), '', 'nor did a setting it made up');
+SELECT is(COALESCE(current_setting('request.jwt.claims', true), ''), '', 'nor the claims it set');
+UPDATE jobrunner.job_config SET on_complete = NULL WHERE job_name = 'tap.trust';
+
 ------------------------------------------------------------------------------
 -- Attempt numbers never repeat: a late complete_job for attempt 1 cannot
 -- complete attempt 1 of a retried job. A job whose request is still on the
@@ -206,6 +230,15 @@ SELECT is(jobrunner.complete_job(:'j1', '{"ok": true}', _attempt => 2), true, 'a
 ------------------------------------------------------------------------------
 -- Poison input is refused at enqueue, with the value named.
 ------------------------------------------------------------------------------
+SET LOCAL ROLE authenticated;
+SET LOCAL request.jwt.claims = '{"sub": "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa", "role": "authenticated"}';
+SELECT throws_ok($$SELECT jobrunner.queue_job('tap.trust', _dedup_key => 'schedule:bill-alice')$$, '22023',
+                 'dedup key ''schedule:bill-alice'' is reserved for schedules',
+                 'a user''s dedup key cannot pre-empt a schedule''s runs');
+RESET ROLE;
+RESET request.jwt.claims;
+SELECT throws_ok($$INSERT INTO jobrunner.job_config (job_name, url) VALUES ('..', NULL)$$, '22023', NULL,
+                 'a job name of dots is refused: with base_url it would leave its path');
 SELECT throws_ok(format('SELECT jobrunner.queue_job_for(%L, %L, NULL, %L, _run_at => %L)', :'alice', 'authenticated', 'tap.trust', 'infinity'),
                  '22023', 'run_at must be a finite time, not infinity', 'run_at infinity is refused');
 SELECT throws_ok(format('SELECT jobrunner.queue_job_for(%L, %L, NULL, %L, _run_at => %L)', :'alice', 'authenticated', 'tap.trust', '-infinity'),

@@ -106,3 +106,16 @@ SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'jobrunner'::regnames
        (SELECT count(*) FROM pg_type WHERE typnamespace = 'jobrunner'::regnamespace) AS types;
 CREATE EXTENSION pg_jobrunner;
 SELECT count(*) AS jobs FROM jobrunner.job;
+
+-- A schema named jobrunner made beforehand by a role that is not a superuser
+-- is refused: its owner could rename it and plant look-alike functions where
+-- the worker (a superuser) and the SECURITY DEFINER functions look them up.
+DROP EXTENSION pg_jobrunner;
+DROP SCHEMA jobrunner;
+CREATE ROLE regress_jr_schema_owner;
+CREATE SCHEMA jobrunner AUTHORIZATION regress_jr_schema_owner;
+CREATE EXTENSION pg_jobrunner;
+ALTER SCHEMA jobrunner OWNER TO CURRENT_USER;
+CREATE EXTENSION pg_jobrunner;
+SELECT count(*) AS jobs FROM jobrunner.job;
+DROP ROLE regress_jr_schema_owner;

@@ -16,16 +16,17 @@ EXCEPTION WHEN others THEN
 END $$;
 
 ------------------------------------------------------------------------------
--- worker_status(): one row, consistent whether or not the worker runs (this
--- database is not the one it serves).
+-- worker_status(): one row, about the dispatcher of the database it is asked
+-- in (none serves this one), consistent whether or not one runs.
 ------------------------------------------------------------------------------
 SELECT count(*) AS rows FROM jobrunner.worker_status();
 SELECT running = (pid IS NOT NULL) AS pid_iff_running,
        running = (started_at IS NOT NULL) AS started_at_iff_running,
        NOT running OR started_at <= now() AS started_in_the_past,
        in_flight >= 0 AND dispatched >= 0 AND completed >= 0 AND failed >= 0 AS counters_not_negative,
-       database_name = current_setting('jobrunner.database_name') AS serves_configured_database,
-       database_name <> current_database() AS not_this_database
+       database_name = current_database() AS reports_this_database,
+       -- No dispatcher serves the regression database (it is not listed).
+       NOT running AND paused_reason LIKE 'no pg_jobrunner worker serves this database%' AS says_why_not
   FROM jobrunner.worker_status();
 -- When it runs, pid is the worker's backend.
 SELECT NOT w.running OR EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid) AS pid_is_live

@@ -189,7 +189,7 @@ TEST(HeaderValue, RefusesInjection) {
 // --- is_valid_job_name ----------------------------------------------------
 
 TEST(JobName, AcceptsSafeAlphabet) {
-    const char *good[] = {"send-email", "a", "Z", "0", "report.daily_v2", "..", "_-."};
+    const char *good[] = {"send-email", "a", "Z", "0", "report.daily_v2", "..a", "_-."};
     for (const char *name : good) EXPECT_TRUE(is_valid_job_name(name)) << name;
     EXPECT_TRUE(is_valid_job_name(std::string(128, 'j')));
 }
@@ -199,6 +199,8 @@ TEST(JobName, RefusesEverythingElse) {
         "",    "send email", "send/email", "../etc", "a?b",
         "a#b", "a%2f",       "job\r\n",    "job\n",  "j\xc3\xa9",
         "a:b", "a@b",        "a+b",        "a~b",    std::string("a\0b", 3),
+        // Only dots: "." or ".." as a path segment would leave base_url's path.
+        ".",   "..",         "...",
     };
     for (const auto &name : bad) EXPECT_FALSE(is_valid_job_name(name)) << show(name);
     EXPECT_FALSE(is_valid_job_name(std::string(129, 'j')));
@@ -262,6 +264,19 @@ TEST(Json, RefusesBadNumbers) {
         "1.e5", "0x10", "NaN", "Infinity", "-Infinity", "1 2", "1..2", "1e5.5", "--1", "- 1",
     };
     for (const char *text : bad) EXPECT_FALSE(is_valid_json(text)) << text;
+}
+
+// jsonb keeps numbers as numeric: a number JSON allows but numeric cannot
+// hold would make the stored response fail (the limits below were checked
+// against PostgreSQL 15's '...'::jsonb).
+TEST(Json, RefusesNumbersJsonbCannotHold) {
+    for (const char *text : {"1e131071", "12e131070", "1e-16383", "[1e131071]", "-1.5e3"}) {
+        EXPECT_TRUE(is_valid_json(text)) << text;
+    }
+    for (const char *text : {"1e131072", "12e131071", "1e-16384", "0.5e-16383", "{\"n\": 1e1000000}",
+                             "1e99999999999999999999"}) {
+        EXPECT_FALSE(is_valid_json(text)) << text;
+    }
 }
 
 TEST(Json, RefusesBadStructure) {
