@@ -23,7 +23,8 @@ SELECT pg_catalog.pg_extension_config_dump('jobrunner.dispatch_origin', '');
 
 CREATE OR REPLACE FUNCTION jobrunner._here(OUT system_identifier numeric, OUT database_oid oid)
     LANGUAGE c STABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
+    -- No SET clause: pure C that runs no SQL and resolves no names, called
+    -- per job, where a SET clause would cost a settings save and restore.
     AS 'MODULE_PATHNAME', 'jobrunner_here';
 COMMENT ON FUNCTION jobrunner._here() IS
     'internal: this cluster''s system identifier and this database''s oid';

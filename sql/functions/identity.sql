@@ -3,7 +3,8 @@
 
 CREATE OR REPLACE FUNCTION jobrunner._outer_role() RETURNS oid
     LANGUAGE c STABLE STRICT PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
+    -- No SET clause: pure C that runs no SQL and resolves no names, called
+    -- per job, where a SET clause would cost a settings save and restore.
     AS 'MODULE_PATHNAME', 'jobrunner_outer_role';
 COMMENT ON FUNCTION jobrunner._outer_role() IS
     'internal: the role the session acts as outside any SECURITY DEFINER function';
@@ -11,7 +12,8 @@ COMMENT ON FUNCTION jobrunner._outer_role() IS
 CREATE OR REPLACE FUNCTION jobrunner._caller_context(OUT is_admin boolean, OUT claims text,
                                                      OUT from_hook boolean)
     LANGUAGE c STABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
+    -- No SET clause: pure C that runs no SQL and resolves no names, called
+    -- per job, where a SET clause would cost a settings save and restore.
     AS 'MODULE_PATHNAME', 'jobrunner_caller_context';
 COMMENT ON FUNCTION jobrunner._caller_context() IS
     'internal: whether the session''s role is an admin, and the claims to believe (none inside a security-restricted operation, but the job owner''s inside a pg_jobrunner hook)';

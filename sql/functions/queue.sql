@@ -2,14 +2,16 @@
 
 CREATE OR REPLACE FUNCTION jobrunner._wake_at_commit() RETURNS void
     LANGUAGE c VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
+    -- No SET clause: pure C that runs no SQL and resolves no names, called
+    -- per job, where a SET clause would cost a settings save and restore.
     AS 'MODULE_PATHNAME', 'jobrunner_wake_at_commit';
 COMMENT ON FUNCTION jobrunner._wake_at_commit() IS
     'internal: wake the worker once when the current transaction commits';
 
 CREATE OR REPLACE FUNCTION jobrunner._max_request_bytes() RETURNS bigint
     LANGUAGE c STABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
+    -- No SET clause: pure C that runs no SQL and resolves no names, called
+    -- per job, where a SET clause would cost a settings save and restore.
     AS 'MODULE_PATHNAME', 'jobrunner_max_request_bytes';
 COMMENT ON FUNCTION jobrunner._max_request_bytes() IS
     'internal: jobrunner.max_request_size in bytes';
@@ -164,7 +166,12 @@ CREATE OR REPLACE FUNCTION jobrunner.queue_job_for(_user_id uuid, _user_role tex
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM jobrunner._require_admin('queue_job_for');
+    -- jobrunner._require_admin, inline: this is called per job.
+    IF NOT (SELECT c.is_admin FROM jobrunner._caller_context() c) THEN
+        RAISE EXCEPTION 'queue_job_for is for administrators'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'administrators are superusers and roles granted EXECUTE on jobrunner.queue_job_for, acting as themselves (not through another role''s SECURITY DEFINER function, nor inside VACUUM or ANALYZE)';
+    END IF;
     RETURN jobrunner._enqueue(_user_id, CASE WHEN _user_id IS NULL THEN NULL ELSE _user_role END,
                               CASE WHEN _user_id IS NULL THEN NULL ELSE _user_email END,
                               _job_name, _request_body, _max_retries, _run_at, _dedup_key,

@@ -6,7 +6,8 @@ CREATE OR REPLACE FUNCTION jobrunner._retry_delay(_attempt int, _base interval, 
                                        _retry_after_ms bigint DEFAULT NULL)
     RETURNS interval
     LANGUAGE c VOLATILE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
+    -- No SET clause: pure C that runs no SQL and resolves no names, called
+    -- per job, where a SET clause would cost a settings save and restore.
     AS 'MODULE_PATHNAME', 'jobrunner_retry_delay';
 COMMENT ON FUNCTION jobrunner._retry_delay(int, interval, interval, bigint) IS
     'internal: jittered exponential backoff after failed attempt N, Retry-After honoured up to the cap';

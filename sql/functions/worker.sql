@@ -54,8 +54,7 @@ BEGIN
                lease_expires_at = CASE WHEN j.state = 'running' AND j.acked_at IS NULL
                                        THEN NULL ELSE j.lease_expires_at END,
                sending_attempt = NULL
-          FROM mine m
-         WHERE j.ctid = m.row_ctid
+         WHERE j.ctid = ANY (ARRAY(SELECT m.row_ctid FROM mine m))  -- a TID scan
         RETURNING j.id, j.attempt_seq, j.state
     ), logged AS (
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
@@ -74,7 +73,8 @@ COMMENT ON FUNCTION jobrunner._recover(bigint) IS
 
 CREATE OR REPLACE FUNCTION jobrunner._stored_size(_value jsonb) RETURNS bigint
     LANGUAGE c IMMUTABLE PARALLEL SAFE
-    SET search_path = pg_catalog, pg_temp
+    -- No SET clause: pure C that runs no SQL and resolves no names, called
+    -- per job, where a SET clause would cost a settings save and restore.
     AS 'MODULE_PATHNAME', 'jobrunner_stored_size';
 COMMENT ON FUNCTION jobrunner._stored_size(jsonb) IS
     'internal: uncompressed size of a stored value, read from its header without fetching or decompressing it (0 for NULL)';
@@ -297,8 +297,9 @@ COMMENT ON FUNCTION jobrunner._claim(int, bigint, bigint) IS
 -- request ran) only gives its slot back. Plain outcomes are written
 -- set-wise; those that must run a hook go one by one through _settle_ok /
 -- _settle_fail, each in its own subtransaction. Never waits for a row lock:
--- outcomes whose row another session holds are returned, for the worker to
--- try again later, and nothing else waits for them.
+-- every row is locked with SKIP LOCKED by the statement that reads it, and
+-- the outcomes whose row another session holds are returned, for the worker
+-- to try again later, while nothing waits for them.
 CREATE OR REPLACE FUNCTION jobrunner._record(_worker bigint, _ids uuid[], _attempts int[],
                                              _statuses int[], _errors text[], _responses text[],
                                              _durations double precision[], _retry_after_ms bigint[])
@@ -310,53 +311,29 @@ CREATE OR REPLACE FUNCTION jobrunner._record(_worker bigint, _ids uuid[], _attem
     SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    _held uuid[];
+    _done uuid[] := '{}';  -- outcomes written
     _skipped uuid[];
-    _settled uuid[];
     _r record;
 BEGIN
-    -- Lock the rows this batch may change, skipping those another session
-    -- holds (a rule the worker never breaks: one user's lock stalls nobody).
-    SELECT pg_catalog.array_agg(x.id) INTO _held
-      FROM unnest(_ids, _attempts) AS x(id, attempt)
-     CROSS JOIN LATERAL (
-            SELECT 1 FROM jobrunner.job j
-             WHERE j.id = x.id AND j.locked_by = _worker
-               AND ((j.state = 'running' AND j.attempt_seq = x.attempt AND j.acked_at IS NULL)
-                    OR j.sending_attempt = x.attempt)
-               FOR UPDATE SKIP LOCKED) l;
-    -- Of the rest, those still ours were skipped for a lock: try them later.
-    -- (The others were settled by someone else and are over.)
-    SELECT pg_catalog.array_agg(x.id) INTO _skipped
-      FROM unnest(_ids, _attempts) AS x(id, attempt)
-     WHERE x.id <> ALL (COALESCE(_held, '{}'))
-       AND EXISTS (SELECT 1 FROM jobrunner.job j
-                    WHERE j.id = x.id AND j.locked_by = _worker
-                      AND ((j.state = 'running' AND j.attempt_seq = x.attempt AND j.acked_at IS NULL)
-                           OR j.sending_attempt = x.attempt));
-    IF _held IS NULL THEN
-        RETURN COALESCE(_skipped, '{}');
-    END IF;
-
     -- Outcomes that need a hook or a callback acknowledgement: one by one
     -- (skipped outright when no job name has either).
     IF EXISTS (SELECT 1 FROM jobrunner.job_config c
                 WHERE c.on_complete IS NOT NULL OR c.on_fail IS NOT NULL
                    OR c.completion = 'callback') THEN
         FOR _r IN
-            -- jj.job is the row as a jobrunner.job (a whole-row reference to
-            -- a subquery would be an anonymous record).
-            SELECT jj.job, x.id, x.attempt, x.status, x.err, x.resp, x.dur, x.ra,
+            -- jj.job is the locked row as a jobrunner.job (a whole-row
+            -- reference to a subquery would be an anonymous record).
+            SELECT jj.job, x.id, x.status, x.err, x.resp, x.dur, x.ra,
                    (x.status BETWEEN 200 AND 299) AS ok
               FROM unnest(_ids, _attempts, _statuses, _errors, _responses, _durations, _retry_after_ms)
                    AS x(id, attempt, status, err, resp, dur, ra)
              CROSS JOIN LATERAL (
                     SELECT j AS job FROM jobrunner.job j
                      WHERE j.id = x.id AND j.state = 'running' AND j.attempt_seq = x.attempt
-                       AND j.locked_by = _worker AND j.acked_at IS NULL) jj
+                       AND j.locked_by = _worker AND j.acked_at IS NULL
+                       FOR UPDATE SKIP LOCKED) jj
               JOIN jobrunner.job_config c ON c.job_name = (jj.job).job_name
-             WHERE x.id = ANY (_held)
-               AND CASE WHEN x.status BETWEEN 200 AND 299
+             WHERE CASE WHEN x.status BETWEEN 200 AND 299
                         THEN c.on_complete IS NOT NULL OR c.completion = 'callback'
                         ELSE c.on_fail IS NOT NULL AND (jj.job).attempts > (jj.job).max_retries END
         LOOP
@@ -365,28 +342,34 @@ BEGIN
             ELSE
                 PERFORM jobrunner._settle_fail(_r.job, _r.status, _r.err, true, _r.ra, _r.dur);
             END IF;
+            -- The request has ended: its slot is free again.
+            UPDATE jobrunner.job j SET sending_attempt = NULL
+             WHERE j.id = _r.id AND j.sending_attempt = (_r.job).attempt_seq;
+            _done := _done || _r.id;
         END LOOP;
     END IF;
 
     -- Everything else in one statement. Outcomes settled above no longer pass
     -- the fence (their job was completed, failed, re-queued or acknowledged),
-    -- so the choice of path is written once, in the loop's query.
+    -- so the choice of path is written once, in the loop's query. Rows
+    -- another session holds are skipped here, and found below.
     WITH x AS (
         SELECT * FROM unnest(_ids, _attempts, _statuses, _errors, _responses, _durations, _retry_after_ms)
                  AS x(id, attempt, status, err, resp, dur, ra)
-         WHERE x.id = ANY (_held)
     ), t AS MATERIALIZED (
         -- retry_at: when a failed attempt's job is due again (unused when
-        -- the job completes or has used up its retries).
+        -- it has used up its retries).
         SELECT x.*, j.row_ctid, (x.status BETWEEN 200 AND 299) AS ok,
-               now() + jobrunner._retry_delay(j.attempts, COALESCE(c.retry_backoff, interval '10 seconds'),
-                                              COALESCE(c.retry_backoff_max, interval '1 hour'), x.ra)
-                   AS retry_at
+               CASE WHEN x.status NOT BETWEEN 200 AND 299
+                    THEN now() + jobrunner._retry_delay(j.attempts, COALESCE(c.retry_backoff, interval '10 seconds'),
+                                                        COALESCE(c.retry_backoff_max, interval '1 hour'), x.ra)
+               END AS retry_at
           FROM x
          CROSS JOIN LATERAL (
                 SELECT j.ctid AS row_ctid, j.job_name, j.attempts FROM jobrunner.job j
                  WHERE j.id = x.id AND j.state = 'running' AND j.attempt_seq = x.attempt
-                   AND j.locked_by = _worker AND j.acked_at IS NULL) j
+                   AND j.locked_by = _worker AND j.acked_at IS NULL
+                   FOR UPDATE SKIP LOCKED) j
           LEFT JOIN jobrunner.job_config c ON c.job_name = j.job_name
     ), upd AS (
         UPDATE jobrunner.job j
@@ -406,11 +389,11 @@ BEGIN
                locked_by = CASE WHEN t.ok OR j.attempts > j.max_retries THEN j.locked_by END,
                sending_attempt = NULL
           FROM t
-         -- By ctid: a TID scan, whatever the planner believes about how many
-         -- rows are running. A row changed since t was read is skipped: only
-         -- someone finishing this attempt changes a running row.
-         WHERE j.ctid = t.row_ctid AND j.id = t.id AND j.state = 'running'
-           AND j.attempt_seq = t.attempt AND j.locked_by = _worker AND j.acked_at IS NULL
+         -- By ctid, and = ANY (array) makes it a TID scan: joined on ctid
+         -- alone, a batch of a few hundred would be planned as a hash join
+         -- over the whole table. The rows are locked by t, so they are as t
+         -- read them.
+         WHERE j.ctid = ANY (ARRAY(SELECT t2.row_ctid FROM t t2)) AND j.ctid = t.row_ctid
         RETURNING j.id, j.attempt_seq, j.state, j.next_run_at, t.status, t.err, t.dur
     ), logged AS (
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
@@ -426,19 +409,37 @@ BEGIN
                NULLIF(u.status, 0), u.dur
           FROM upd u
     )
-    SELECT pg_catalog.array_agg(u.id) INTO _settled FROM upd u;
-
-    -- Requests that have ended give their slot back: those settled one by
-    -- one above, and attempts someone else settled while they ran.
-    IF COALESCE(pg_catalog.cardinality(_settled), 0) = pg_catalog.cardinality(_held) THEN
-        RETURN COALESCE(_skipped, '{}');
+    SELECT _done || COALESCE(pg_catalog.array_agg(u.id), '{}') INTO _done FROM upd u;
+    IF pg_catalog.cardinality(_done) = pg_catalog.cardinality(_ids) THEN
+        RETURN '{}';
     END IF;
-    UPDATE jobrunner.job j
-       SET sending_attempt = NULL,
-           locked_by = CASE WHEN j.state = 'pending' THEN NULL ELSE j.locked_by END
-      FROM unnest(_ids, _attempts) AS x(id, attempt)
-     WHERE x.id = ANY (_held) AND x.id <> ALL (COALESCE(_settled, '{}'))
-       AND j.id = x.id AND j.sending_attempt = x.attempt AND j.locked_by = _worker;
+
+    -- The rest (rarely any): attempts someone else settled while their
+    -- request ran give their slot back; rows another session holds are
+    -- left for later; anything else is over.
+    WITH rest AS (
+        SELECT x.id, x.attempt FROM unnest(_ids, _attempts) AS x(id, attempt)
+         WHERE x.id <> ALL (_done)
+    ), freed AS (
+        UPDATE jobrunner.job j
+           SET sending_attempt = NULL,
+               locked_by = CASE WHEN j.state = 'pending' THEN NULL ELSE j.locked_by END
+          FROM (SELECT r.id, l.row_ctid FROM rest r
+                 CROSS JOIN LATERAL (
+                        SELECT j.ctid AS row_ctid FROM jobrunner.job j
+                         WHERE j.id = r.id AND j.locked_by = _worker AND j.sending_attempt = r.attempt
+                           AND NOT (j.state = 'running' AND j.attempt_seq = r.attempt AND j.acked_at IS NULL)
+                           FOR UPDATE SKIP LOCKED) l) f
+         WHERE j.id = f.id AND j.ctid = f.row_ctid
+        RETURNING j.id
+    )
+    SELECT pg_catalog.array_agg(r.id) INTO _skipped
+      FROM rest r
+     WHERE r.id NOT IN (SELECT f.id FROM freed f)
+       AND EXISTS (SELECT 1 FROM jobrunner.job j
+                    WHERE j.id = r.id AND j.locked_by = _worker
+                      AND ((j.state = 'running' AND j.attempt_seq = r.attempt AND j.acked_at IS NULL)
+                           OR j.sending_attempt = r.attempt));
     RETURN COALESCE(_skipped, '{}');
 END;
 $$;

@@ -73,11 +73,14 @@ SELECT p.proname, array_to_string(p.proargnames, ', ') AS argument_names
    AND p.proname <> 'worker_status'
  ORDER BY p.proname;
 
--- Every function of the extension pins search_path.
-SELECT p.oid::regprocedure AS function_without_pinned_search_path
-  FROM pg_proc p
+-- Every function of the extension pins search_path, but a few pure C ones
+-- called per job, which run no SQL and resolve no names (all in C).
+SELECT p.oid::regprocedure AS function_without_pinned_search_path,
+       l.lanname AS language
+  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
  WHERE p.pronamespace = 'jobrunner'::regnamespace
-   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
+   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)
+ ORDER BY 1::text;
 
 -- Every public object has a comment.
 SELECT c.relname AS table_without_comment
