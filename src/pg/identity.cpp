@@ -11,6 +11,7 @@
  */
 #include "pg/hooks.hpp"
 #include "pg/identity.hpp"
+#include "pg/result_row.hpp"
 
 #include "pg/guc.hpp"
 
@@ -69,11 +70,6 @@ using namespace jobrunner;
 // _caller_context(): is_admin, the claims to believe (NULL: none), and
 // whether they are those of the job a running hook acts for.
 extern "C" Datum jobrunner_caller_context(PG_FUNCTION_ARGS) {
-    TupleDesc tupdesc;
-    if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE) {
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("_caller_context() must be called in a context that accepts a row")));
-    }
     Datum values[3];
     bool nulls[3] = {false, true, false};
     const char *claims = nullptr;
@@ -90,6 +86,5 @@ extern "C" Datum jobrunner_caller_context(PG_FUNCTION_ARGS) {
         nulls[1] = false;
     }
     values[2] = BoolGetDatum(from_hook);
-    HeapTuple tuple = heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls);
-    PG_RETURN_DATUM(HeapTupleGetDatum(tuple));
+    PG_RETURN_DATUM(result_row(fcinfo, values, nulls));
 }

@@ -37,16 +37,6 @@ namespace jobrunner {
 
 namespace {
 
-volatile sig_atomic_t got_sigterm = false;
-
-// SIGTERM: stop launching (the postmaster stops the dispatchers itself).
-void handle_sigterm(SIGNAL_ARGS) {
-    int save_errno = errno;
-    got_sigterm = true;
-    SetLatch(MyLatch);
-    errno = save_errno;
-}
-
 // A dispatcher that exits is started again after this (as a static
 // background worker would be), so a failing one does not flood the log.
 constexpr int64 kRestartDelayUs = 5 * 1000 * 1000;
@@ -327,6 +317,7 @@ using namespace jobrunner;
 
 void jobrunner_launcher_main(Datum main_arg) {
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    // SIGTERM: stop launching (the postmaster stops the dispatchers itself).
     pqsignal(SIGTERM, handle_sigterm);
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);

@@ -10,6 +10,7 @@
 #include "pg/boundary.hpp"
 #include "pg/guc.hpp"
 #include "pg/identity.hpp"
+#include "pg/result_row.hpp"
 #include "pg/shmem.hpp"
 
 #include <string>
@@ -254,11 +255,6 @@ extern "C" Datum jobrunner_mint_user_jwt(PG_FUNCTION_ARGS) {
 }
 
 extern "C" Datum jobrunner_worker_status(PG_FUNCTION_ARGS) {
-    TupleDesc tupdesc;
-    if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE) {
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("worker_status() must be called in a context that accepts a row")));
-    }
     Datum values[10];
     bool nulls[10];
     memset(nulls, 0, sizeof(nulls));
@@ -302,8 +298,7 @@ extern "C" Datum jobrunner_worker_status(PG_FUNCTION_ARGS) {
     values[8] = CStringGetTextDatum(database ? database : "");
     values[9] = CStringGetTextDatum(reason);
     nulls[9] = reason[0] == '\0';
-    HeapTuple tuple = heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls);
-    PG_RETURN_DATUM(HeapTupleGetDatum(tuple));
+    PG_RETURN_DATUM(result_row(fcinfo, values, nulls));
 }
 
 // jobrunner.max_request_size in bytes, for SQL.
@@ -321,17 +316,11 @@ extern "C" Datum jobrunner_stored_size(PG_FUNCTION_ARGS) {
 // _here(): this cluster's system identifier (unique per initdb, shared by
 // its physical standbys) and this database's oid.
 extern "C" Datum jobrunner_here(PG_FUNCTION_ARGS) {
-    TupleDesc tupdesc;
-    if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE) {
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("_here() must be called in a context that accepts a row")));
-    }
     char sysid[32];
     snprintf(sysid, sizeof(sysid), UINT64_FORMAT, GetSystemIdentifier());
     Datum values[2] = {DirectFunctionCall3(numeric_in, CStringGetDatum(sysid),
                                            ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)),
                        ObjectIdGetDatum(MyDatabaseId)};
     bool nulls[2] = {false, false};
-    HeapTuple tuple = heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls);
-    PG_RETURN_DATUM(HeapTupleGetDatum(tuple));
+    PG_RETURN_DATUM(result_row(fcinfo, values, nulls));
 }

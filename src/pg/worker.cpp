@@ -41,17 +41,17 @@ extern "C" {
 
 namespace jobrunner {
 
-namespace {
-
 volatile sig_atomic_t got_sigterm = false;
 
-// SIGTERM: finish the current step, hand in-flight jobs back, exit.
+// Sets got_sigterm and wakes the process's loop.
 void handle_sigterm(SIGNAL_ARGS) {
     int save_errno = errno;
     got_sigterm = true;
     SetLatch(MyLatch);
     errno = save_errno;
 }
+
+namespace {
 
 // Most jobs held at once (claimed, not yet answered), and so the most one
 // transaction claims.
@@ -627,6 +627,7 @@ void jobrunner_worker_main(Datum main_arg) {
     my_slot = &shared_state()->slots[DatumGetInt32(main_arg)];
     running_in_dispatcher = true;
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    // SIGTERM: finish the current step, hand in-flight jobs back, exit.
     pqsignal(SIGTERM, handle_sigterm);
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnectionByOid(target.database_oid, InvalidOid, 0);
