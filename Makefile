@@ -3,6 +3,7 @@
 #   make            build the extension
 #   make install    install into the pg_config in PATH
 #   make test       install what is missing, build, and run every test tier
+#   make installcheck  the regression suite against an installed server (PGHOST...)
 #   make demo       install what is missing, build, and run the demo
 #   make unit       build and run the GoogleTest units alone (no Postgres)
 #   make bench      run the benchmarks in bench/
@@ -57,6 +58,12 @@ ifneq ($(PGXS),)
 
 MODULE_big = $(EXTENSION)
 OBJS       = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
+# The regression suite, as every PGXS extension runs it (make installcheck,
+# against an installed server): inputs in test/sql, expected outputs in
+# expected/ (pg_regress looks in its output directory before its input one).
+REGRESS      = $(shell sed -n 's/^test: //p' test/schedule)
+REGRESS_OPTS = --inputdir=test --load-extension=pg_jobrunner --dbname=jobrunner_regress
+
 # Install and update scripts are built from sql/ (scripts/build-sql.sh).
 SQL_SOURCES = sql/guard.sql sql/install/tables.sql sql/functions/ORDER $(wildcard sql/functions/*.sql) \
               $(wildcard sql/updates/*.sql) scripts/build-sql.sh

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh — install the Debian 12 packages pg_jobrunner needs to build,
 # test and demo (PostgreSQL 15 + dev headers, pg_cron, pgTAP, libcurl, OpenSSL,
-# GoogleTest, Python with psycopg2/PyJWT, nginx, wrk).
+# GoogleTest, Python with psycopg2/PyJWT, nginx, wrk, clang-format, the Debian
+# packaging tools, postgres_exporter and promtool, gnuplot).
 #
 # Idempotent: when every package is already installed it does no apt work at
 # all. Runs as root, or through sudo when not root. It never stops or changes
@@ -22,6 +23,9 @@ case "${1:-all}" in
       libtap-parser-sourcehandler-pgtap-perl libgtest-dev
       python3 python3-psycopg2 python3-jwt
       nginx-light wrk
+      # formatting check, Debian package build, monitoring, bench charts
+      clang-format debhelper dpkg-dev fakeroot postgresql-server-dev-all
+      prometheus-postgres-exporter prometheus gnuplot-nox
     ) ;;
   build) PACKAGES=("${BUILD_PACKAGES[@]}") ;;
   runtime) PACKAGES=("${RUNTIME_PACKAGES[@]}") ;;

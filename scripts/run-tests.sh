@@ -239,8 +239,15 @@ tier_cluster() {
   broken cluster "CREATE EXTENSION failed (it=$DB_OK_IT tap=$DB_OK_TAP iso=$DB_OK_ISO)"
 }
 
+# regress_outputdir <dir>: a fresh output directory for pg_regress, whose
+# expected/ is the repository's (pg_regress looks there before --inputdir).
+regress_outputdir() {
+  rm -rf "$1"; mkdir -p "$1"
+  ln -s "$ROOT/expected" "$1/expected"
+}
+
 tier_regress() {
-  header regress "pg_regress (test/sql, test/expected)"
+  header regress "pg_regress (test/sql, expected)"
   local log=$LOGS/regress.log rc=0 tests=()
   if [[ -f test/schedule ]]; then
     tests=(--schedule=test/schedule)
@@ -252,9 +259,9 @@ tier_regress() {
   fi
   if (( ${#tests[@]} == 0 )); then empty regress "no test/sql/*.sql"; return; fi
   if (( ! CLUSTER_UP )); then broken regress "no cluster"; return; fi
-  rm -rf "$BUILD/regress"; mkdir -p "$BUILD/regress"
+  regress_outputdir "$BUILD/regress"
   timeout "$TIER_TIMEOUT" "$PGXS_TEST/regress/pg_regress" --bindir="$PGBIN" \
-    --inputdir=test --outputdir="$BUILD/regress" \
+    --inputdir=test --outputdir="$BUILD/regress" --load-extension=pg_jobrunner \
     --host="$PGHOST" --port="$PGPORT" --user=postgres \
     --dbname=jobrunner_regress "${tests[@]}" >"$log" 2>&1 || rc=$?
   sed 's/^/    /' "$log"
@@ -360,7 +367,7 @@ tier_upgrade() {
     fi
     # 4. the regression suite on the updated database (all but install,
     # which creates the extension itself)
-    rm -rf "$BUILD/upgrade-regress"; mkdir -p "$BUILD/upgrade-regress"
+    regress_outputdir "$BUILD/upgrade-regress"
     rc=0
     timeout "$TIER_TIMEOUT" "$PGXS_TEST/regress/pg_regress" --bindir="$PGBIN" \
       --inputdir=test --outputdir="$BUILD/upgrade-regress" \

@@ -3,9 +3,6 @@
 -- on_complete / on_fail hooks (same transaction, the job user's claims, a
 -- raising hook undoes its writes and the state change).
 \set SHOW_CONTEXT never
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pg_jobrunner;
-RESET client_min_messages;
 SET datestyle = 'ISO, YMD';
 SET timezone = 'UTC';
 TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;

@@ -3,9 +3,6 @@
 -- job name) or rate_limit; higher priority first; delayed jobs wait; disabled
 -- job names claim nothing.
 \set SHOW_CONTEXT never
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pg_jobrunner;
-RESET client_min_messages;
 TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;
 DELETE FROM jobrunner.job_config;
 

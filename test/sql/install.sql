@@ -1,7 +1,6 @@
--- install: what CREATE EXTENSION leaves behind, and that it cannot be moved.
+-- install: what CREATE EXTENSION leaves behind (pg_regress created it, with
+-- --load-extension), and that it cannot be moved.
 \set SHOW_CONTEXT never
-
-CREATE EXTENSION pg_jobrunner;
 
 -- Not relocatable, in schema jobrunner.
 SELECT e.extname, n.nspname AS schema, e.extrelocatable, e.extversion

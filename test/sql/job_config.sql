@@ -1,9 +1,6 @@
 -- job_config: rows that could misdirect or break requests are refused, each
 -- with SQLSTATE 22023 (or 42P13 for hooks) and a message naming the value.
 \set SHOW_CONTEXT never
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pg_jobrunner;
-RESET client_min_messages;
 TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;
 DELETE FROM jobrunner.job_config;
 

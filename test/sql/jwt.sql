@@ -3,7 +3,6 @@
 -- shown. Signatures are checked independently with pgcrypto's hmac().
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pg_jobrunner;
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 RESET client_min_messages;
 

@@ -1,9 +1,6 @@
 -- observability: worker_status(), the job_stats and recent_failures views,
 -- and schedule_job's error without pg_cron.
 \set SHOW_CONTEXT never
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pg_jobrunner;
-RESET client_min_messages;
 TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;
 DELETE FROM jobrunner.job_config;
 

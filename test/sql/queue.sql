@@ -1,9 +1,6 @@
 -- queue: queue_job and queue_job_for, their errors, dedup and idempotency keys.
 -- The test session is a superuser, so its request.jwt.claims are believed.
 \set SHOW_CONTEXT never
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pg_jobrunner;
-RESET client_min_messages;
 TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;
 DELETE FROM jobrunner.job_config;
 

@@ -1,9 +1,6 @@
 -- state_machine: dequeue_job, retry_job, complete_job and fail_job, what
 -- each transition writes to job_logs, and fencing by attempt.
 \set SHOW_CONTEXT never
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pg_jobrunner;
-RESET client_min_messages;
 SET datestyle = 'ISO, YMD';
 SET timezone = 'UTC';
 TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;

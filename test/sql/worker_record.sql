@@ -3,9 +3,6 @@
 -- (jittered, capped, Retry-After honoured), and _recover hands interrupted
 -- attempts back without counting them.
 \set SHOW_CONTEXT never
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pg_jobrunner;
-RESET client_min_messages;
 SET datestyle = 'ISO, YMD';
 SET timezone = 'UTC';
 TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;
