@@ -14,7 +14,7 @@ BEGIN
     IF FOUND THEN
         RAISE EXCEPTION 'schema jobrunner belongs to role %, who is not a superuser', _owner
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'pg_jobrunner runs code from this schema as a superuser: drop the schema, or ALTER SCHEMA jobrunner OWNER TO a superuser, first';
+                  HINT = 'The extension runs code from this schema as a superuser: drop the schema, or ALTER SCHEMA jobrunner OWNER TO a superuser, first.';
     END IF;
 END
 $$;

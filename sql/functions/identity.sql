@@ -60,7 +60,7 @@ BEGIN
         EXCEPTION WHEN invalid_text_representation THEN
             RAISE EXCEPTION 'claim "sub" is not a uuid: %', pg_catalog.left(_sub, 64)
                 USING ERRCODE = 'invalid_authorization_specification',
-                      HINT = 'jobs belong to users identified by uuid, as auth.uid() returns';
+                      HINT = 'Jobs belong to users identified by uuid, as auth.uid() returns.';
         END;
         user_role := COALESCE(_claims ->> 'role',
                               (SELECT r.rolname::text FROM pg_catalog.pg_roles r
@@ -95,7 +95,7 @@ BEGIN
     IF NOT (SELECT c.is_admin FROM jobrunner._caller_context() c) THEN
         RAISE EXCEPTION '% is for administrators', _function
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'administrators are superusers and roles granted EXECUTE on jobrunner.queue_job_for, acting as themselves (not through another role''s SECURITY DEFINER function, nor inside VACUUM or ANALYZE)';
+                  HINT = 'Administrators are superusers and roles granted EXECUTE on jobrunner.queue_job_for, acting as themselves (not through another role''s SECURITY DEFINER function, nor inside VACUUM or ANALYZE).';
     END IF;
 END;
 $$;
@@ -127,7 +127,7 @@ BEGIN
                                  OR _me.job_id = _job_id, false) THEN
         RAISE EXCEPTION 'job % not found', _job_id
             USING ERRCODE = 'no_data_found',
-                  HINT = 'a job can be acted on only by its own user or an administrator';
+                  HINT = 'A job can be acted on only by its own user or an administrator.';
     END IF;
     IF _job.state = ANY (_states) THEN
         SELECT * INTO _job FROM jobrunner.job j WHERE j.id = _job_id FOR UPDATE;
@@ -157,7 +157,7 @@ BEGIN
         IF _me.job_id IS DISTINCT FROM _job_id THEN
             RAISE EXCEPTION 'job % can be finished only with the token minted for its attempt, or by an administrator', _job_id
                 USING ERRCODE = 'insufficient_privilege',
-                      HINT = 'call complete_job or fail_job with the Authorization header the endpoint received for this job';
+                      HINT = 'Call complete_job or fail_job with the Authorization header the endpoint received for this job.';
         END IF;
         IF _me.job_attempt IS DISTINCT FROM _job.attempt_seq
            OR _job.user_id IS DISTINCT FROM _me.user_id THEN

@@ -29,12 +29,12 @@ BEGIN
     IF NEW.job_name IS NULL OR NEW.job_name !~ '^[A-Za-z0-9._-]{1,128}$' OR NEW.job_name ~ '^[.]+$' THEN
         RAISE EXCEPTION 'invalid job name %', pg_catalog.quote_nullable(pg_catalog.left(NEW.job_name, 200))
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'job names are 1 to 128 letters, digits, ".", "_" or "-", and not only dots';
+                  HINT = 'Job names are 1 to 128 letters, digits, ".", "_" or "-", and not only dots.';
     END IF;
     IF NEW.url IS NOT NULL AND NOT jobrunner._is_allowed_url(NEW.url) THEN
         RAISE EXCEPTION 'invalid url % for job "%"', pg_catalog.quote_literal(pg_catalog.left(NEW.url, 200)), NEW.job_name
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'use an absolute http:// or https:// URL without spaces or credentials';
+                  HINT = 'Use an absolute http:// or https:// URL without spaces or credentials.';
     END IF;
     IF NEW.concurrency_limit < 1 THEN
         RAISE EXCEPTION 'concurrency_limit must be at least 1, not %', NEW.concurrency_limit
@@ -77,7 +77,7 @@ BEGIN
         IF pg_catalog.jsonb_typeof(_v) <> 'string' OR NOT jobrunner._is_valid_header(_k, _v #>> '{}') THEN
             RAISE EXCEPTION 'invalid header % for job "%"', pg_catalog.quote_literal(pg_catalog.left(_k, 100)), NEW.job_name
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'header names are tokens; values are strings without CR, LF or NUL';
+                      HINT = 'Header names are tokens; values are strings without CR, LF or NUL.';
         END IF;
         IF pg_catalog.lower(_k) IN ('authorization', 'content-type', 'content-length', 'host',
                                     'transfer-encoding', 'x-job', 'x-correlation-id', 'x-job-name',
@@ -95,7 +95,7 @@ BEGIN
                           AND p.prokind = 'f') THEN
             RAISE EXCEPTION 'hook % for job "%" must be a function taking one jobrunner.job', _hook, NEW.job_name
                 USING ERRCODE = 'invalid_function_definition',
-                      HINT = 'declare it as: CREATE FUNCTION my_hook(j jobrunner.job) RETURNS void ...';
+                      HINT = 'Declare it as: CREATE FUNCTION my_hook(j jobrunner.job) RETURNS void ...';
         END IF;
     END LOOP;
     NEW.updated_at := now();

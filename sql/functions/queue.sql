@@ -37,19 +37,19 @@ BEGIN
     IF pg_catalog.pg_is_in_recovery() THEN
         RAISE EXCEPTION 'cannot queue job "%" on a standby', _job_name
             USING ERRCODE = 'read_only_sql_transaction',
-                  HINT = 'queue jobs on the primary; a standby reads the queue but never dispatches';
+                  HINT = 'Queue jobs on the primary; a standby reads the queue but never dispatches.';
     END IF;
     -- Not only dots: with jobrunner.base_url the name is a path segment.
     IF _job_name !~ '^[A-Za-z0-9._-]{1,128}$' OR _job_name ~ '^[.]+$' THEN
         RAISE EXCEPTION 'invalid job name %', pg_catalog.quote_literal(pg_catalog.left(_job_name, 200))
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'job names are 1 to 128 letters, digits, ".", "_" or "-", and not only dots';
+                  HINT = 'Job names are 1 to 128 letters, digits, ".", "_" or "-", and not only dots.';
     END IF;
     SELECT c.max_retries INTO _cfg_retries FROM jobrunner.job_config c WHERE c.job_name = _job_name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'job "%" is not configured', _job_name
             USING ERRCODE = 'undefined_object',
-                  HINT = 'an administrator inserts a row into jobrunner.job_config for it';
+                  HINT = 'An administrator inserts a row into jobrunner.job_config for it.';
     END IF;
     IF _max_retries IS NOT NULL AND (_max_retries < 0 OR _max_retries > 1000) THEN
         RAISE EXCEPTION 'max_retries must be between 0 and 1000, not %', _max_retries
@@ -68,7 +68,7 @@ BEGIN
     IF NOT pg_catalog.isfinite(_run_at) THEN
         RAISE EXCEPTION 'run_at must be a finite time, not %', _run_at
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'pass NULL to run the job as soon as possible';
+                  HINT = 'Pass NULL to run the job as soon as possible.';
     END IF;
     -- The body travels through the worker's memory and onto the wire: its
     -- size is capped here, where the caller can still be told.
@@ -77,7 +77,7 @@ BEGIN
         RAISE EXCEPTION 'request body of job "%" is % bytes, more than jobrunner.max_request_size (%)',
                 _job_name, _size, pg_catalog.current_setting('jobrunner.max_request_size')
             USING ERRCODE = 'program_limit_exceeded',
-                  HINT = 'store large payloads in a table and queue their key; an administrator can raise jobrunner.max_request_size';
+                  HINT = 'Store large payloads in a table and queue their key; an administrator can raise jobrunner.max_request_size.';
     END IF;
 
     FOR _try IN 1..3 LOOP
@@ -114,7 +114,7 @@ BEGIN
         -- The conflicting job finished between our insert and our look-up; try again.
     END LOOP;
     RAISE EXCEPTION 'could not queue job "%": its dedup key kept changing hands', _job_name
-        USING ERRCODE = 'serialization_failure', HINT = 'retry the transaction';
+        USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
 END;
 $$;
 COMMENT ON FUNCTION jobrunner._enqueue(uuid, text, text, text, jsonb, int, timestamptz, text, text, int) IS
@@ -138,12 +138,12 @@ BEGIN
     IF NOT _me.is_admin AND _dedup_key LIKE 'schedule:%' THEN
         RAISE EXCEPTION 'dedup key % is reserved for schedules', pg_catalog.quote_literal(pg_catalog.left(_dedup_key, 100))
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'choose a key that does not start with "schedule:"';
+                  HINT = 'Choose a key that does not start with "schedule:".';
     END IF;
     IF _me.user_id IS NULL AND NOT _me.is_admin THEN
         RAISE EXCEPTION 'queue_job needs the caller''s identity: no believed request.jwt.claims with a "sub"'
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'call it through PostgREST with a user''s JWT, or as an administrator use jobrunner.queue_job_for';
+                  HINT = 'Call it through PostgREST with a user''s JWT, or as an administrator use jobrunner.queue_job_for.';
     END IF;
     RETURN jobrunner._enqueue(_me.user_id, _me.user_role, _me.user_email, _job_name,
                               _request_body, _max_retries, _run_at, _dedup_key,
@@ -170,7 +170,7 @@ BEGIN
     IF NOT (SELECT c.is_admin FROM jobrunner._caller_context() c) THEN
         RAISE EXCEPTION 'queue_job_for is for administrators'
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'administrators are superusers and roles granted EXECUTE on jobrunner.queue_job_for, acting as themselves (not through another role''s SECURITY DEFINER function, nor inside VACUUM or ANALYZE)';
+                  HINT = 'Administrators are superusers and roles granted EXECUTE on jobrunner.queue_job_for, acting as themselves (not through another role''s SECURITY DEFINER function, nor inside VACUUM or ANALYZE).';
     END IF;
     RETURN jobrunner._enqueue(_user_id, CASE WHEN _user_id IS NULL THEN NULL ELSE _user_role END,
                               CASE WHEN _user_id IS NULL THEN NULL ELSE _user_email END,

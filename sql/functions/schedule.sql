@@ -49,12 +49,12 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_cron') THEN
         RAISE EXCEPTION 'schedule_job needs pg_cron, which is not installed in this database'
             USING ERRCODE = 'feature_not_supported',
-                  HINT = 'add pg_cron to shared_preload_libraries, set cron.database_name to this database, and CREATE EXTENSION pg_cron';
+                  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database, and CREATE EXTENSION pg_cron.';
     END IF;
     IF _schedule_name IS NULL OR _schedule_name !~ '^[A-Za-z0-9._-]{1,64}$' THEN
         RAISE EXCEPTION 'invalid schedule name %', pg_catalog.quote_nullable(_schedule_name)
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'schedule names are 1 to 64 letters, digits, ".", "_" or "-"';
+                  HINT = 'Schedule names are 1 to 64 letters, digits, ".", "_" or "-".';
     END IF;
     IF _cron IS NULL THEN
         RAISE EXCEPTION 'cron expression must not be null' USING ERRCODE = 'null_value_not_allowed';
@@ -62,7 +62,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM jobrunner.job_config c WHERE c.job_name = _job_name) THEN
         RAISE EXCEPTION 'job "%" is not configured', _job_name
             USING ERRCODE = 'undefined_object',
-                  HINT = 'an administrator inserts a row into jobrunner.job_config for it';
+                  HINT = 'An administrator inserts a row into jobrunner.job_config for it.';
     END IF;
     EXECUTE 'SELECT cron.schedule($1, $2, $3)'
        INTO _cron_id

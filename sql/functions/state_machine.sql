@@ -231,7 +231,7 @@ BEGIN
         RAISE EXCEPTION 'cannot retry job %: another active job holds its dedup key %', _job_id,
                 pg_catalog.quote_literal(_job.dedup_key)
             USING ERRCODE = 'unique_violation',
-                  HINT = 'cancel or wait for the other job first';
+                  HINT = 'Cancel or wait for the other job first.';
     END;
     INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
     VALUES (_job_id, _job.attempt_seq, 'info',

@@ -49,12 +49,12 @@ static bool check_base_url(char **newval, void **extra, GucSource source) {
         return true;
     }
     if (pg_strncasecmp(v, "http://", 7) != 0 && pg_strncasecmp(v, "https://", 8) != 0) {
-        GUC_check_errdetail("jobrunner.base_url must start with http:// or https://");
+        GUC_check_errdetail("The URL must start with http:// or https://.");
         return false;
     }
     for (const char *p = v; *p; p++) {
         if ((unsigned char)*p <= ' ' || *p == 0x7f) {
-            GUC_check_errdetail("jobrunner.base_url must not contain spaces or control characters");
+            GUC_check_errdetail("The URL must not contain spaces or control characters.");
             return false;
         }
     }

@@ -94,7 +94,7 @@ static Oid hook_owner(Oid hook, Oid job_type) {
     if (!HeapTupleIsValid(tuple)) {
         ereport(ERROR, (errcode(ERRCODE_UNDEFINED_FUNCTION),
                         errmsg("hook function %u no longer exists", hook),
-                        errhint("point job_config.on_complete or on_fail at an existing function")));
+                        errhint("Point job_config.on_complete or on_fail at an existing function.")));
     }
     Form_pg_proc proc = reinterpret_cast<Form_pg_proc>(GETSTRUCT(tuple));
     bool usable = proc->prokind == PROKIND_FUNCTION && !proc->proretset && proc->pronargs == 1 &&

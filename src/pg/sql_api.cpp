@@ -52,8 +52,8 @@ static void require_secret(const char *secret) {
         ereport(ERROR,
                 (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                  errmsg("signing secret is missing or shorter than %d bytes", (int)kMinSecretBytes),
-                 errhint("set jobrunner.jwt_secret in postgresql.conf to at least %d bytes and "
-                         "reload",
+                 errhint("Set jobrunner.jwt_secret in postgresql.conf to at least %d bytes and "
+                         "reload.",
                          (int)kMinSecretBytes)));
     }
 }
@@ -218,7 +218,7 @@ extern "C" Datum jobrunner_mint_user_jwt(PG_FUNCTION_ARGS) {
     if (ttl_ms <= 0 || ttl_ms > 86400000) {
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("token lifetime must be between 0 and 1 day"),
-                        errhint("tokens minted here are meant to be short-lived")));
+                        errhint("Tokens minted here are meant to be short-lived.")));
     }
     if (role[0] == '\0') {
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
