@@ -10,7 +10,6 @@
 
 #include <cstdint>
 #include <optional>
-#include <string_view>
 
 namespace jobrunner {
 
@@ -19,16 +18,9 @@ namespace jobrunner {
 // cap_ms, with "equal jitter": the result lies in [d/2, d] where d is the
 // capped exponential, so the schedule still grows while spreading retries.
 // `random` is any 64-bit value (the caller supplies entropy, tests fix it).
-// A server-given Retry-After (ms) replaces the computed delay, still capped.
-std::int64_t retry_delay_ms(int attempt, std::int64_t base_ms,
-                            std::int64_t cap_ms,
-                            std::optional<std::int64_t> retry_after_ms,
-                            std::uint64_t random);
-
-// Parses a Retry-After header value: delay-seconds or an IMF-fixdate
-// (RFC 9110 section 10.2.3) relative to now_epoch_s. Returns milliseconds,
-// clamped at 0; nullopt if the value is not understood.
-std::optional<std::int64_t> parse_retry_after(std::string_view value,
-                                              std::int64_t now_epoch_s);
+// A server-given Retry-After (ms) replaces the computed delay, still capped
+// (the HTTP engine reads it, see HttpResult::retry_after_ms).
+std::int64_t retry_delay_ms(int attempt, std::int64_t base_ms, std::int64_t cap_ms,
+                            std::optional<std::int64_t> retry_after_ms, std::uint64_t random);
 
 }  // namespace jobrunner

@@ -3,7 +3,6 @@
  */
 #include "core/dispatch.hpp"
 
-#include "core/backoff.hpp"
 #include "core/jwt.hpp"
 #include "core/text_checks.hpp"
 #include "core/utf8.hpp"
@@ -113,7 +112,8 @@ std::string sanitize_text(std::string_view bytes, std::size_t max_bytes) {
     return out;
 }
 
-Outcome outcome_from_result(const ClaimedJob &job, const HttpResult &result, std::int64_t now_s) {
+Outcome outcome_from_result(const ClaimedJob &job, const HttpResult &result,
+                            std::int64_t /*now_s*/) {
     Outcome o;
     o.id = job.id;
     o.attempt = job.attempt;
@@ -139,9 +139,7 @@ Outcome outcome_from_result(const ClaimedJob &job, const HttpResult &result, std
     }
     std::string snippet = sanitize_text(result.body, kErrorBodyBytes);
     if (!snippet.empty()) o.error += ": " + snippet;
-    if ((result.status == 429 || result.status == 503) && result.retry_after) {
-        o.retry_after_ms = parse_retry_after(*result.retry_after, now_s);
-    }
+    if (result.status == 429 || result.status == 503) o.retry_after_ms = result.retry_after_ms;
     return o;
 }
 

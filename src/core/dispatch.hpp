@@ -59,7 +59,9 @@ struct MintContext {
 std::optional<std::string> build_request(const ClaimedJob &job, const MintContext &mint,
                                          std::uint64_t tag, HttpRequest &out);
 
-// Turns an HTTP result into the outcome to record.
+// Turns an HTTP result into the outcome to record; a 429 or 503 keeps the
+// result's Retry-After. now_s is unused (the engine already measured the
+// delay from the response's arrival) and kept for the worker's call.
 Outcome outcome_from_result(const ClaimedJob &job, const HttpResult &result, std::int64_t now_s);
 
 // An outcome for an attempt that never left (see build_request).

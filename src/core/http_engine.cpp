@@ -8,7 +8,7 @@
  * timers to curl_multi_socket_action and collects finished transfers.
  *
  * Every request is bounded: the body we keep is capped inside the write
- * callback, header values we keep are capped, and all per-request state is
+ * callback, the Content-Type we keep is capped, and all per-request state is
  * freed when the transfer finishes or is aborted. Easy handles are kept in a
  * small pool so their options and buffers are not rebuilt for every request;
  * connections live in the multi handle's cache and TLS sessions in a share.
@@ -27,6 +27,7 @@
 #include <chrono>
 #include <ctime>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <string_view>
 #include <unordered_map>
@@ -41,8 +42,10 @@ using Clock = std::chrono::steady_clock;
 constexpr std::size_t kPoolSize = 32;
 // Ready sockets taken from epoll per poll(); the rest stay ready for the next.
 constexpr int kEpollBatch = 256;
-// Content-Type and Retry-After values longer than this are cut.
+// Content-Type values longer than this are cut.
 constexpr std::size_t kHeaderValueCap = 1024;
+// Largest Retry-After, in seconds, whose milliseconds fit in an int64.
+constexpr curl_off_t kMaxRetryAfterS = std::numeric_limits<std::int64_t>::max() / 1000;
 // Error messages longer than this are cut.
 constexpr std::size_t kErrorCap = 512;
 // The only schemes a request, or a redirect it might name, may use.
@@ -176,10 +179,11 @@ struct Transfer {
     std::string body;  // request body; curl reads it in place
     HttpResult result;
     std::size_t max_body = 0;
-    long timeout_ms = 1;          // whole transfer, as given to curl
-    long connect_timeout_ms = 1;  // connect phase, as given to curl
-    std::string minted_token;     // from header_at_start; wiped when freed
-    bool out_of_memory = false;   // a callback could not store what it got
+    long timeout_ms = 1;             // whole transfer, as given to curl
+    long connect_timeout_ms = 1;     // connect phase, as given to curl
+    std::string minted_token;        // from header_at_start; wiped when freed
+    bool out_of_memory = false;      // a callback could not store what it got
+    bool final_retry_after = false;  // the last header block has a Retry-After
     Clock::time_point started;
     char errbuf[CURL_ERROR_SIZE];
 
@@ -228,8 +232,9 @@ size_t on_body(char *data, size_t size, size_t nmemb, void *userdata) {
     return n;
 }
 
-// Captures Content-Type and Retry-After of the final response; a status line
-// starts a new header block (after 1xx), so earlier values are forgotten.
+// Captures Content-Type of the final response, and whether it has a
+// Retry-After (libcurl parses the value, but also from a 1xx block); a status
+// line starts a new header block, so earlier ones are forgotten.
 size_t on_header(char *data, size_t size, size_t nitems, void *userdata) {
     auto *t = static_cast<Transfer *>(userdata);
     const size_t n = size * nitems;
@@ -237,25 +242,34 @@ size_t on_header(char *data, size_t size, size_t nitems, void *userdata) {
     HttpResult &r = t->result;
     if (line.substr(0, 5) == "HTTP/") {
         r.content_type.clear();
-        r.retry_after.reset();
+        t->final_retry_after = false;
         return n;
     }
     const size_t colon = line.find(':');
     if (colon == std::string_view::npos) return n;
-    const std::string_view name = trim(line.substr(0, colon));
-    std::string_view value = trim(line.substr(colon + 1));
-    value = value.substr(0, kHeaderValueCap);
+    // The very lines libcurl reads as Retry-After: no blank before the colon.
+    if (iequals(line.substr(0, colon), "retry-after")) t->final_retry_after = true;
+    if (!iequals(trim(line.substr(0, colon)), "content-type")) return n;
+    const std::string_view value = trim(line.substr(colon + 1)).substr(0, kHeaderValueCap);
     try {
-        if (iequals(name, "content-type")) {
-            r.content_type.assign(value);
-        } else if (iequals(name, "retry-after")) {
-            r.retry_after.emplace(value);
-        }
+        r.content_type.assign(value);
     } catch (const std::bad_alloc &) {
         t->out_of_memory = true;
         return 0;
     }
     return n;
+}
+
+// The final response's Retry-After as libcurl read it (seconds from when it
+// arrived, for a date too), in milliseconds; nullopt unless it is ahead.
+std::optional<std::int64_t> retry_after_ms(const Transfer &t) {
+    curl_off_t seconds = 0;
+    if (!t.final_retry_after ||
+        curl_easy_getinfo(t.easy, CURLINFO_RETRY_AFTER, &seconds) != CURLE_OK || seconds <= 0) {
+        return std::nullopt;
+    }
+    if (seconds > kMaxRetryAfterS) return std::numeric_limits<std::int64_t>::max();
+    return static_cast<std::int64_t>(seconds) * 1000;
 }
 
 // curl's summary plus its detail line, for the server log: the detail names
@@ -573,6 +587,7 @@ void HttpEngine::Impl::complete(CURL *easy, CURLcode code) {
 
     if (code == CURLE_OK && status > 0) {
         r.status = status;
+        r.retry_after_ms = retry_after_ms(*t);
     } else {
         r.status = 0;
         r.error = code == CURLE_OK ? "no HTTP status received" : failure_class(code, *t);
@@ -581,7 +596,6 @@ void HttpEngine::Impl::complete(CURL *easy, CURLcode code) {
         r.body.shrink_to_fit();
         r.body_truncated = false;
         r.content_type.clear();
-        r.retry_after.reset();
     }
     detach(*t);
     t.reset();

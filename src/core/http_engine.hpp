@@ -54,7 +54,11 @@ struct HttpResult {
     std::string body;
     bool body_truncated = false;
     std::string content_type;
-    std::optional<std::string> retry_after;  // raw Retry-After header value
+    // When the final response's Retry-After says to come back, in
+    // milliseconds from its arrival: libcurl reads delay-seconds and all
+    // three HTTP-date formats. nullopt when absent, not understood, zero or
+    // in the past.
+    std::optional<std::int64_t> retry_after_ms;
     double duration_ms = 0;
 };
 

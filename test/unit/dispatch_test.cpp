@@ -227,7 +227,7 @@ TEST(DispatchTest, FailuresSayWhy) {
 TEST(DispatchTest, RetryAfterOnlyFor429And503) {
     HttpResult res;
     res.status = 429;
-    res.retry_after = "7";
+    res.retry_after_ms = 7000;
     EXPECT_EQ(outcome_from_result(user_job(), res, 0).retry_after_ms.value_or(-1), 7000);
     res.status = 503;
     EXPECT_EQ(outcome_from_result(user_job(), res, 0).retry_after_ms.value_or(-1), 7000);

@@ -85,7 +85,7 @@ TEST_F(HttpEngineTest, OkReturnsStatusBodyAndContentType) {
     EXPECT_EQ(r.body, "{\"ok\":true}");
     EXPECT_FALSE(r.body_truncated);
     EXPECT_EQ(r.content_type, "application/json");
-    EXPECT_FALSE(r.retry_after.has_value());
+    EXPECT_FALSE(r.retry_after_ms.has_value());
     EXPECT_GT(r.duration_ms, 0.0);
     EXPECT_LT(r.duration_ms, 5000.0);
 }
@@ -96,8 +96,7 @@ TEST_F(HttpEngineTest, ErrorStatusKeepsRetryAfter) {
     EXPECT_EQ(r.error, "");
     EXPECT_EQ(r.body, "busy");
     EXPECT_EQ(r.content_type, "text/plain");
-    ASSERT_TRUE(r.retry_after.has_value());
-    EXPECT_EQ(*r.retry_after, "7");
+    EXPECT_EQ(r.retry_after_ms, std::optional<std::int64_t>(7000));
 }
 
 TEST_F(HttpEngineTest, InformationalHeadersAreForgottenAndNamesAreCaseInsensitive) {
@@ -105,7 +104,7 @@ TEST_F(HttpEngineTest, InformationalHeadersAreForgottenAndNamesAreCaseInsensitiv
     EXPECT_EQ(r.status, 200);
     EXPECT_EQ(r.body, "{}");
     EXPECT_EQ(r.content_type, "application/json");  // trimmed, from "content-TYPE"
-    EXPECT_FALSE(r.retry_after.has_value());        // only the 103 had one
+    EXPECT_FALSE(r.retry_after_ms.has_value());     // only the 103 had one
 }
 
 TEST_F(HttpEngineTest, SendsExactlyTheGivenHeadersAndBody) {

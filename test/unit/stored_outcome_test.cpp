@@ -84,9 +84,41 @@ void expect_no_signature(const std::string &text, const std::string &authorizati
     }
 }
 
+// The three HTTP-date formats a recipient must accept (RFC 9110 5.6.7).
+constexpr const char *kImfFixdate = "%a, %d %b %Y %H:%M:%S GMT";  // Sun, 06 Nov 1994 08:49:37 GMT
+constexpr const char *kRfc850 = "%A, %d-%b-%y %H:%M:%S GMT";      // Sunday, 06-Nov-94 08:49:37 GMT
+constexpr const char *kAsctime = "%a %b %e %H:%M:%S %Y";          // Sun Nov  6 08:49:37 1994
+
+// The date offset_s seconds from now, in the given format.
+std::string http_date(const char *format, std::int64_t offset_s) {
+    const std::time_t when = std::time(nullptr) + static_cast<std::time_t>(offset_s);
+    std::tm tm{};
+    gmtime_r(&when, &tm);
+    char text[64];
+    std::strftime(text, sizeof text, format, &tm);
+    return text;
+}
+
 class StoredOutcomeTest : public ::testing::Test {
 protected:
     static void SetUpTestSuite() { unset_proxies(); }
+
+    // An attempt the server answers with status and "Retry-After: value".
+    Attempt answered_later(int status, const std::string &value) {
+        ClaimedJob job = job_to(server.url("/retry/" + std::to_string(status)));
+        job.headers = {"X-Retry-After: " + value};
+        Attempt a = attempt(job);
+        EXPECT_EQ(a.result.status, status) << a.result.error;
+        return a;
+    }
+
+    // The delay stored for an attempt answered with a date 5 s ahead.
+    std::int64_t delay_for_date(int status, const char *format) {
+        const std::string date = http_date(format, 5);
+        Attempt a = answered_later(status, date);
+        EXPECT_TRUE(a.outcome.retry_after_ms.has_value()) << date;
+        return a.outcome.retry_after_ms.value_or(-1);
+    }
 
     TestServer server;
 };
@@ -152,6 +184,47 @@ TEST_F(StoredOutcomeTest, TokenEchoedInAnErrorBodyIsNotStored) {
     expect_no_signature(a.outcome.error, a.authorization);
     EXPECT_EQ(a.outcome.error, "HTTP 500: {\"authorization\":\"Bearer [token removed]\"}");
     EXPECT_FALSE(a.outcome.response.has_value());
+}
+
+TEST_F(StoredOutcomeTest, RetryAfterSecondsIsStoredInMilliseconds) {
+    EXPECT_EQ(answered_later(429, "3").outcome.retry_after_ms.value_or(-1), 3000);
+    EXPECT_EQ(answered_later(503, "3").outcome.retry_after_ms.value_or(-1), 3000);
+}
+
+// Within a second: the date has whole seconds, and one may tick meanwhile.
+TEST_F(StoredOutcomeTest, RetryAfterImfFixdateIsADelayFromNow) {
+    EXPECT_NEAR(delay_for_date(429, kImfFixdate), 5000, 1000);
+    EXPECT_NEAR(delay_for_date(503, kImfFixdate), 5000, 1000);
+}
+
+TEST_F(StoredOutcomeTest, RetryAfterRfc850DateIsADelayFromNow) {
+    EXPECT_NEAR(delay_for_date(429, kRfc850), 5000, 1000);
+    EXPECT_NEAR(delay_for_date(503, kRfc850), 5000, 1000);
+}
+
+TEST_F(StoredOutcomeTest, RetryAfterAsctimeDateIsADelayFromNow) {
+    EXPECT_NEAR(delay_for_date(429, kAsctime), 5000, 1000);
+    EXPECT_NEAR(delay_for_date(503, kAsctime), 5000, 1000);
+}
+
+// "Come back now" leaves the job's own backoff in charge.
+TEST_F(StoredOutcomeTest, RetryAfterInThePastOrZeroStoresNoDelay) {
+    for (const std::string &value :
+         {http_date(kImfFixdate, -60), http_date(kRfc850, -3600), std::string("0")}) {
+        EXPECT_FALSE(answered_later(429, value).outcome.retry_after_ms.has_value()) << value;
+    }
+}
+
+TEST_F(StoredOutcomeTest, RetryAfterGarbageStoresNoDelay) {
+    for (const char *value : {"soon", "", "-5", "tomorrow at noon"}) {
+        EXPECT_FALSE(answered_later(503, value).outcome.retry_after_ms.has_value()) << value;
+    }
+}
+
+TEST_F(StoredOutcomeTest, RetryAfterOfAnInformationalResponseIsIgnored) {
+    Attempt a = attempt(job_to(server.url("/hints/503")));
+    ASSERT_EQ(a.result.status, 503) << a.result.error;
+    EXPECT_FALSE(a.outcome.retry_after_ms.has_value());
 }
 
 }  // namespace

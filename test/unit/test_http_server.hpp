@@ -2,7 +2,7 @@
  * test_http_server.hpp — a real HTTP/1.1 server on 127.0.0.1 for the HTTP
  * unit tests: one thread, non-blocking sockets, keep-alive, and endpoints
  * that misbehave on purpose (slow, reset, hang-up, cut short, redirect,
- * huge, echoing the Authorization header).
+ * huge, echoing the Authorization header, asking to retry later).
  */
 #pragma once
 
@@ -235,6 +235,17 @@ private:
         } else if (path == "/status/503") {
             c.out += response(503, "Service Unavailable",
                               "Retry-After: 7\r\nContent-Type: text/plain\r\n", "busy");
+        } else if (path == "/retry/429" || path == "/retry/503") {
+            // Retry-After carries whatever the request's X-Retry-After held,
+            // so a test can send a date computed just before the request.
+            const bool limited = path == "/retry/429";
+            c.out +=
+                response(limited ? 429 : 503, limited ? "Too Many Requests" : "Service Unavailable",
+                         "Retry-After: " + header_value(head, "x-retry-after") + "\r\n", "later");
+        } else if (path == "/hints/503") {
+            // Only the 103 block says when to come back; the 503 does not.
+            c.out += "HTTP/1.1 103 Early Hints\r\nRetry-After: 99\r\n\r\n";
+            c.out += response(503, "Service Unavailable", "", "busy");
         } else if (path == "/redirect") {
             c.out += response(302, "Found", "Location: /ok\r\n", "");
         } else if (path == "/huge") {
@@ -268,8 +279,7 @@ private:
             // A careless endpoint echoing only the token's signature: with
             // the predictable header and claims, that is the whole token.
             const std::string auth = header_value(head, "authorization");
-            const std::string json =
-                "{\"sig\":\"" + auth.substr(auth.rfind('.') + 1) + "\"}";
+            const std::string json = "{\"sig\":\"" + auth.substr(auth.rfind('.') + 1) + "\"}";
             c.out += response(200, "OK", "Content-Type: application/json\r\n", json);
         } else if (path == "/echo-auth" || path == "/echo-auth/500") {
             // A careless endpoint: its Authorization header, back as JSON.
