@@ -62,7 +62,7 @@ OBJS       = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
 # against an installed server): inputs in test/sql, expected outputs in
 # expected/ (pg_regress looks in its output directory before its input one).
 REGRESS      = $(shell sed -n 's/^test: //p' test/schedule)
-REGRESS_OPTS = --inputdir=test --load-extension=pg_jobrunner --dbname=jobrunner_regress
+REGRESS_OPTS = --inputdir=test --load-extension=pgcrypto --load-extension=pg_jobrunner --dbname=jobrunner_regress
 
 # Install and update scripts are built from sql/ (scripts/build-sql.sh).
 SQL_SOURCES = sql/guard.sql sql/install/tables.sql sql/functions/ORDER $(wildcard sql/functions/*.sql) \

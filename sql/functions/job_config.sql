@@ -25,6 +25,7 @@ DECLARE
     _k text;
     _v jsonb;
     _hook regprocedure;
+    _was regprocedure;
 BEGIN
     IF NEW.job_name IS NULL OR NEW.job_name !~ '^[A-Za-z0-9._-]{1,128}$' OR NEW.job_name ~ '^[.]+$' THEN
         RAISE EXCEPTION 'invalid job name %', pg_catalog.quote_nullable(pg_catalog.left(NEW.job_name, 200))
@@ -87,8 +88,14 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END LOOP;
-    FOREACH _hook IN ARRAY ARRAY[NEW.on_complete, NEW.on_fail] LOOP
-        CONTINUE WHEN _hook IS NULL;
+    -- A hook is checked when it is set: one dropped since must not keep its
+    -- job name from being disabled or edited (calling it fails the attempt).
+    FOR _hook, _was IN
+        SELECT h.new_hook, h.old_hook
+          FROM (VALUES (NEW.on_complete, CASE WHEN TG_OP = 'UPDATE' THEN OLD.on_complete END),
+                       (NEW.on_fail, CASE WHEN TG_OP = 'UPDATE' THEN OLD.on_fail END)) AS h (new_hook, old_hook)
+    LOOP
+        CONTINUE WHEN _hook IS NULL OR _hook OPERATOR(pg_catalog.=) _was;
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
                         WHERE p.oid = _hook AND p.pronargs = 1
                           AND p.proargtypes[0] = 'jobrunner.job'::regtype

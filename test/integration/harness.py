@@ -20,6 +20,8 @@ import pwd
 import signal
 import subprocess
 import time
+import unittest
+import uuid
 
 import psycopg2
 import psycopg2.extensions
@@ -409,6 +411,88 @@ def wait_running_done(conn, job_names, timeout=30):
     wait_for(lambda: scalar(conn, "SELECT count(*) FROM jobrunner.job "
                                   "WHERE job_name = ANY (%s) AND state = 'running'", names) == 0,
              timeout, 0.05, "running jobs of %s did not finish" % list(job_names))
+
+
+# --- the one base of the tests ---------------------------------------------
+
+class JobrunnerTestCase(unittest.TestCase):
+    """A test with an admin connection (self.db), an endpoint of its own
+    (self.ep) and job names made by job_name(), all gone afterwards: the
+    job names are disabled, their requests end, and their jobs, logs and
+    configuration are deleted, so the next test starts on an idle worker.
+
+    A subclass sets `prefix` (job names are "<prefix>.<what>.<8 hex>") and
+    `job_columns` (job_config columns every job name gets unless given).
+    """
+
+    prefix = "it"
+    job_columns = {}
+
+    def setUp(self):
+        # Cleanups run last-registered first: the connection closes, then the
+        # endpoint shuts down (held requests end), then the job names go.
+        self.names = []
+        self.addCleanup(self._retire_job_names)
+        self.ep = Endpoint().start()
+        self.addCleanup(self.ep.shutdown)
+        self.db = connect()
+        self.addCleanup(lambda: self.db.close())  # the current one: reconnect() replaces it
+
+    def _retire_job_names(self):
+        if not self.names:
+            return
+        wait_for_server(60)  # a test may have restarted the cluster
+        conn = connect()
+        try:
+            names = (self.names,)
+            with conn.cursor() as cur:
+                cur.execute("UPDATE jobrunner.job_config SET enabled = false "
+                            "WHERE job_name = ANY (%s)", names)
+            # Acknowledged callback jobs stay running; what must be over is
+            # every request (its outcome is recorded against the row). The
+            # jobs go even if that never happens (a broken build).
+            try:
+                wait_for(lambda: scalar(conn, "SELECT count(*) FROM jobrunner.job WHERE job_name "
+                                              "= ANY (%s) AND sending_attempt IS NOT NULL",
+                                        names) == 0,
+                         30, 0.05, "requests of %s did not end" % self.names)
+            finally:
+                delete_job_names(conn, self.names)
+        finally:
+            conn.close()
+
+    def reconnect(self):
+        """A fresh admin connection (the old one dies with a crash or restart)."""
+        try:
+            self.db.close()
+        except psycopg2.Error:
+            pass
+        self.db = connect()
+        return self.db
+
+    def job_name(self, what, path="/ok", **columns):
+        """Configure a fresh job name for this test; path is the endpoint's
+        (or a whole URL)."""
+        name = "%s.%s.%s" % (self.prefix, what, uuid.uuid4().hex[:8])
+        self.names.append(name)
+        for column, value in self.job_columns.items():
+            columns.setdefault(column, value)
+        configure_job(self.db, name, path if "://" in path else self.ep.url(path), **columns)
+        return name
+
+    def value(self, text, *args, conn=None):
+        """The first column of the first row of a query (admin connection by default)."""
+        return scalar(conn or self.db, text, args or None)
+
+    def set_setting(self, name, value, worker_loops=2):
+        """ALTER SYSTEM SET for this test only (reset in cleanup)."""
+        self.addCleanup(lambda: set_setting(self.db, name, None, worker_loops))
+        set_setting(self.db, name, value, worker_loops)
+
+
+def new_user():
+    """A fresh user id."""
+    return str(uuid.uuid4())
 
 
 # --- clusters of a test's own (restore targets, standbys) -------------------

@@ -13,33 +13,15 @@ were running when the dump was taken come back pending and are delivered.
 
 import os
 import unittest
-import uuid
 
 import harness
-from harness import Cluster, Endpoint, configure_job, connect, query, queue_for, scalar, wait_for
+from harness import Cluster, new_user, query, queue_for, scalar, wait_for
 
 ROLE = "authenticated"
 
 
-def new_user():
-    return str(uuid.uuid4())
-
-
-class BackupRestoreTest(unittest.TestCase):
-    def setUp(self):
-        self.db = connect()
-        self.addCleanup(self.db.close)
-        self.ep = Endpoint(secret=harness.secret()).start()
-        self.addCleanup(self.ep.shutdown)
-        self.addCleanup(self.ep.release)
-        self.names = []
-        self.addCleanup(lambda: harness.delete_job_names(self.db, self.names))
-
-    def job_name(self, prefix, path, **columns):
-        name = harness.unique_name(prefix)
-        configure_job(self.db, name, self.ep.url(path), **columns)
-        self.names.append(name)
-        return name
+class BackupRestoreTest(harness.JobrunnerTestCase):
+    prefix = "it.backup"
 
     def queue_in_every_state(self):
         """Jobs of two users in every state; returns {state label: [ids]}."""

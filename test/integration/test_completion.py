@@ -17,15 +17,14 @@ PostgREST-like identity (authenticator -> SET ROLE authenticated + claims).
 import json
 import threading
 import unittest
-import uuid
 
 import psycopg2
 import psycopg2.errors
 from psycopg2.extras import Json
 
 import harness
-from harness import Endpoint, configure_job, connect, job, pretty, query, queue_for
-from harness import scalar, wait_for, wait_job_state
+from harness import connect, job, new_user, pretty, query, queue_for
+from harness import wait_for, wait_job_state
 
 ROLE = "authenticated"
 RECEIPT_HOOK = "it_completion.write_receipt(jobrunner.job)"
@@ -80,33 +79,23 @@ CREATE FUNCTION it_completion.takes_two(j jobrunner.job, x int) RETURNS void
     LANGUAGE sql AS $$ SELECT $$;
 CREATE PROCEDURE it_completion.a_procedure(j jobrunner.job) LANGUAGE sql AS $$ SELECT $$;
 
--- PostgREST's roles: the login role and the role it switches to. Other test
--- files use the same names, so they are made only when missing and kept.
+-- PostgREST's roles come from test/lib/roles.sql; this one is the file's own.
 DO $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
-        CREATE ROLE authenticated NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticator') THEN
-        CREATE ROLE authenticator LOGIN NOINHERIT;
-    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'it_completion_plain') THEN
         CREATE ROLE it_completion_plain LOGIN;
     END IF;
 END $$;
-GRANT authenticated TO authenticator;
 GRANT USAGE ON SCHEMA it_completion TO authenticated;
 GRANT INSERT, SELECT ON it_completion.delivery TO authenticated;
 """
 
 
-def new_user():
-    return str(uuid.uuid4())
+class CompletionBase(harness.JobrunnerTestCase):
+    """The schema it_completion, made once for the class."""
 
-
-class CompletionBase(unittest.TestCase):
-    """One endpoint and one admin connection per test; the test's job names
-    and jobs are removed afterwards."""
+    prefix = "it.completion"
+    job_columns = {"concurrency_limit": 10}
 
     @classmethod
     def setUpClass(cls):
@@ -127,36 +116,6 @@ class CompletionBase(unittest.TestCase):
                 cur.execute("DROP ROLE IF EXISTS it_completion_plain")
         finally:
             conn.close()
-
-    def setUp(self):
-        self.ep = Endpoint().start()
-        self.addCleanup(self.ep.shutdown)
-        self.db = connect()
-        self.addCleanup(self.db.close)
-        self.names = []
-        self.addCleanup(self._drop_jobs)
-
-    def _drop_jobs(self):
-        if not self.names:
-            return
-        conn = connect()
-        try:
-            harness.delete_job_names(conn, self.names)
-        finally:
-            conn.close()
-
-    # --- helpers ----------------------------------------------------------
-    def job_name(self, what, path, **columns):
-        """Configure a fresh job name for this test, pointing at the endpoint."""
-        name = "it.completion.%s.%s" % (what, uuid.uuid4().hex[:8])
-        self.names.append(name)
-        columns.setdefault("concurrency_limit", 10)
-        configure_job(self.db, name, self.ep.url(path), **columns)
-        return name
-
-    def value(self, text, *args, conn=None):
-        """The first column of the first row of a query (admin connection by default)."""
-        return scalar(conn or self.db, text, args or None)
 
     def complete(self, job_id, result=None, attempt=None, conn=None):
         """jobrunner.complete_job; returns its boolean."""

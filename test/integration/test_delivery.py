@@ -20,7 +20,7 @@ import unittest
 import uuid
 
 import harness
-from harness import Endpoint, query, scalar, wait_for, wait_job_state
+from harness import query, scalar, wait_for, wait_job_state
 
 # Scheduling slack of one worker hop: recording a failure, waking up at
 # next_run_at, claiming and sending. Generous; a missed wake-up would cost a
@@ -28,37 +28,17 @@ from harness import Endpoint, query, scalar, wait_for, wait_job_state
 HOP_SLACK = 0.5
 
 
-class DeliveryCase(unittest.TestCase):
-    """One endpoint and one connection per test; job names retired after."""
-
-    def setUp(self):
-        self.conn = harness.connect()
-        self.ep = Endpoint().start()
-        self.names = []
-        self.addCleanup(self._retire)
-
-    def _retire(self):
-        try:
-            harness.retire_job_names(self.conn, self.names)
-        finally:
-            self.ep.shutdown()
-            self.conn.close()
-
-    def job_name(self, prefix, path, **columns):
-        """Configure a fresh job name whose url is the endpoint's path."""
-        name = harness.unique_name(prefix)
-        self.names.append(name)
-        harness.configure_job(self.conn, name, self.ep.url(path), **columns)
-        return name
+class DeliveryCase(harness.JobrunnerTestCase):
+    prefix = "it.delivery"
 
     def queue(self, name, user=None, body=None, **opts):
         user_id, role, email = user if user else (None, None, None)
-        return harness.queue_for(self.conn, user_id, role, email, name, body, **opts)
+        return harness.queue_for(self.db, user_id, role, email, name, body, **opts)
 
     def states(self, name):
         """{state: count} of the jobs of one job name."""
         return {r["state"]: r["n"] for r in query(
-            self.conn, "SELECT state, count(*)::int AS n FROM jobrunner.job "
+            self.db, "SELECT state, count(*)::int AS n FROM jobrunner.job "
                        "WHERE job_name = %s GROUP BY 1", (name,))}
 
     def wait_all(self, name, total, state="completed", timeout=60):
@@ -70,12 +50,7 @@ class DeliveryCase(unittest.TestCase):
         except AssertionError:
             raise AssertionError("%s: states %r, wanted %d %s" % (
                 name, self.states(name), total, state))
-        return query(self.conn, "SELECT * FROM jobrunner.job WHERE job_name = %s", (name,))
-
-    def set_setting(self, name, value):
-        """ALTER SYSTEM SET for this test only (reset in cleanup)."""
-        self.addCleanup(harness.set_setting, self.conn, name, None)
-        harness.set_setting(self.conn, name, value)
+        return query(self.db, "SELECT * FROM jobrunner.job WHERE job_name = %s", (name,))
 
     def sent(self, job_id):
         """The endpoint's requests for one job, in arrival order."""
@@ -91,7 +66,7 @@ class Delivery(DeliveryCase):
     def test_thousand_jobs_from_ten_users_each_delivered_exactly_once(self):
         name = self.job_name("bulk", "/ok", concurrency_limit=5,
                              headers={"X-Tenant": "acme", "X-Trace": "on"})
-        agent = "pg_jobrunner/" + scalar(self.conn, "SELECT extversion FROM pg_extension "
+        agent = "pg_jobrunner/" + scalar(self.db, "SELECT extversion FROM pg_extension "
                                                     "WHERE extname = 'pg_jobrunner'")
         # Ten owners: two roles, one without an email.
         owners = [user(i, "authenticated" if i % 2 else "editor", email=i != 3)
@@ -108,7 +83,7 @@ class Delivery(DeliveryCase):
                     (name, [o[0] for o in owners], [o[1] for o in owners],
                      [o[2] for o in owners]))
                 ids = {r[0] for r in cur.fetchall()}
-            self.assertEqual(scalar(self.conn, "SELECT count(*) FROM jobrunner.job "
+            self.assertEqual(scalar(self.db, "SELECT count(*) FROM jobrunner.job "
                                                "WHERE job_name = %s", (name,)), 0,
                              "nothing is visible before commit")
             tx.commit()
@@ -158,7 +133,7 @@ class Delivery(DeliveryCase):
             self.assertEqual(len(mine), 100)
             self.assertLessEqual(harness.max_overlap(mine), 5, "concurrency_limit of %s" % uid)
 
-        logs = query(self.conn, """
+        logs = query(self.db, """
             SELECT array_agg(l.log_message ORDER BY l.id) AS messages, count(*) AS n
               FROM jobrunner.job_logs l JOIN jobrunner.job j ON j.id = l.job_id
              WHERE j.job_name = %s GROUP BY l.job_id""", (name,))
@@ -169,11 +144,11 @@ class Delivery(DeliveryCase):
 
     def test_system_job_token_has_no_sub_and_the_system_role(self):
         name = self.job_name("system", "/ok")
-        default_role = scalar(self.conn, "SHOW jobrunner.system_role")
+        default_role = scalar(self.db, "SHOW jobrunner.system_role")
         self.assertEqual(default_role, "service_role")
-        jid = scalar(self.conn, "SELECT jobrunner.queue_job_for(NULL, 'ignored', "
+        jid = scalar(self.db, "SELECT jobrunner.queue_job_for(NULL, 'ignored', "
                                 "'ignored@example.com', %s, NULL)::text", (name,))
-        wait_job_state(self.conn, jid, "completed")
+        wait_job_state(self.db, jid, "completed")
         [req] = self.sent(jid)
         self.assertIsNone(req.jwt_error)
         self.assertNotIn("sub", req.claims)
@@ -184,7 +159,7 @@ class Delivery(DeliveryCase):
 
         self.set_setting("jobrunner.system_role", "jr_it_system")
         jid = self.queue(name, body={"k": "v"})
-        wait_job_state(self.conn, jid, "completed")
+        wait_job_state(self.db, jid, "completed")
         [req] = self.sent(jid)
         self.assertNotIn("sub", req.claims)
         self.assertEqual(req.claims["role"], "jr_it_system")
@@ -194,7 +169,7 @@ class Delivery(DeliveryCase):
     def test_no_content_completes_without_a_response(self):
         name = self.job_name("nocontent", "/nocontent")
         jid = self.queue(name, user(1))
-        row = wait_job_state(self.conn, jid, "completed")
+        row = wait_job_state(self.db, jid, "completed")
         self.assertEqual(row["last_status"], 204)
         self.assertIsNone(row["response"])
 
@@ -206,11 +181,11 @@ class Delivery(DeliveryCase):
                 self.queue(name, o, {"n": n})
         wait_for(lambda: self.ep.current(job_name=name) >= 6, 15,
                  message="six requests in progress (two per user)")
-        harness.wait_worker_loops(self.conn, 2)
+        harness.wait_worker_loops(self.db, 2)
         for uid, _, _ in owners:
             self.assertEqual(self.ep.current(sub=uid, job_name=name), 2, uid)
         self.assertEqual(self.ep.current(job_name=name), 6)
-        self.assertEqual(scalar(self.conn, "SELECT count(*) FROM jobrunner.job "
+        self.assertEqual(scalar(self.db, "SELECT count(*) FROM jobrunner.job "
                                            "WHERE job_name = %s AND state = 'running'", (name,)), 6)
         self.ep.release()
         self.wait_all(name, 15)
@@ -229,9 +204,9 @@ class Delivery(DeliveryCase):
                 self.queue(name, o, {"n": n})
         wait_for(lambda: self.ep.current(job_name=name) >= 5, 15,
                  message="five requests in progress")
-        harness.wait_worker_loops(self.conn, 2)
+        harness.wait_worker_loops(self.db, 2)
         self.assertEqual(self.ep.current(job_name=name), 5)
-        self.assertEqual(harness.worker_status(self.conn)["in_flight"], 5)
+        self.assertEqual(harness.worker_status(self.db)["in_flight"], 5)
         self.ep.release()
         self.wait_all(name, 20)
         self.assertEqual(harness.max_overlap(self.ep.requests(job_name=name)), 5)
@@ -240,7 +215,7 @@ class Delivery(DeliveryCase):
         name = self.job_name("backoff", "/flaky?fail=3", retry_backoff="200 ms",
                              retry_backoff_max="1 s", max_retries=3)
         jid = self.queue(name, user(1))
-        row = wait_job_state(self.conn, jid, "completed", timeout=20)
+        row = wait_job_state(self.db, jid, "completed", timeout=20)
         self.assertEqual(row["attempts"], 4)
         self.assertEqual(row["response"], {"ok": True, "attempt": 4})
         reqs = self.sent(jid)
@@ -251,7 +226,7 @@ class Delivery(DeliveryCase):
             gap = reqs[n].started - reqs[n - 1].started
             self.assertGreaterEqual(gap, d / 2 - 0.002, "attempt %d came too early" % (n + 1))
             self.assertLessEqual(gap, d + HOP_SLACK, "attempt %d came too late" % (n + 1))
-        messages = [l["log_message"] for l in harness.job_logs(self.conn, jid)]
+        messages = [l["log_message"] for l in harness.job_logs(self.db, jid)]
         self.assertEqual(len([m for m in messages if "failed: HTTP 500" in m
                               and "next attempt at" in m]), 3, messages)
         self.assertEqual(messages[-1], "completed with status 200")
@@ -260,15 +235,15 @@ class Delivery(DeliveryCase):
         name = self.job_name("fail", "/fail", max_retries=2, retry_backoff="50 ms",
                              retry_backoff_max="100 ms")
         jid = self.queue(name, user(1))
-        row = wait_job_state(self.conn, jid, "failed", timeout=15)
+        row = wait_job_state(self.db, jid, "failed", timeout=15)
         self.assertEqual(row["attempts"], 3)
         self.assertEqual(row["last_status"], 500)
         self.assertTrue(row["last_error"].startswith("HTTP 500"), row["last_error"])
         self.assertIsNotNone(row["finished_at"])
-        last = harness.job_logs(self.conn, jid)[-1]
+        last = harness.job_logs(self.db, jid)[-1]
         self.assertIn("failed permanently", last["log_message"])
         self.assertEqual((last["log_level"], last["status_code"], last["attempt"]), ("error", 500, 3))
-        harness.wait_worker_loops(self.conn, 2)
+        harness.wait_worker_loops(self.db, 2)
         self.assertEqual([r.attempt for r in self.sent(jid)], [1, 2, 3], "no attempt after failing")
 
     def test_retry_after_is_honoured_up_to_the_cap(self):
@@ -279,7 +254,7 @@ class Delivery(DeliveryCase):
         a = self.queue(honoured, user(1))
         b = self.queue(capped, user(2))
         for jid in (a, b):
-            row = wait_job_state(self.conn, jid, "completed", timeout=15)
+            row = wait_job_state(self.db, jid, "completed", timeout=15)
             self.assertEqual(row["attempts"], 2)
             reqs = self.sent(jid)
             self.assertEqual([r.status for r in reqs], [429, 200])
@@ -287,13 +262,13 @@ class Delivery(DeliveryCase):
             # Retry-After: 1 s (and 30 s capped to 1 s) instead of a 25-50 ms backoff.
             self.assertGreaterEqual(gap, 1.0, jid)
             self.assertLessEqual(gap, 1.0 + HOP_SLACK, jid)
-            logs = harness.job_logs(self.conn, jid)
+            logs = harness.job_logs(self.db, jid)
             self.assertIn(429, [l["status_code"] for l in logs])
 
     def test_redirect_is_not_followed(self):
         name = self.job_name("redirect", "/redirect", max_retries=0)
         jid = self.queue(name, user(1))
-        row = wait_job_state(self.conn, jid, "failed")
+        row = wait_job_state(self.db, jid, "failed")
         self.assertEqual(row["last_status"], 302)
         self.assertIn("redirect", row["last_error"])
         self.assertEqual(len(self.ep.requests(path="/redirect")), 1)
@@ -302,7 +277,7 @@ class Delivery(DeliveryCase):
     def test_huge_response_is_cut_without_holding_it_in_memory(self):
         mb = 50
         name = self.job_name("huge", "/huge?mb=%d" % mb)
-        pid = harness.worker_status(self.conn)["pid"]
+        pid = harness.worker_status(self.db)["pid"]
         status = "/proc/%d/status" % pid
 
         def kb(field):
@@ -319,8 +294,8 @@ class Delivery(DeliveryCase):
             self.skipTest("cannot reset the worker's peak RSS: %s" % exc)
         before = kb("VmRSS")
         jid = self.queue(name, user(1))
-        row = wait_job_state(self.conn, jid, "completed", timeout=60)
-        self.assertEqual(harness.worker_status(self.conn)["pid"], pid, "the worker survived")
+        row = wait_job_state(self.db, jid, "completed", timeout=60)
+        self.assertEqual(harness.worker_status(self.db)["pid"], pid, "the worker survived")
         self.assertEqual(row["last_status"], 200)
         self.assertIsNone(row["response"], "a body beyond the cap is not stored")
         [req] = self.sent(jid)
@@ -332,20 +307,20 @@ class Delivery(DeliveryCase):
     def test_connection_reset_is_recorded_and_retried(self):
         name = self.job_name("reset", "/reset", max_retries=1, retry_backoff="100 ms")
         jid = self.queue(name, user(1))
-        row = wait_job_state(self.conn, jid, "failed", timeout=15)
+        row = wait_job_state(self.db, jid, "failed", timeout=15)
         self.assertEqual(row["attempts"], 2)
         self.assertIsNone(row["last_status"])
         self.assertTrue(row["last_error"], "a connection error is recorded")
         self.assertFalse(row["last_error"].startswith("HTTP"), row["last_error"])
         self.assertEqual([r.attempt for r in self.sent(jid)], [1, 2])
-        messages = [l["log_message"] for l in harness.job_logs(self.conn, jid)]
+        messages = [l["log_message"] for l in harness.job_logs(self.db, jid)]
         self.assertTrue(any(m.startswith("attempt 1 failed: ") and "next attempt at" in m
                             for m in messages), messages)
 
     def test_timeout_fails_the_attempt(self):
         name = self.job_name("timeout", "/slow?ms=2000", timeout="300 ms", max_retries=0)
         jid = self.queue(name, user(1))
-        row = wait_job_state(self.conn, jid, "failed", timeout=15)
+        row = wait_job_state(self.db, jid, "failed", timeout=15)
         self.assertIsNone(row["last_status"])
         self.assertRegex(row["last_error"], r"(?i)time")
         took = (row["finished_at"] - row["last_run_at"]).total_seconds()
@@ -360,27 +335,27 @@ class Delivery(DeliveryCase):
         self.set_setting("jobrunner.poll_interval", "10s")
         name = self.job_name("disabled", "/ok", enabled=False)
         jid = self.queue(name, user(1))
-        harness.wait_worker_loops(self.conn, 1)  # woken by the commit, it looked
-        row = harness.job(self.conn, jid)
+        harness.wait_worker_loops(self.db, 1)  # woken by the commit, it looked
+        row = harness.job(self.db, jid)
         self.assertEqual((row["state"], row["attempts"]), ("pending", 0))
         self.assertEqual(self.ep.requests(), [], "nothing sent while disabled")
-        with self.conn.cursor() as cur:
+        with self.db.cursor() as cur:
             cur.execute("UPDATE jobrunner.job_config SET enabled = true WHERE job_name = %s",
                         (name,))
         enabled = time.time()
         [req] = self.ep.wait_for_requests(1, timeout=5, correlation_id=jid)
         self.assertLess(req.time - enabled, 1.0,
                         "sent %.3fs after the job name was enabled" % (req.time - enabled))
-        wait_job_state(self.conn, jid, "completed", timeout=10)
+        wait_job_state(self.db, jid, "completed", timeout=10)
         self.assertEqual(len(self.sent(jid)), 1)
 
     def test_delayed_job_is_not_sent_before_run_at(self):
         name = self.job_name("delayed", "/ok")
-        jid = scalar(self.conn, "SELECT jobrunner.queue_job_for(%s, 'authenticated', NULL, %s, "
+        jid = scalar(self.db, "SELECT jobrunner.queue_job_for(%s, 'authenticated', NULL, %s, "
                                 "'{}', _run_at => now() + interval '1 second')::text",
                      (str(uuid.uuid4()), name))
-        run_at = harness.job(self.conn, jid)["next_run_at"].timestamp()
-        wait_job_state(self.conn, jid, "completed", timeout=10)
+        run_at = harness.job(self.db, jid)["next_run_at"].timestamp()
+        wait_job_state(self.db, jid, "completed", timeout=10)
         [req] = self.sent(jid)
         self.assertGreaterEqual(req.time, run_at, "sent before run_at")
         self.assertLessEqual(req.time, run_at + HOP_SLACK, "the worker woke up late")
@@ -403,7 +378,7 @@ class Delivery(DeliveryCase):
 
     def test_commit_wakes_the_worker_without_waiting_for_the_poll(self):
         self.set_setting("jobrunner.poll_interval", "10s")
-        self.assertEqual(scalar(self.conn, "SHOW jobrunner.poll_interval"), "10s")
+        self.assertEqual(scalar(self.db, "SHOW jobrunner.poll_interval"), "10s")
         name = self.job_name("wake", "/ok")
         owner = user(1)
         tx = harness.connect(autocommit=False)
@@ -416,7 +391,7 @@ class Delivery(DeliveryCase):
             self.assertLess(req.time - committed, 0.2,
                             "job %d reached the endpoint %.3fs after commit" % (
                                 i, req.time - committed))
-            wait_job_state(self.conn, jid, "completed")
+            wait_job_state(self.db, jid, "completed")
 
     def test_rollback_queues_and_sends_nothing(self):
         name = self.job_name("rollback", "/ok")
@@ -427,28 +402,28 @@ class Delivery(DeliveryCase):
             tx.rollback()
         finally:
             tx.close()
-        self.assertIsNone(harness.job(self.conn, gone))
-        self.assertEqual(harness.job_logs(self.conn, gone), [])
+        self.assertIsNone(harness.job(self.db, gone))
+        self.assertEqual(harness.job_logs(self.db, gone), [])
         kept = self.queue(name, owner, {"kept": True})
-        wait_job_state(self.conn, kept, "completed")
-        harness.wait_worker_loops(self.conn, 2)
+        wait_job_state(self.db, kept, "completed")
+        harness.wait_worker_loops(self.db, 2)
         self.assertEqual([r.correlation_id for r in self.ep.requests()], [kept])
 
     def test_worker_status_reports_the_running_worker_and_its_counts(self):
-        before = harness.worker_status(self.conn)
+        before = harness.worker_status(self.db)
         self.assertTrue(before["running"])
-        self.assertEqual(before["pid"], harness.worker_pid(self.conn))
-        self.assertEqual(before["database_name"], scalar(self.conn, "SELECT current_database()"))
+        self.assertEqual(before["pid"], harness.worker_pid(self.db))
+        self.assertEqual(before["database_name"], scalar(self.db, "SELECT current_database()"))
         self.assertIsNotNone(before["started_at"])
         ok = self.job_name("status_ok", "/ok")
         bad = self.job_name("status_bad", "/fail", max_retries=0)
         ids = [self.queue(ok, user(i)) for i in range(4)]
         failing = self.queue(bad, user(9))
         for jid in ids:
-            wait_job_state(self.conn, jid, "completed")
-        wait_job_state(self.conn, failing, "failed")
+            wait_job_state(self.db, jid, "completed")
+        wait_job_state(self.db, failing, "failed")
         after = wait_for(lambda: (lambda s: s if s["in_flight"] == 0 else None)(
-            harness.worker_status(self.conn)), 10, message="in_flight back to 0")
+            harness.worker_status(self.db)), 10, message="in_flight back to 0")
         self.assertEqual(after["pid"], before["pid"])
         self.assertEqual(after["started_at"], before["started_at"])
         self.assertGreaterEqual(after["dispatched"] - before["dispatched"], 5)

@@ -15,7 +15,6 @@ delivery.
 """
 
 import collections
-import re
 import socket
 import time
 import unittest
@@ -25,34 +24,17 @@ import harness
 from harness import Endpoint, query, scalar, wait_for, wait_job_state
 
 
-class FaultCase(unittest.TestCase):
-    """One endpoint per test; the connection is reopened after a crash."""
+class FaultCase(harness.JobrunnerTestCase):
+    """The worker (or the cluster) may be down when a test ends: the cleanup
+    waits for it to come back first."""
 
-    def setUp(self):
-        self.conn = harness.connect()
-        self.ep = Endpoint().start()
-        self.names = []
-        self.addCleanup(self._retire)
+    prefix = "it.faults"
 
-    def _retire(self):
+    def _retire_job_names(self):
         self.ep.release()
-        try:
-            harness.wait_for_server(60)
-            harness.wait_for_worker(60)
-            conn = self.reconnect()
-            harness.retire_job_names(conn, self.names)
-        finally:
-            self.ep.shutdown()
-            self.conn.close()
-
-    def reconnect(self):
-        """A fresh connection (the old one dies with a crash or restart)."""
-        try:
-            self.conn.close()
-        except Exception:  # noqa: BLE001 — it may be dead already
-            pass
-        self.conn = harness.connect()
-        return self.conn
+        harness.wait_for_server(60)
+        harness.wait_for_worker(60)
+        super()._retire_job_names()
 
     @staticmethod
     def create_extension_again():
@@ -63,12 +45,6 @@ class FaultCase(unittest.TestCase):
                 cur.execute("CREATE EXTENSION IF NOT EXISTS pg_jobrunner")
         finally:
             conn.close()
-
-    def job_name(self, prefix, url, **columns):
-        name = harness.unique_name(prefix)
-        self.names.append(name)
-        harness.configure_job(self.conn, name, url, **columns)
-        return name
 
     def queue_many(self, name, users, per_user):
         """Queue per_user jobs for each of `users` new users in one transaction."""
@@ -89,7 +65,7 @@ class FaultCase(unittest.TestCase):
 
     def states(self, name):
         return {r["state"]: r["n"] for r in query(
-            self.conn, "SELECT state, count(*)::int AS n FROM jobrunner.job "
+            self.db, "SELECT state, count(*)::int AS n FROM jobrunner.job "
                        "WHERE job_name = %s GROUP BY 1", (name,))}
 
     def wait_all_completed(self, name, total, timeout=60):
@@ -122,13 +98,13 @@ class FaultCase(unittest.TestCase):
             self.assertEqual(again.header("Idempotency-Key"), jid)
             self.assertEqual(harness.max_overlap(rs), 1, "job %s was in flight twice" % jid)
         self.ep.assert_no_violations()
-        interrupted = scalar(self.conn, """
+        interrupted = scalar(self.db, """
             SELECT count(DISTINCT l.job_id) FROM jobrunner.job_logs l
               JOIN jobrunner.job j ON j.id = l.job_id
              WHERE j.job_name = %s AND l.log_message LIKE 'attempt interrupted%%'""", (name,))
         self.assertEqual(interrupted, len(ids))
         # The interrupted attempt does not count: each job completed at attempt 1.
-        self.assertEqual(scalar(self.conn, "SELECT array_agg(DISTINCT attempts) FROM jobrunner.job "
+        self.assertEqual(scalar(self.db, "SELECT array_agg(DISTINCT attempts) FROM jobrunner.job "
                                            "WHERE job_name = %s", (name,)), [1])
 
 
@@ -141,7 +117,7 @@ class Faults(FaultCase):
         self.assertEqual(self.states(name), {"running": 200})
         old = harness.kill_worker()
         self.reconnect()
-        self.assertNotEqual(harness.worker_pid(self.conn), old)
+        self.assertNotEqual(harness.worker_pid(self.db), old)
         # Every held request of the dead worker ends; every job comes again.
         wait_for(lambda: len(self.ep.requests(job_name=name)) >= 400, 30, 0.05,
                  "every job re-delivered after the crash")
@@ -190,9 +166,9 @@ class Faults(FaultCase):
         name = self.job_name("term", self.ep.url("/hold"), concurrency_limit=10)
         ids = self.queue_many(name, users=3, per_user=10)
         self.wait_in_flight(name, 30)
-        old = harness.worker_pid(self.conn)
+        old = harness.worker_pid(self.db)
         offset = harness.server_log_size()
-        self.assertTrue(scalar(self.conn, "SELECT pg_terminate_backend(%s)", (old,)))
+        self.assertTrue(scalar(self.db, "SELECT pg_terminate_backend(%s)", (old,)))
         # SIGTERM: the worker ends its transfers, hands the jobs back and
         # exits; the postmaster starts a new one, which sends them again.
         harness.wait_for_worker(30, not_pid=old)
@@ -210,11 +186,11 @@ class Faults(FaultCase):
         ids = self.queue_many(name, users=5, per_user=10)
         self.wait_in_flight(name, 50)
         # Nothing may be claimed again after the start, before we look.
-        with self.conn.cursor() as cur:
+        with self.db.cursor() as cur:
             cur.execute("UPDATE jobrunner.job_config SET enabled = false WHERE job_name = %s",
                         (name,))
         offset = harness.server_log_size()
-        self.conn.close()
+        self.db.close()
         started = time.monotonic()
         harness.stop_cluster("fast")
         try:
@@ -228,16 +204,16 @@ class Faults(FaultCase):
                                        r"pending at shutdown")
         self.assertEqual(self.states(name), {"pending": 50}, "no job left running")
         # Handed back by the stopping worker, not by the next one's recovery.
-        self.assertEqual(scalar(self.conn, """
+        self.assertEqual(scalar(self.db, """
             SELECT count(*) FROM jobrunner.job_logs l JOIN jobrunner.job j ON j.id = l.job_id
              WHERE j.job_name = %s AND l.log_message LIKE 'attempt interrupted%%'
                AND l.created_at < pg_catalog.pg_postmaster_start_time()""", (name,)), 50)
-        self.assertEqual(scalar(self.conn, "SELECT array_agg(DISTINCT attempts) "
+        self.assertEqual(scalar(self.db, "SELECT array_agg(DISTINCT attempts) "
                                            "FROM jobrunner.job WHERE job_name = %s", (name,)), [0])
         wait_for(lambda: all(r.client_gone for r in self.ep.requests(job_name=name)), 10,
                  message="the worker's connections closed at shutdown")
         self.ep.release()
-        with self.conn.cursor() as cur:
+        with self.db.cursor() as cur:
             cur.execute("UPDATE jobrunner.job_config SET enabled = true WHERE job_name = %s",
                         (name,))
         self.wait_all_completed(name, 50)
@@ -251,17 +227,17 @@ class Faults(FaultCase):
         name = self.job_name("outage", "http://127.0.0.1:%d/ok" % port, max_retries=100,
                              retry_backoff="200 ms", retry_backoff_max="1 s")
         down_since = time.monotonic()
-        jid = harness.queue_for(self.conn, str(uuid.uuid4()), "authenticated", None, name, {})
-        wait_for(lambda: harness.job(self.conn, jid)["attempts"] >= 6, 20, 0.05,
+        jid = harness.queue_for(self.db, str(uuid.uuid4()), "authenticated", None, name, {})
+        wait_for(lambda: harness.job(self.db, jid)["attempts"] >= 6, 20, 0.05,
                  "six refused attempts")
-        row = harness.job(self.conn, jid)
+        row = harness.job(self.db, jid)
         self.assertIn(row["state"], ("pending", "running"))
         self.assertIsNone(row["last_status"])
         self.assertRegex(row["last_error"] or "", r"(?i)connect|refused")
 
         # Attempt n+1 starts no earlier than half of the capped exponential
         # delay after attempt n (equal jitter), and not much after the full delay.
-        starts = [r["created_at"] for r in query(self.conn, """
+        starts = [r["created_at"] for r in query(self.db, """
             SELECT created_at FROM jobrunner.job_logs
              WHERE job_id = %s AND log_message LIKE 'started attempt %%' ORDER BY id""", (jid,))]
         for n in range(1, len(starts)):
@@ -276,7 +252,7 @@ class Faults(FaultCase):
             self.skipTest("port %d was taken meanwhile: %s" % (port, exc))
         self.addCleanup(back.shutdown)
         outage = time.monotonic() - down_since
-        row = wait_job_state(self.conn, jid, "completed", timeout=10)
+        row = wait_job_state(self.db, jid, "completed", timeout=10)
         # No hot loop: never more attempts than the shortest delays allow.
         bound, elapsed, n = 1, 0.0, 1
         while True:
@@ -296,13 +272,13 @@ class Faults(FaultCase):
         pid = harness.wait_for_worker()  # on a fresh cluster it may still be starting
         offset = harness.server_log_size()
         self.addCleanup(self.create_extension_again)
-        with self.conn.cursor() as cur:
+        with self.db.cursor() as cur:
             cur.execute("DROP EXTENSION pg_jobrunner CASCADE")
         self.names = []  # their rows went with the extension
 
         # The worker keeps turning (each turn reports its activity) and stays the same process.
         def activity():
-            return scalar(self.conn, "SELECT state_change FROM pg_catalog.pg_stat_activity "
+            return scalar(self.db, "SELECT state_change FROM pg_catalog.pg_stat_activity "
                                      "WHERE pid = %s AND backend_type = %s",
                           (pid, harness.WORKER_BACKEND_TYPE))
         seen = [activity()]
@@ -313,18 +289,18 @@ class Faults(FaultCase):
                 seen.append(now)
             return len(seen) >= 5
         wait_for(turned, 15, 0.02, "the worker kept turning after DROP EXTENSION")
-        self.assertEqual(harness.worker_pid(self.conn), pid, "the worker is still alive")
+        self.assertEqual(harness.worker_pid(self.db), pid, "the worker is still alive")
 
-        with self.conn.cursor() as cur:
+        with self.db.cursor() as cur:
             cur.execute("CREATE EXTENSION pg_jobrunner")
-        status = harness.worker_status(self.conn)
+        status = harness.worker_status(self.db)
         self.assertTrue(status["running"])
         self.assertEqual(status["pid"], pid)
         name = self.job_name("recreated", self.ep.url("/ok"))
-        jid = harness.queue_for(self.conn, str(uuid.uuid4()), "authenticated", None, name, {})
-        wait_job_state(self.conn, jid, "completed", timeout=15)
+        jid = harness.queue_for(self.db, str(uuid.uuid4()), "authenticated", None, name, {})
+        wait_job_state(self.db, jid, "completed", timeout=15)
         self.assertEqual(len(self.ep.requests(correlation_id=jid)), 1)
-        self.assertEqual(harness.worker_pid(self.conn), pid)
+        self.assertEqual(harness.worker_pid(self.db), pid)
         log = harness.server_log_since(offset)
         self.assertNotRegex(log, r"(?m)(PANIC|FATAL|terminated by signal|exited with exit code).*",
                             "the server log after DROP EXTENSION")

@@ -12,10 +12,9 @@ job only after reading the previous answer is never counted twice.
 import statistics
 import time
 import unittest
-import uuid
 
 import harness
-from harness import Endpoint, configure_job, connect, job, max_overlap, queue_for, scalar
+from harness import connect, job, max_overlap, queue_for, scalar, new_user
 from harness import wait_for, wait_job_state
 
 ROLE = "authenticated"
@@ -32,10 +31,6 @@ def max_in_window(times, width):
     return best
 
 
-def new_user():
-    return str(uuid.uuid4())
-
-
 def query_rows(conn, text, args=None):
     """All rows of a query, as tuples."""
     with conn.cursor() as cur:
@@ -43,41 +38,8 @@ def query_rows(conn, text, args=None):
         return cur.fetchall()
 
 
-class LimitsBase(unittest.TestCase):
-    def setUp(self):
-        self.ep = Endpoint().start()
-        self.addCleanup(self.ep.shutdown)
-        self.db = connect()
-        self.addCleanup(self.db.close)
-        self.names = []
-        self.addCleanup(self._drop_jobs)
-
-    def _drop_jobs(self):
-        """Stop the test's job names, let their requests finish, delete their jobs."""
-        if not self.names:
-            return
-        conn = connect()
-        try:
-            names = (self.names,)
-            with conn.cursor() as cur:
-                cur.execute("UPDATE jobrunner.job_config SET enabled = false "
-                            "WHERE job_name = ANY (%s)", names)
-                # The backlog goes at once (with its logs), so the worker
-                # stops on it and other tests are not slowed.
-                cur.execute("WITH gone AS (DELETE FROM jobrunner.job "
-                            "WHERE job_name = ANY (%s) AND state = 'pending' RETURNING id) "
-                            "DELETE FROM jobrunner.job_logs l USING gone WHERE l.job_id = gone.id",
-                            names)
-            harness.wait_running_done(conn, self.names)
-            harness.delete_job_names(conn, self.names)
-        finally:
-            conn.close()
-
-    def job_name(self, what, path, **columns):
-        name = "it.limits.%s.%s" % (what, uuid.uuid4().hex[:8])
-        self.names.append(name)
-        configure_job(self.db, name, self.ep.url(path), **columns)
-        return name
+class LimitsBase(harness.JobrunnerTestCase):
+    prefix = "it.limits"
 
     def queue_many(self, user, name, count, conn=None):
         """Queue count jobs for user in one statement (one transaction)."""

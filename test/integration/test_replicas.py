@@ -21,7 +21,7 @@ import uuid
 import psycopg2.errors
 
 import harness
-from harness import Cluster, Endpoint, query, scalar, wait_for
+from harness import Cluster, Endpoint, scalar, wait_for
 
 IN_FLIGHT = 200
 PRIMARY_SETTINGS = [

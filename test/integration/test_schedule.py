@@ -19,72 +19,39 @@ import psycopg2.errors
 from psycopg2 import sql
 
 import harness
-from harness import Endpoint, configure_job, connect, query, scalar, wait_for, wait_job_state
+from harness import connect, new_user, query, scalar, wait_job_state
 
 ROLE = "authenticated"
 
+# PostgREST's roles come from test/lib/roles.sql; this one is the file's own.
 ROLES_SQL = """
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'it_schedule_plain') THEN
         CREATE ROLE it_schedule_plain LOGIN;
     END IF;
-    -- PostgREST's roles, shared with other test files: made when missing, kept.
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
-        CREATE ROLE authenticated NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'authenticator') THEN
-        CREATE ROLE authenticator LOGIN NOINHERIT;
-    END IF;
 END $$;
-GRANT authenticated TO authenticator;
 """
 
 
-def new_user():
-    return str(uuid.uuid4())
+class ScheduleBase(harness.JobrunnerTestCase):
+    """Schedules made by schedule_name() are unscheduled afterwards."""
 
+    prefix = "it.schedule"
 
-class ScheduleBase(unittest.TestCase):
     def setUp(self):
-        self.ep = Endpoint().start()
-        self.addCleanup(self.ep.shutdown)
-        self.db = connect()
-        self.addCleanup(self.db.close)
-        self.names = []
+        super().setUp()
         self.schedules = []
-        self.addCleanup(self._cleanup)
+        self.addCleanup(self._unschedule)
 
-    def _cleanup(self):
-        """Unschedule, let running jobs finish, delete the test's jobs and job names."""
-        conn = connect()
-        try:
-            names = (self.names,)
-            with conn.cursor() as cur:
-                for s in self.schedules:
-                    cur.execute("SELECT jobrunner.unschedule_job(%s)", (s,))
-                cur.execute("UPDATE jobrunner.job_config SET enabled = false "
-                            "WHERE job_name = ANY (%s)", names)
-            self.ep.release()
-            harness.wait_running_done(conn, self.names)
-            harness.delete_job_names(conn, self.names)
-        finally:
-            conn.close()
-
-    def job_name(self, what, path, **columns):
-        name = "it.schedule.%s.%s" % (what, uuid.uuid4().hex[:8])
-        self.names.append(name)
-        configure_job(self.db, name, self.ep.url(path), **columns)
-        return name
+    def _unschedule(self):
+        for s in self.schedules:
+            self.value("SELECT jobrunner.unschedule_job(%s)", s)
 
     def schedule_name(self, what):
         name = "it-%s-%s" % (what, uuid.uuid4().hex[:8])
         self.schedules.append(name)
         return name
-
-    def value(self, text, *args):
-        """The first column of the first row of a query on the admin connection."""
-        return scalar(self.db, text, args or None)
 
     def cron_job(self, schedule):
         """The cron.job row of a schedule (None if there is none)."""

@@ -30,7 +30,7 @@ import psycopg2
 from psycopg2 import sql
 
 import harness
-from harness import Endpoint, scalar, wait_for, wait_job_state
+from harness import scalar, wait_for, wait_job_state
 
 SECRET_GUC = "jobrunner.jwt_secret"
 ALNUM = string.ascii_letters + string.digits
@@ -61,7 +61,8 @@ def windows(text, width=12):
     return {text[i:i + width] for i in range(max(len(text) - width + 1, 1))}
 
 
-class SecretSettings(unittest.TestCase):
+class SecretSettings(harness.JobrunnerTestCase):
+    prefix = "it.secret"
 
     @classmethod
     def setUpClass(cls):
@@ -75,39 +76,20 @@ class SecretSettings(unittest.TestCase):
         finally:
             conn.close()
 
-    def setUp(self):
-        self.conn = harness.connect()
-        self.addCleanup(self.conn.close)
-        self.ep = Endpoint(secret=self.secret).start()
-        self.addCleanup(self.ep.shutdown)
-        self.names = []
-        self.addCleanup(self.retire)
-
-    def retire(self):
-        self.ep.release()
-        harness.wait_running_done(self.conn, self.names, timeout=15)
-        harness.delete_job_names(self.conn, self.names)
-
-    def job_name(self, prefix, url, **columns):
-        name = harness.unique_name(prefix)
-        self.names.append(name)
-        harness.configure_job(self.conn, name, url, **columns)
-        return name
-
     def execute(self, stmt, args=None):
-        with self.conn.cursor() as cur:
+        with self.db.cursor() as cur:
             cur.execute(stmt, args)
 
     def stored_secret_entries(self):
         """How many jobrunner.jwt_secret entries pg_db_role_setting holds."""
-        return scalar(self.conn, "SELECT count(*) FROM pg_catalog.pg_db_role_setting s, "
+        return scalar(self.db, "SELECT count(*) FROM pg_catalog.pg_db_role_setting s, "
                                  "pg_catalog.unnest(s.setconfig) c "
                                  "WHERE c LIKE 'jobrunner.jwt\\_secret=%'")
 
     def restore_secret(self):
         """Cleanup: back to the secret of postgresql.conf (ALTER SYSTEM's
         copy goes), and wait until the worker has reloaded it."""
-        harness.set_setting(self.conn, SECRET_GUC, None)
+        harness.set_setting(self.db, SECRET_GUC, None)
 
     def wait_session_secret(self, conn, secret):
         """Wait until tokens minted in conn's session are signed with secret
@@ -119,8 +101,8 @@ class SecretSettings(unittest.TestCase):
     def deliver_one(self, prefix):
         """Queue a job to /ok; return (job row, the request the endpoint got)."""
         name = self.job_name(prefix, self.ep.url("/ok"))
-        job_id = harness.queue_for(self.conn, str(uuid.uuid4()), "authenticated", None, name, {})
-        row = wait_job_state(self.conn, job_id, "completed", timeout=10)
+        job_id = harness.queue_for(self.db, str(uuid.uuid4()), "authenticated", None, name, {})
+        row = wait_job_state(self.db, job_id, "completed", timeout=10)
         [req] = self.ep.requests(correlation_id=job_id)
         return row, req
 
@@ -138,8 +120,8 @@ class SecretSettings(unittest.TestCase):
         "jobrunner.jwt_secret" changed to "<value>"' for each change.
         """
         new_secret = random_secret(48)
-        self.addCleanup(harness.set_setting, self.conn, "log_statement", None, 0)
-        harness.set_setting(self.conn, "log_statement", "all", 0)
+        self.addCleanup(harness.set_setting, self.db, "log_statement", None, 0)
+        harness.set_setting(self.db, "log_statement", "all", 0)
         self.addCleanup(self.restore_secret)  # runs before log_statement is reset
 
         offset = harness.server_log_size()
@@ -151,12 +133,12 @@ class SecretSettings(unittest.TestCase):
             cur.execute("SELECT pg_catalog.pg_reload_conf()")
         # The change took effect (else the test proves nothing about it).
         self.wait_session_secret(loud, new_secret)
-        harness.wait_worker_loops(self.conn, 2)
+        harness.wait_worker_loops(self.db, 2)
         with loud.cursor() as cur:
             cur.execute("ALTER SYSTEM SET jobrunner.jwt_secret = %s", (self.secret,))
             cur.execute("SELECT pg_catalog.pg_reload_conf()")
         self.wait_session_secret(loud, self.secret)
-        harness.wait_worker_loops(self.conn, 2)
+        harness.wait_worker_loops(self.db, 2)
 
         # Jobs sent afterwards carry tokens signed with the original secret
         # (the endpoint verifies every token with it).
@@ -203,10 +185,10 @@ class SecretSettings(unittest.TestCase):
             sql.SQL("SELECT pg_catalog.set_config('jobrunner.jwt_secret', %s, true)"),
         ]
         for stmt in attempts:
-            text = stmt.as_string(self.conn)
+            text = stmt.as_string(self.db)
             with self.subTest(statement=text):
                 with self.assertRaises(psycopg2.errors.InsufficientPrivilege) as ctx:
-                    with self.conn.cursor() as cur:
+                    with self.db.cursor() as cur:
                         cur.execute(stmt, (candidate,))
                 self.assertNotIn(candidate, str(ctx.exception), "the error quotes the value")
 
@@ -215,7 +197,7 @@ class SecretSettings(unittest.TestCase):
         fresh = harness.connect()  # a new session: role and database settings apply
         self.addCleanup(fresh.close)
         self.assertTrue(signed_with(mint(fresh), self.secret), "a new session signs as before")
-        self.assertTrue(signed_with(mint(self.conn), self.secret), "this session signs as before")
+        self.assertTrue(signed_with(mint(self.db), self.secret), "this session signs as before")
         self.assertNotIn(candidate, harness.server_log_since(offset),
                          "a refused value is in the server log")
 
@@ -269,7 +251,7 @@ class SecretSettings(unittest.TestCase):
         name = self.job_name("shortsecret", self.ep.url("/ok"), max_retries=0)
         self.addCleanup(self.restore_secret)
         offset = harness.server_log_size()
-        harness.set_setting(self.conn, SECRET_GUC, short)
+        harness.set_setting(self.db, SECRET_GUC, short)
 
         fresh = harness.connect()
         self.addCleanup(fresh.close)
@@ -278,14 +260,14 @@ class SecretSettings(unittest.TestCase):
         self.assertRegex(str(ctx.exception), r"(?i)secret")
         self.assertNotIn(short, str(ctx.exception), "the error shows the secret")
 
-        job_id = harness.queue_for(self.conn, str(uuid.uuid4()), "authenticated", None, name, {})
-        row = wait_job_state(self.conn, job_id, "failed", timeout=10)
+        job_id = harness.queue_for(self.db, str(uuid.uuid4()), "authenticated", None, name, {})
+        row = wait_job_state(self.db, job_id, "failed", timeout=10)
         self.assertRegex(row["last_error"] or "", r"(?i)secret.*(short|32)",
                          "last_error says the secret is the problem")
         self.assertNotIn(short, row["last_error"])
         self.assertIsNone(row["last_status"])
         self.assertEqual(self.ep.requests(job_name=name), [], "nothing is sent without a token")
-        for entry in harness.job_logs(self.conn, job_id):
+        for entry in harness.job_logs(self.db, job_id):
             self.assertNotIn(short, entry["log_message"] or "")
 
         self.restore_secret()
@@ -312,14 +294,14 @@ class SecretSettings(unittest.TestCase):
             port = s.getsockname()[1]
         name = self.job_name("refused", "http://127.0.0.1:%d/ok" % port, max_retries=0)
         offset = harness.server_log_size()
-        job_id = harness.queue_for(self.conn, str(uuid.uuid4()), "authenticated", None, name, {})
-        row = wait_job_state(self.conn, job_id, "failed", timeout=10)
+        job_id = harness.queue_for(self.db, str(uuid.uuid4()), "authenticated", None, name, {})
+        row = wait_job_state(self.db, job_id, "failed", timeout=10)
 
         self.assertRegex(row["last_error"] or "", r"(?i)connection refused")
         self.assertIsNone(row["last_status"])
         self.assertIsNone(row["response"])
         seen_by_users = [row["last_error"]] + [
-            entry["log_message"] or "" for entry in harness.job_logs(self.conn, job_id)]
+            entry["log_message"] or "" for entry in harness.job_logs(self.db, job_id)]
         for text in seen_by_users:
             self.assertNotIn("127.0.0.1", text, "users see where the request went")
             self.assertNotRegex(text, r"(?<!\d)%d(?!\d)" % port, "users see the endpoint's port")
@@ -340,8 +322,8 @@ class SecretSettings(unittest.TestCase):
         a piece of the token's signature there.
         """
         name = self.job_name("echo", self.ep.url("/echo-headers"))
-        job_id = harness.queue_for(self.conn, str(uuid.uuid4()), "authenticated", None, name, {})
-        row = wait_job_state(self.conn, job_id, "completed", timeout=10)
+        job_id = harness.queue_for(self.db, str(uuid.uuid4()), "authenticated", None, name, {})
+        row = wait_job_state(self.db, job_id, "completed", timeout=10)
         [req] = self.ep.requests(correlation_id=job_id)
         token = req.header("Authorization")[len("Bearer "):]
         signature = token.split(".")[2]

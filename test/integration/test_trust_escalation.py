@@ -30,7 +30,7 @@ import uuid
 from psycopg2 import sql
 
 import harness
-from harness import Endpoint, configure_job, connect, job, query, queue_for
+from harness import connect, job, query, queue_for
 from harness import scalar, wait_for, wait_job_state
 
 APPOWNER = "jr_appowner"
@@ -284,33 +284,10 @@ def worker_user(conn):
                     30, 0.05, "the worker is not in pg_stat_activity")
 
 
-class TrustBase(unittest.TestCase):
-    """An admin connection, an endpoint, and the test's roles and job names,
-    all removed afterwards (cleanups run last-registered first)."""
+class TrustBase(harness.JobrunnerTestCase):
+    """Roles made by login_role() are dropped with all they own afterwards."""
 
-    def setUp(self):
-        self.db = connect()
-        self.addCleanup(self.db.close)
-        self.ep = Endpoint().start()
-        self.addCleanup(self.ep.shutdown)
-        self.names = []
-        self.addCleanup(self._drop_job_names)
-
-    def _drop_job_names(self):
-        if not self.names:
-            return
-        conn = connect()
-        try:
-            harness.delete_job_names(conn, self.names)
-        finally:
-            conn.close()
-
-    def job_name(self, what, path, **columns):
-        """Configure a fresh job name pointing at the endpoint."""
-        name = "it.trust.%s.%s" % (what, uuid.uuid4().hex[:8])
-        self.names.append(name)
-        configure_job(self.db, name, self.ep.url(path), **columns)
-        return name
+    prefix = "it.trust"
 
     def login_role(self, name):
         """A LOGIN role made for this test (dropped with all it owns afterwards),

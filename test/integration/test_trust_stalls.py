@@ -30,7 +30,6 @@ import json
 import re
 import time
 import unittest
-import uuid
 
 import psycopg2
 import psycopg2.errors
@@ -38,7 +37,7 @@ import psycopg2.extensions
 from psycopg2.extras import Json
 
 import harness
-from harness import Endpoint, configure_job, connect, query, queue_for, scalar, wait_for
+from harness import configure_job, connect, new_user, query, queue_for, scalar, wait_for
 
 ROLE = "authenticated"
 # Another user's job must reach the endpoint this soon after its commit,
@@ -48,42 +47,6 @@ DISPATCH_WITHIN_S = 2.0
 RECORD_WITHIN_S = 5.0
 USER_TX_HELD_S = 15.0
 ENDPOINT_TX_HELD_S = 10.0
-
-# PostgREST's roles. Made when missing and dropped again only if made here
-# (test_completion makes and keeps the same ones).
-ROLES_SQL = {
-    "authenticated": "CREATE ROLE authenticated NOLOGIN",
-    "authenticator": "CREATE ROLE authenticator LOGIN NOINHERIT",
-}
-_roles_made = []
-
-
-def setUpModule():
-    conn = connect()
-    try:
-        with conn.cursor() as cur:
-            for role, create in ROLES_SQL.items():
-                cur.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,))
-                if cur.fetchone() is None:
-                    cur.execute(create)
-                    _roles_made.append(role)
-            cur.execute("GRANT authenticated TO authenticator")
-    finally:
-        conn.close()
-
-
-def tearDownModule():
-    conn = connect()
-    try:
-        with conn.cursor() as cur:
-            for role in reversed(_roles_made):
-                cur.execute("DROP ROLE IF EXISTS %s" % role)
-    finally:
-        conn.close()
-
-
-def new_user():
-    return str(uuid.uuid4())
 
 
 def postgrest_session(claims):
@@ -117,48 +80,9 @@ def hold_open_until(conn, deadline):
     conn.commit()
 
 
-class StallsBase(unittest.TestCase):
-    """One endpoint and one admin connection per test; the test's job names
-    and jobs are removed afterwards, once their requests have ended."""
-
-    def setUp(self):
-        self.names = []
-        self.addCleanup(self._drop_jobs)
-        self.ep = Endpoint().start()
-        self.addCleanup(self.ep.shutdown)  # runs before _drop_jobs: held requests end
-        self.db = connect()
-        self.addCleanup(self.db.close)
-
-    def _drop_jobs(self):
-        if not self.names:
-            return
-        conn = connect()
-        try:
-            names = (self.names,)
-            with conn.cursor() as cur:
-                cur.execute("UPDATE jobrunner.job_config SET enabled = false "
-                            "WHERE job_name = ANY (%s)", names)
-            # Acknowledged callback jobs stay running; what must be over is
-            # every request (its outcome is recorded against the row). The
-            # jobs go even if that never happens (a broken build).
-            try:
-                wait_for(lambda: scalar(conn, "SELECT count(*) FROM jobrunner.job WHERE job_name "
-                                              "= ANY (%s) AND sending_attempt IS NOT NULL",
-                                        names) == 0,
-                         30, 0.05, "requests of %s did not end" % self.names)
-            finally:
-                harness.delete_job_names(conn, self.names)
-        finally:
-            conn.close()
-
-    # --- helpers ----------------------------------------------------------
-    def job_name(self, what, path, **columns):
-        """Configure a fresh job name for this test, pointing at the endpoint."""
-        name = "it.stalls.%s.%s" % (what, uuid.uuid4().hex[:8])
-        self.names.append(name)
-        columns.setdefault("concurrency_limit", 4)
-        configure_job(self.db, name, self.ep.url(path), **columns)
-        return name
+class StallsBase(harness.JobrunnerTestCase):
+    prefix = "it.stalls"
+    job_columns = {"concurrency_limit": 4}
 
     def queue(self, name, user, body=None, **opts):
         """Queue (and commit) a job for user as an admin; its id."""

@@ -16,7 +16,7 @@ open files to the hard one, which the usual 1024 would otherwise cap.
 import unittest
 
 import harness
-from harness import connect, scalar, wait_for
+from harness import connect, scalar
 
 DROP_DEADLINE_S = 15
 

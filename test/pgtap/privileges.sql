@@ -6,23 +6,6 @@ BEGIN;
 SELECT plan(68);
 SET LOCAL client_min_messages = warning;
 
--- PostgREST's roles, and an untrusted login role (kept if they exist).
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN
-        CREATE ROLE authenticated NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'anon') THEN
-        CREATE ROLE anon NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticator') THEN
-        CREATE ROLE authenticator LOGIN NOINHERIT;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mallory') THEN
-        CREATE ROLE mallory LOGIN;
-    END IF;
-END $$;
-GRANT authenticated, anon TO authenticator;
 CREATE ROLE jr_settings_reader NOLOGIN IN ROLE pg_read_all_settings;
 
 DELETE FROM jobrunner.job_logs;

@@ -6,17 +6,6 @@ BEGIN;
 SELECT plan(85);
 SET LOCAL client_min_messages = warning;
 
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN
-        CREATE ROLE authenticated NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticator') THEN
-        CREATE ROLE authenticator LOGIN NOINHERIT;
-    END IF;
-END $$;
-GRANT authenticated TO authenticator;
-
 DELETE FROM jobrunner.job_logs;
 DELETE FROM jobrunner.job;
 DELETE FROM jobrunner.job_config;

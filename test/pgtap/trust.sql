@@ -8,19 +8,6 @@ BEGIN;
 SELECT plan(53);
 SET LOCAL client_min_messages = warning;
 
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN
-        CREATE ROLE authenticated NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticator') THEN
-        CREATE ROLE authenticator LOGIN NOINHERIT;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mallory') THEN
-        CREATE ROLE mallory LOGIN;
-    END IF;
-END $$;
-GRANT authenticated TO authenticator;
 CREATE ROLE jr_trust_admin LOGIN;
 CREATE ROLE jr_trust_appowner LOGIN;
 GRANT EXECUTE ON FUNCTION jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int),

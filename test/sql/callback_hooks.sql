@@ -3,59 +3,7 @@
 -- on_complete / on_fail hooks (same transaction, the job user's claims, a
 -- raising hook undoes its writes and the state change).
 \set SHOW_CONTEXT never
-SET datestyle = 'ISO, YMD';
-SET timezone = 'UTC';
-TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;
-DELETE FROM jobrunner.job_config;
-
-CREATE FUNCTION pg_temp.job(_id uuid)
-    RETURNS TABLE (state text, attempts int, acked boolean, finished boolean,
-                   last_status int, last_error text, response jsonb)
-    LANGUAGE sql AS $$
-    SELECT j.state, j.attempts, j.acked_at IS NOT NULL, j.finished_at IS NOT NULL,
-           j.last_status,
-           regexp_replace(j.last_error, '\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?([+-]\d\d(:\d\d)?)?', '<time>', 'g'),
-           j.response
-      FROM jobrunner.job j WHERE j.id = _id
-$$;
-CREATE FUNCTION pg_temp.logs(_id uuid)
-    RETURNS TABLE (attempt int, log_level text, log_message text, status_code int)
-    LANGUAGE sql AS $$
-    SELECT l.attempt, l.log_level,
-           regexp_replace(l.log_message, '\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?([+-]\d\d(:\d\d)?)?', '<time>', 'g'),
-           l.status_code
-      FROM jobrunner.job_logs l WHERE l.job_id = _id ORDER BY l.id
-$$;
-CREATE FUNCTION pg_temp.claim(_id uuid, _worker bigint DEFAULT 42) RETURNS int LANGUAGE plpgsql AS $$
-DECLARE
-    _held uuid[];
-    _ids uuid[];
-    _attempts int[];
-BEGIN
-    WITH held AS (
-        UPDATE jobrunner.job SET next_run_at = next_run_at + interval '1000 years'
-         WHERE state = 'pending' AND id <> _id AND next_run_at <= now() RETURNING id)
-    SELECT array_agg(id) INTO _held FROM held;
-    SELECT array_agg(c.id), array_agg(c.attempt) INTO _ids, _attempts FROM jobrunner._claim(1000, _worker) c;
-    UPDATE jobrunner.job SET next_run_at = next_run_at - interval '1000 years' WHERE id = ANY (_held);
-    IF _ids IS NOT NULL AND _ids <> ARRAY[_id] THEN
-        RAISE EXCEPTION 'claimed more than the one job';
-    END IF;
-    RETURN _attempts[1];
-END $$;
--- One outcome, as the worker records it; how many log rows it wrote (0:
--- fenced out). Nothing holds rows here, so nothing is left for later.
-CREATE FUNCTION pg_temp.record(_id uuid, _attempt int, _status int, _error text, _response text)
-    RETURNS int LANGUAGE plpgsql AS $$
-DECLARE
-    _before bigint := (SELECT count(*) FROM jobrunner.job_logs l WHERE l.job_id = _id);
-BEGIN
-    IF jobrunner._record(42, ARRAY[_id], ARRAY[_attempt], ARRAY[_status], ARRAY[_error],
-                         ARRAY[_response], ARRAY[3.0]::float8[], ARRAY[NULL]::bigint[]) <> '{}' THEN
-        RAISE EXCEPTION 'outcome left for later';
-    END IF;
-    RETURN (SELECT count(*) FROM jobrunner.job_logs l WHERE l.job_id = _id) - _before;
-END $$;
+SELECT regress.begin_test();
 
 SET request.jwt.claims = '{"sub": "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa", "role": "authenticated", "email": "a@example.com"}';
 
@@ -66,51 +14,51 @@ INSERT INTO jobrunner.job_config (job_name, url, completion, callback_lease, max
 VALUES ('cb.task', 'http://localhost/cb', 'callback', '10 minutes', 1, 100);
 
 SELECT jobrunner.queue_job('cb.task') AS c1 \gset
-SELECT pg_temp.claim(:'c1') AS attempt;
+SELECT regress.claim(:'c1') AS attempt;
 -- The endpoint answers 202: acknowledged, still running, under a lease.
-SELECT pg_temp.record(:'c1', 1, 202, NULL, '{"accepted": true}') AS recorded;
-SELECT * FROM pg_temp.job(:'c1');
+SELECT regress.record(:'c1', 1, 202, NULL, '{"accepted": true}') AS recorded;
+SELECT * FROM regress.job(:'c1');
 SELECT lease_expires_at - acked_at AS lease FROM jobrunner.job WHERE id = :'c1';
 -- A duplicate answer, a worker restart, or an unexpired lease change nothing.
-SELECT pg_temp.record(:'c1', 1, 500, 'duplicate', NULL) AS recorded_again;
+SELECT regress.record(:'c1', 1, 500, 'duplicate', NULL) AS recorded_again;
 SELECT recovered FROM jobrunner._recover(99);
 SELECT jobrunner._expire_leases() AS expired;
 SELECT state, attempts, acked_at IS NOT NULL AS acked FROM jobrunner.job WHERE id = :'c1';
 -- The endpoint calls complete_job later, from its own session.
 SELECT jobrunner.complete_job(:'c1', '{"result": 42}', _attempt => 1) AS completed;
-SELECT * FROM pg_temp.job(:'c1');
-SELECT * FROM pg_temp.logs(:'c1');
+SELECT * FROM regress.job(:'c1');
+SELECT * FROM regress.logs(:'c1');
 
 -- A non-2xx answer fails the attempt as usual.
 SELECT jobrunner.queue_job('cb.task') AS c2 \gset
-SELECT pg_temp.claim(:'c2') AS attempt;
-SELECT pg_temp.record(:'c2', 1, 500, 'HTTP 500', NULL) AS recorded;
-SELECT * FROM pg_temp.job(:'c2');
+SELECT regress.claim(:'c2') AS attempt;
+SELECT regress.record(:'c2', 1, 500, 'HTTP 500', NULL) AS recorded;
+SELECT * FROM regress.job(:'c2');
 
 -- Nobody completes it: when the lease runs out, the attempt fails (retried),
 -- and on the last attempt the job fails.
 SELECT jobrunner.queue_job('cb.task') AS c3 \gset
-SELECT pg_temp.claim(:'c3') AS attempt;
-SELECT pg_temp.record(:'c3', 1, 200, NULL, NULL) AS recorded;
+SELECT regress.claim(:'c3') AS attempt;
+SELECT regress.record(:'c3', 1, 200, NULL, NULL) AS recorded;
 UPDATE jobrunner.job SET lease_expires_at = now() - interval '1 second' WHERE id = :'c3';
 SELECT jobrunner._expire_leases() AS expired;
-SELECT * FROM pg_temp.job(:'c3');
+SELECT * FROM regress.job(:'c3');
 SELECT locked_by, lease_expires_at FROM jobrunner.job WHERE id = :'c3';
 UPDATE jobrunner.job SET next_run_at = now() WHERE id = :'c3';
-SELECT pg_temp.claim(:'c3') AS attempt;
-SELECT pg_temp.record(:'c3', 2, 200, NULL, NULL) AS recorded;
+SELECT regress.claim(:'c3') AS attempt;
+SELECT regress.record(:'c3', 2, 200, NULL, NULL) AS recorded;
 UPDATE jobrunner.job SET lease_expires_at = now() - interval '1 second' WHERE id = :'c3';
 SELECT jobrunner._expire_leases() AS expired;
-SELECT * FROM pg_temp.job(:'c3');
-SELECT * FROM pg_temp.logs(:'c3');
+SELECT * FROM regress.job(:'c3');
+SELECT * FROM regress.logs(:'c3');
 -- complete_job after the job failed returns false.
 SELECT jobrunner.complete_job(:'c3') AS completed;
 -- fail_job on an acknowledged job fails the attempt.
 SELECT jobrunner.queue_job('cb.task') AS c4 \gset
-SELECT pg_temp.claim(:'c4') AS attempt;
-SELECT pg_temp.record(:'c4', 1, 200, NULL, NULL) AS recorded;
+SELECT regress.claim(:'c4') AS attempt;
+SELECT regress.record(:'c4', 1, 200, NULL, NULL) AS recorded;
 SELECT jobrunner.fail_job(:'c4', 'endpoint gave up') AS failed;
-SELECT * FROM pg_temp.job(:'c4');
+SELECT * FROM regress.job(:'c4');
 
 ------------------------------------------------------------------------------
 -- Hooks.
@@ -140,15 +88,15 @@ CREATE FUNCTION pg_temp.hook_rows(_id uuid) RETURNS TABLE (event text, job_state
 -- The worker's 2xx: the hook runs with the job user's claims, in the same
 -- transaction as the completion.
 SELECT jobrunner.queue_job('hk.task', '{"n": 1}') AS h1 \gset
-SELECT pg_temp.claim(:'h1') AS attempt;
-SELECT pg_temp.record(:'h1', 1, 200, NULL, '{"ok": 1}') AS recorded;
-SELECT * FROM pg_temp.job(:'h1');
+SELECT regress.claim(:'h1') AS attempt;
+SELECT regress.record(:'h1', 1, 200, NULL, '{"ok": 1}') AS recorded;
+SELECT * FROM regress.job(:'h1');
 SELECT * FROM pg_temp.hook_rows(:'h1');
 
 -- complete_job by an administrator whose own claims are someone else's: the
 -- hook sees the job user's claims; the caller's are back afterwards.
 SELECT jobrunner.queue_job('hk.task', '{"n": 2}') AS h2 \gset
-SELECT pg_temp.claim(:'h2') AS attempt;
+SELECT regress.claim(:'h2') AS attempt;
 SET request.jwt.claims = '{"sub": "cccccccc-cccc-4ccc-8ccc-cccccccccccc", "role": "service_role"}';
 SELECT jobrunner.complete_job(:'h2', '{"done": true}') AS completed;
 SELECT * FROM pg_temp.hook_rows(:'h2');
@@ -156,7 +104,7 @@ SELECT current_setting('request.jwt.claims') AS claims_after;
 -- In a transaction that rolls back, neither the hook's row nor the
 -- completion stays.
 SELECT jobrunner.queue_job_for('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'authenticated', NULL, 'hk.task', '{"n": 3}') AS h3 \gset
-SELECT pg_temp.claim(:'h3') AS attempt;
+SELECT regress.claim(:'h3') AS attempt;
 BEGIN;
 SELECT jobrunner.complete_job(:'h3') AS completed;
 SELECT count(*) AS hook_rows_inside FROM public.hook_log WHERE job_id = :'h3';
@@ -166,8 +114,8 @@ SELECT state, (SELECT count(*) FROM public.hook_log WHERE job_id = :'h3') AS hoo
 -- A system job's hook sees the system role and no sub.
 RESET request.jwt.claims;
 SELECT jobrunner.queue_job_for(NULL, NULL, NULL, 'hk.task', '{"n": 4}') AS h4 \gset
-SELECT pg_temp.claim(:'h4') AS attempt;
-SELECT pg_temp.record(:'h4', 1, 200, NULL, NULL) AS recorded;
+SELECT regress.claim(:'h4') AS attempt;
+SELECT regress.record(:'h4', 1, 200, NULL, NULL) AS recorded;
 SELECT * FROM pg_temp.hook_rows(:'h4');
 SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '(none)') AS claims_after;
 SET request.jwt.claims = '{"sub": "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa", "role": "authenticated", "email": "a@example.com"}';
@@ -175,39 +123,39 @@ SET request.jwt.claims = '{"sub": "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa", "role"
 -- A raising on_complete hook: its row and the completion are rolled back and
 -- the attempt counts as failed (retried), with the hook's error.
 SELECT jobrunner.queue_job('hk.task', '{"n": 5, "raise": "complete"}') AS h5 \gset
-SELECT pg_temp.claim(:'h5') AS attempt;
-SELECT pg_temp.record(:'h5', 1, 200, NULL, '{"ok": 1}') AS recorded;
-SELECT * FROM pg_temp.job(:'h5');
+SELECT regress.claim(:'h5') AS attempt;
+SELECT regress.record(:'h5', 1, 200, NULL, '{"ok": 1}') AS recorded;
+SELECT * FROM regress.job(:'h5');
 SELECT * FROM pg_temp.hook_rows(:'h5');
-SELECT * FROM pg_temp.logs(:'h5');
+SELECT * FROM regress.logs(:'h5');
 -- Through complete_job, a raising hook raises in the caller's transaction:
 -- the caller's writes and the completion commit together or not at all, so
 -- the job stays running (its lease or a later complete_job decides).
 UPDATE jobrunner.job SET next_run_at = now() WHERE id = :'h5';
-SELECT pg_temp.claim(:'h5') AS attempt;
+SELECT regress.claim(:'h5') AS attempt;
 SELECT jobrunner.complete_job(:'h5') AS completed;
-SELECT * FROM pg_temp.job(:'h5');
+SELECT * FROM regress.job(:'h5');
 SELECT * FROM pg_temp.hook_rows(:'h5');
 
 -- on_fail: runs when the job fails for good, with the user's claims.
 SELECT jobrunner.queue_job('hk.task', '{"n": 6}', _max_retries => 0) AS h6 \gset
-SELECT pg_temp.claim(:'h6') AS attempt;
-SELECT pg_temp.record(:'h6', 1, 500, 'HTTP 500', NULL) AS recorded;
-SELECT * FROM pg_temp.job(:'h6');
+SELECT regress.claim(:'h6') AS attempt;
+SELECT regress.record(:'h6', 1, 500, 'HTTP 500', NULL) AS recorded;
+SELECT * FROM regress.job(:'h6');
 SELECT * FROM pg_temp.hook_rows(:'h6');
 -- ...but not on a failed attempt that will be retried.
 SELECT jobrunner.queue_job('hk.task', '{"n": 7}') AS h7 \gset
-SELECT pg_temp.claim(:'h7') AS attempt;
-SELECT pg_temp.record(:'h7', 1, 500, 'HTTP 500', NULL) AS recorded;
+SELECT regress.claim(:'h7') AS attempt;
+SELECT regress.record(:'h7', 1, 500, 'HTTP 500', NULL) AS recorded;
 SELECT state, (SELECT count(*) FROM public.hook_log WHERE job_id = :'h7') AS hook_rows
   FROM jobrunner.job WHERE id = :'h7';
 -- A raising on_fail hook: its row is gone, the job still fails, and says why.
 SELECT jobrunner.queue_job('hk.task', '{"n": 8, "raise": "fail"}', _max_retries => 0) AS h8 \gset
-SELECT pg_temp.claim(:'h8') AS attempt;
+SELECT regress.claim(:'h8') AS attempt;
 SELECT jobrunner.fail_job(:'h8', 'endpoint error') AS failed;
-SELECT * FROM pg_temp.job(:'h8');
+SELECT * FROM regress.job(:'h8');
 SELECT * FROM pg_temp.hook_rows(:'h8');
-SELECT * FROM pg_temp.logs(:'h8');
+SELECT * FROM regress.logs(:'h8');
 
 -- One batch mixing hooked and plain outcomes.
 SELECT jobrunner.queue_job('hk.task', '{"n": 9}') AS h9 \gset

@@ -3,8 +3,7 @@
 -- job name) or rate_limit; higher priority first; delayed jobs wait; disabled
 -- job names claim nothing.
 \set SHOW_CONTEXT never
-TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;
-DELETE FROM jobrunner.job_config;
+SELECT regress.begin_test();
 
 -- Queue job <tag> (e.g. 'a3': user a's third) for user 'a', 'b', 'c'...; jobs
 -- with a higher n are due a little later, so the order within a user is n.

@@ -1,18 +1,9 @@
 -- jwt: sign_jwt (HS256 compact JWS, deterministic), mint_user_jwt (claims
 -- for a user, signed with jobrunner.jwt_secret), and a secret that is never
--- shown. Signatures are checked independently with pgcrypto's hmac().
+-- shown. Signatures are checked independently with pgcrypto's hmac()
+-- (pg_regress loads pgcrypto, see REGRESS_OPTS).
 \set SHOW_CONTEXT never
-SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
-RESET client_min_messages;
 
-CREATE FUNCTION pg_temp.err(_sql text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE _sql;
-    RETURN 'ok';
-EXCEPTION WHEN others THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
 -- base64url (no padding) to text.
 CREATE FUNCTION pg_temp.b64url(_s text) RETURNS text LANGUAGE sql AS $$
     SELECT convert_from(decode(rpad(translate(_s, '-_', '+/'), ((length(_s) + 3) / 4) * 4, '='), 'base64'), 'UTF8')
@@ -42,13 +33,13 @@ SELECT jobrunner.sign_jwt('{"sub": "1234567890"}', :'secret') <> :'token' AS oth
 -- Non-ASCII claims survive.
 SELECT pg_temp.b64url(split_part(jobrunner.sign_jwt('{"name": "Zoë ✓"}', :'secret'), '.', 2)) AS payload;
 -- The secret must be at least 32 bytes; the error never shows it.
-SELECT pg_temp.err(format('SELECT jobrunner.sign_jwt(%L, %L)', '{"a": 1}', repeat('s', 31))) AS secret_31_bytes;
-SELECT pg_temp.err(format('SELECT jobrunner.sign_jwt(%L, %L)', '{"a": 1}', '')) AS empty_secret;
+SELECT regress.err(format('SELECT jobrunner.sign_jwt(%L, %L)', '{"a": 1}', repeat('s', 31))) AS secret_31_bytes;
+SELECT regress.err(format('SELECT jobrunner.sign_jwt(%L, %L)', '{"a": 1}', '')) AS empty_secret;
 SELECT pg_temp.verify(jobrunner.sign_jwt('{"a": 1}', repeat('s', 32)), repeat('s', 32)) AS secret_32_bytes_ok;
-SELECT position('tooshortsecret' IN pg_temp.err($$SELECT jobrunner.sign_jwt('{"a": 1}', 'tooshortsecret')$$)) = 0
+SELECT position('tooshortsecret' IN regress.err($$SELECT jobrunner.sign_jwt('{"a": 1}', 'tooshortsecret')$$)) = 0
        AS secret_not_in_error;
 -- Claims must be a JSON object.
-SELECT c AS claims, pg_temp.err(format('SELECT jobrunner.sign_jwt(%L, %L)', c, :'secret')) AS result
+SELECT c AS claims, regress.err(format('SELECT jobrunner.sign_jwt(%L, %L)', c, :'secret')) AS result
   FROM unnest(ARRAY['[1, 2]', '"sub"', '42', 'null', 'true']) AS c;
 SELECT jobrunner.sign_jwt(NULL, :'secret') IS NULL AS null_claims, jobrunner.sign_jwt('{}', NULL) IS NULL AS null_secret;
 SELECT pg_temp.b64url(split_part(jobrunner.sign_jwt('{}', :'secret'), '.', 2)) AS empty_claims;
@@ -72,20 +63,20 @@ SELECT p - 'iat' - 'exp' AS claims, (p ->> 'exp')::bigint - (p ->> 'iat')::bigin
             'bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 'editor', NULL, interval '90 seconds'), '.', 2))::jsonb AS p) t;
 SELECT pg_temp.b64url(split_part(jobrunner.mint_user_jwt(NULL, NULL, NULL), '.', 2))::jsonb - 'iat' - 'exp' AS system_claims;
 -- Lifetimes are short, roles are not empty.
-SELECT pg_temp.err($$SELECT jobrunner.mint_user_jwt(NULL, 'x', NULL, interval '0')$$) AS zero_ttl;
-SELECT pg_temp.err($$SELECT jobrunner.mint_user_jwt(NULL, 'x', NULL, interval '2 days')$$) AS long_ttl;
-SELECT pg_temp.err($$SELECT jobrunner.mint_user_jwt(NULL, '', NULL)$$) AS empty_role;
+SELECT regress.err($$SELECT jobrunner.mint_user_jwt(NULL, 'x', NULL, interval '0')$$) AS zero_ttl;
+SELECT regress.err($$SELECT jobrunner.mint_user_jwt(NULL, 'x', NULL, interval '2 days')$$) AS long_ttl;
+SELECT regress.err($$SELECT jobrunner.mint_user_jwt(NULL, '', NULL)$$) AS empty_role;
 
 ------------------------------------------------------------------------------
 -- The secret comes only from the server's configuration files: no session,
 -- role or database may set it, not even a superuser's (pg_db_role_setting is
 -- readable by everyone, and a session must not choose its own secret).
 ------------------------------------------------------------------------------
-SELECT pg_temp.err($$SET jobrunner.jwt_secret = 'session-secret-0123456789-0123456789'$$) AS set_in_session,
-       pg_temp.err($$SELECT set_config('jobrunner.jwt_secret', 'session-secret-0123456789-0123456789', false)$$)
+SELECT regress.err($$SET jobrunner.jwt_secret = 'session-secret-0123456789-0123456789'$$) AS set_in_session,
+       regress.err($$SELECT set_config('jobrunner.jwt_secret', 'session-secret-0123456789-0123456789', false)$$)
            AS set_config;
-SELECT pg_temp.err($$ALTER ROLE CURRENT_USER SET jobrunner.jwt_secret = 'role-secret-0123456789-0123456789'$$) AS alter_role,
-       pg_temp.err(format('ALTER DATABASE %I SET jobrunner.jwt_secret = %L', current_database(),
+SELECT regress.err($$ALTER ROLE CURRENT_USER SET jobrunner.jwt_secret = 'role-secret-0123456789-0123456789'$$) AS alter_role,
+       regress.err(format('ALTER DATABASE %I SET jobrunner.jwt_secret = %L', current_database(),
                           'db-secret-0123456789-0123456789')) AS alter_database;
 SELECT count(*) AS stored_role_or_db_settings FROM pg_db_role_setting s, unnest(s.setconfig) c
  WHERE c LIKE 'jobrunner.jwt_secret=%';

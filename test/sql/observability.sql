@@ -1,16 +1,7 @@
 -- observability: worker_status(), the job_stats and recent_failures views,
 -- and schedule_job's error without pg_cron.
 \set SHOW_CONTEXT never
-TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;
-DELETE FROM jobrunner.job_config;
-
-CREATE FUNCTION pg_temp.err(_sql text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE _sql;
-    RETURN 'ok';
-EXCEPTION WHEN others THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+SELECT regress.begin_test();
 
 ------------------------------------------------------------------------------
 -- worker_status(): one row, about the dispatcher of the database it is asked
@@ -74,7 +65,7 @@ SELECT job_name, state, last_error FROM jobrunner.recent_failures ORDER BY last_
 ------------------------------------------------------------------------------
 -- schedule_job needs pg_cron, which this database does not have.
 ------------------------------------------------------------------------------
-SELECT pg_temp.err($$SELECT jobrunner.schedule_job('nightly', '0 3 * * *', 'ob.a')$$) AS without_pg_cron;
+SELECT regress.err($$SELECT jobrunner.schedule_job('nightly', '0 3 * * *', 'ob.a')$$) AS without_pg_cron;
 SELECT jobrunner.unschedule_job('nightly') AS unscheduled;
 
 TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;

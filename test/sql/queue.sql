@@ -1,16 +1,7 @@
 -- queue: queue_job and queue_job_for, their errors, dedup and idempotency keys.
 -- The test session is a superuser, so its request.jwt.claims are believed.
 \set SHOW_CONTEXT never
-TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;
-DELETE FROM jobrunner.job_config;
-
-CREATE FUNCTION pg_temp.err(_sql text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE _sql;
-    RETURN 'ok';
-EXCEPTION WHEN others THEN
-    RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>', 'g');
-END $$;
+SELECT regress.begin_test();
 
 -- Generous concurrency: every _claim below takes all due jobs.
 INSERT INTO jobrunner.job_config (job_name, url, max_retries, concurrency_limit)
@@ -37,25 +28,25 @@ SELECT request_body, max_retries, priority,
   FROM jobrunner.job WHERE id = :'job2';
 
 -- Errors, each with its SQLSTATE.
-SELECT pg_temp.err($$SELECT jobrunner.queue_job(NULL)$$) AS null_name;
-SELECT pg_temp.err($$SELECT jobrunner.queue_job('q mail')$$) AS malformed_name;
-SELECT pg_temp.err($$SELECT jobrunner.queue_job('q.nope')$$) AS unknown_name;
-SELECT pg_temp.err($$SELECT jobrunner.queue_job('q.mail', _max_retries => -1)$$) AS negative_retries;
-SELECT pg_temp.err($$SELECT jobrunner.queue_job('q.mail', _max_retries => 1001)$$) AS too_many_retries;
-SELECT pg_temp.err(format('SELECT jobrunner.queue_job(%L, _dedup_key => %L)', 'q.mail', repeat('k', 513)))
+SELECT regress.err($$SELECT jobrunner.queue_job(NULL)$$) AS null_name;
+SELECT regress.err($$SELECT jobrunner.queue_job('q mail')$$) AS malformed_name;
+SELECT regress.err($$SELECT jobrunner.queue_job('q.nope')$$) AS unknown_name;
+SELECT regress.err($$SELECT jobrunner.queue_job('q.mail', _max_retries => -1)$$) AS negative_retries;
+SELECT regress.err($$SELECT jobrunner.queue_job('q.mail', _max_retries => 1001)$$) AS too_many_retries;
+SELECT regress.err(format('SELECT jobrunner.queue_job(%L, _dedup_key => %L)', 'q.mail', repeat('k', 513)))
        AS long_dedup_key;
-SELECT pg_temp.err(format('SELECT jobrunner.queue_job(%L, _idempotency_key => %L)', 'q.mail', repeat('k', 513)))
+SELECT regress.err(format('SELECT jobrunner.queue_job(%L, _idempotency_key => %L)', 'q.mail', repeat('k', 513)))
        AS long_idempotency_key;
 -- The hint says what to do.
 SELECT jobrunner.queue_job('q.nope');
 
 -- Claims that cannot be believed or read.
 SET request.jwt.claims = '{"sub": "not-a-uuid", "role": "authenticated"}';
-SELECT pg_temp.err($$SELECT jobrunner.queue_job('q.mail')$$) AS sub_not_a_uuid;
+SELECT regress.err($$SELECT jobrunner.queue_job('q.mail')$$) AS sub_not_a_uuid;
 SET request.jwt.claims = 'not json';
-SELECT pg_temp.err($$SELECT jobrunner.queue_job('q.mail')$$) AS claims_not_json;
+SELECT regress.err($$SELECT jobrunner.queue_job('q.mail')$$) AS claims_not_json;
 SET request.jwt.claims = '["a"]';
-SELECT pg_temp.err($$SELECT jobrunner.queue_job('q.mail')$$) AS claims_not_object;
+SELECT regress.err($$SELECT jobrunner.queue_job('q.mail')$$) AS claims_not_object;
 
 -- A login role that is neither a superuser nor in trusted_claim_roles: its
 -- claims are not believed, with or without them.
@@ -66,11 +57,11 @@ CREATE ROLE regress_jr_mallory LOGIN;
 SET SESSION AUTHORIZATION regress_jr_mallory;
 SELECT session_user, current_setting('jobrunner.trusted_claim_roles') AS trusted;
 SET request.jwt.claims = '{"sub": "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb", "role": "authenticated"}';
-SELECT pg_temp.err($$SELECT jobrunner.queue_job('q.mail')$$) AS forged_claims;
+SELECT regress.err($$SELECT jobrunner.queue_job('q.mail')$$) AS forged_claims;
 RESET request.jwt.claims;
-SELECT pg_temp.err($$SELECT jobrunner.queue_job('q.mail')$$) AS no_claims;
+SELECT regress.err($$SELECT jobrunner.queue_job('q.mail')$$) AS no_claims;
 SELECT jobrunner.queue_job('q.mail');
-SELECT pg_temp.err(format('SELECT jobrunner.queue_job_for(%L, %L, NULL, %L)', :'user_b', 'authenticated', 'q.mail'))
+SELECT regress.err(format('SELECT jobrunner.queue_job_for(%L, %L, NULL, %L)', :'user_b', 'authenticated', 'q.mail'))
        AS queue_job_for_not_admin;
 RESET SESSION AUTHORIZATION;
 SELECT count(*) AS jobs_of_b FROM jobrunner.job WHERE user_id = :'user_b';
@@ -85,9 +76,9 @@ SELECT jobrunner.queue_job_for(:'user_b', 'authenticated', 'b@example.com', 'q.r
 SELECT user_id = :'user_b' AS owned_by_b, user_role, user_email, request_body FROM jobrunner.job WHERE id = :'forb';
 SELECT jobrunner.queue_job_for(NULL, 'authenticated', 'x@example.com', 'q.report') AS sys2 \gset
 SELECT user_id, user_role, user_email FROM jobrunner.job WHERE id = :'sys2';
-SELECT pg_temp.err(format('SELECT jobrunner.queue_job_for(%L, NULL, NULL, %L)', :'user_b', 'q.report'))
+SELECT regress.err(format('SELECT jobrunner.queue_job_for(%L, NULL, NULL, %L)', :'user_b', 'q.report'))
        AS user_without_role;
-SELECT pg_temp.err(format('SELECT jobrunner.queue_job_for(%L, %L, NULL, %L)', :'user_b', 'authenticated', 'q.nope'))
+SELECT regress.err(format('SELECT jobrunner.queue_job_for(%L, %L, NULL, %L)', :'user_b', 'authenticated', 'q.nope'))
        AS unknown_name;
 
 ------------------------------------------------------------------------------
@@ -117,7 +108,7 @@ SELECT jobrunner.dequeue_job(:'d2');
 SELECT jobrunner.queue_job('q.report', _dedup_key => 'daily') AS d3 \gset
 SELECT :'d3' NOT IN (:'d1', :'d2') AS new_job_after_cancel;
 -- Retrying the canceled one while d3 holds the key is refused, naming the key.
-SELECT pg_temp.err(format('SELECT jobrunner.retry_job(%L)', :'d2')) AS retry_while_key_taken;
+SELECT regress.err(format('SELECT jobrunner.retry_job(%L)', :'d2')) AS retry_while_key_taken;
 SELECT state FROM jobrunner.job WHERE id = :'d2';
 
 ------------------------------------------------------------------------------

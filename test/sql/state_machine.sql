@@ -1,61 +1,7 @@
 -- state_machine: dequeue_job, retry_job, complete_job and fail_job, what
 -- each transition writes to job_logs, and fencing by attempt.
 \set SHOW_CONTEXT never
-SET datestyle = 'ISO, YMD';
-SET timezone = 'UTC';
-TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;
-DELETE FROM jobrunner.job_config;
-
-CREATE FUNCTION pg_temp.err(_sql text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE _sql;
-    RETURN 'ok';
-EXCEPTION WHEN others THEN
-    RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>', 'g');
-END $$;
--- A job's state, without its volatile columns.
-CREATE FUNCTION pg_temp.job(_id uuid)
-    RETURNS TABLE (state text, attempts int, locked boolean, finished boolean,
-                   last_status int, last_error text, response jsonb)
-    LANGUAGE sql AS $$
-    SELECT j.state, j.attempts, j.locked_at IS NOT NULL, j.finished_at IS NOT NULL,
-           j.last_status, j.last_error, j.response
-      FROM jobrunner.job j WHERE j.id = _id
-$$;
--- A job's log, timestamps masked.
-CREATE FUNCTION pg_temp.logs(_id uuid)
-    RETURNS TABLE (attempt int, log_level text, log_message text, status_code int)
-    LANGUAGE sql AS $$
-    SELECT l.attempt, l.log_level,
-           regexp_replace(l.log_message, '\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?([+-]\d\d(:\d\d)?)?', '<time>', 'g'),
-           l.status_code
-      FROM jobrunner.job_logs l WHERE l.job_id = _id ORDER BY l.id
-$$;
--- The worker (incarnation _worker) claims this job and nothing else: other
--- due jobs are held back meanwhile. Returns the attempt, NULL if not claimed.
--- A request of the job's that fail_job or complete_job settled while it was
--- on the wire is answered first (its late answer changes nothing but gives
--- the job's slot back): a job is never sent twice at once.
-CREATE FUNCTION pg_temp.claim(_id uuid, _worker bigint DEFAULT 42) RETURNS int LANGUAGE plpgsql AS $$
-DECLARE
-    _held uuid[];
-    _ids uuid[];
-    _attempts int[];
-BEGIN
-    PERFORM jobrunner._record(j.locked_by, ARRAY[j.id], ARRAY[j.sending_attempt], ARRAY[200],
-                              ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[1.0::float8], ARRAY[NULL::bigint])
-       FROM jobrunner.job j WHERE j.id = _id AND j.sending_attempt IS NOT NULL AND j.state <> 'running';
-    WITH held AS (
-        UPDATE jobrunner.job SET next_run_at = next_run_at + interval '1000 years'
-         WHERE state = 'pending' AND id <> _id AND next_run_at <= now() RETURNING id)
-    SELECT array_agg(id) INTO _held FROM held;
-    SELECT array_agg(c.id), array_agg(c.attempt) INTO _ids, _attempts FROM jobrunner._claim(1000, _worker) c;
-    UPDATE jobrunner.job SET next_run_at = next_run_at - interval '1000 years' WHERE id = ANY (_held);
-    IF _ids IS NOT NULL AND _ids <> ARRAY[_id] THEN
-        RAISE EXCEPTION 'claimed more than the one job';
-    END IF;
-    RETURN _attempts[1];
-END $$;
+SELECT regress.begin_test();
 
 INSERT INTO jobrunner.job_config (job_name, url, max_retries, concurrency_limit)
 VALUES ('sm.task', 'http://localhost/task', 1, 100);
@@ -69,15 +15,15 @@ SELECT jobrunner.queue_job('sm.task', '{"n": 1}') AS j1 \gset
 SELECT jobrunner.complete_job(:'j1') AS complete_pending, jobrunner.fail_job(:'j1', 'x') AS fail_pending,
        jobrunner.retry_job(:'j1') AS retry_pending;
 SELECT jobrunner.dequeue_job(:'j1') AS canceled;
-SELECT * FROM pg_temp.job(:'j1');
+SELECT * FROM regress.job(:'j1');
 SELECT jobrunner.dequeue_job(:'j1') AS canceled_again;
 SELECT jobrunner.complete_job(:'j1') AS complete_canceled;
 -- The worker does not claim a canceled job.
-SELECT pg_temp.claim(:'j1') AS claimed_attempt;
+SELECT regress.claim(:'j1') AS claimed_attempt;
 SELECT jobrunner.retry_job(:'j1') AS retried;
-SELECT * FROM pg_temp.job(:'j1');
-SELECT pg_temp.claim(:'j1') AS claimed_attempt;
-SELECT * FROM pg_temp.job(:'j1');
+SELECT * FROM regress.job(:'j1');
+SELECT regress.claim(:'j1') AS claimed_attempt;
+SELECT * FROM regress.job(:'j1');
 -- A claimed job is not canceled, and cannot be retried.
 SELECT jobrunner.dequeue_job(:'j1') AS dequeue_running, jobrunner.retry_job(:'j1') AS retry_running;
 -- A stale attempt number changes nothing.
@@ -88,40 +34,40 @@ SELECT jobrunner.complete_job(:'j1', '{"r": 1}', _attempt => 1) AS completed;
 SELECT jobrunner.complete_job(:'j1', '{"r": 2}') AS completed_again;
 SELECT jobrunner.fail_job(:'j1', 'too late') AS fail_completed;
 SELECT jobrunner.dequeue_job(:'j1') AS dequeue_completed, jobrunner.retry_job(:'j1') AS retry_completed;
-SELECT * FROM pg_temp.job(:'j1');
-SELECT * FROM pg_temp.logs(:'j1');
+SELECT * FROM regress.job(:'j1');
+SELECT * FROM regress.logs(:'j1');
 
 ------------------------------------------------------------------------------
 -- fail_job: the attempt fails and is retried; once retries are used up, or
 -- with _retry => false, the job fails; retry_job starts it over.
 ------------------------------------------------------------------------------
 SELECT jobrunner.queue_job('sm.task') AS j2 \gset
-SELECT pg_temp.claim(:'j2') AS claimed_attempt;
+SELECT regress.claim(:'j2') AS claimed_attempt;
 SELECT jobrunner.fail_job(:'j2', 'upstream said no') AS failed_attempt;
-SELECT * FROM pg_temp.job(:'j2');
+SELECT * FROM regress.job(:'j2');
 -- Retried after a backoff: the job is not due yet.
 SELECT next_run_at > now() AS waits_for_backoff FROM jobrunner.job WHERE id = :'j2';
-SELECT pg_temp.claim(:'j2') AS claimed_before_due;
+SELECT regress.claim(:'j2') AS claimed_before_due;
 UPDATE jobrunner.job SET next_run_at = now() WHERE id = :'j2';
-SELECT pg_temp.claim(:'j2') AS claimed_attempt;
+SELECT regress.claim(:'j2') AS claimed_attempt;
 -- max_retries = 1: the second failed attempt is the last.
 SELECT jobrunner.fail_job(:'j2', 'still no') AS failed_attempt;
-SELECT * FROM pg_temp.job(:'j2');
+SELECT * FROM regress.job(:'j2');
 SELECT jobrunner.fail_job(:'j2', 'again') AS fail_failed, jobrunner.complete_job(:'j2') AS complete_failed,
        jobrunner.dequeue_job(:'j2') AS dequeue_failed;
 SELECT jobrunner.retry_job(:'j2') AS retried;
-SELECT * FROM pg_temp.job(:'j2');
+SELECT * FROM regress.job(:'j2');
 SELECT jobrunner.retry_job(:'j2') AS retried_again;
-SELECT * FROM pg_temp.logs(:'j2');
+SELECT * FROM regress.logs(:'j2');
 
 -- _retry => false fails at once, whatever retries are left.
 SELECT jobrunner.queue_job('sm.task', _max_retries => 5) AS j3 \gset
-SELECT pg_temp.claim(:'j3') AS claimed_attempt;
+SELECT regress.claim(:'j3') AS claimed_attempt;
 SELECT jobrunner.fail_job(:'j3', 'bad request, do not retry', _retry => false) AS failed;
-SELECT * FROM pg_temp.job(:'j3');
+SELECT * FROM regress.job(:'j3');
 -- A NULL error still says why.
 SELECT jobrunner.queue_job('sm.task') AS j4 \gset
-SELECT pg_temp.claim(:'j4') AS claimed_attempt;
+SELECT regress.claim(:'j4') AS claimed_attempt;
 SELECT jobrunner.fail_job(:'j4', NULL) AS failed_attempt;
 SELECT state, last_error FROM jobrunner.job WHERE id = :'j4';
 
@@ -129,9 +75,9 @@ SELECT state, last_error FROM jobrunner.job WHERE id = :'j4';
 -- Errors: a NULL id, and an id that does not exist (reported like another
 -- user's job: not found).
 ------------------------------------------------------------------------------
-SELECT pg_temp.err($$SELECT jobrunner.dequeue_job(NULL)$$) AS dequeue_null,
-       pg_temp.err($$SELECT jobrunner.complete_job(NULL)$$) AS complete_null;
-SELECT f, pg_temp.err(format('SELECT jobrunner.%s(%L%s)', f, '00000000-0000-4000-8000-000000000001',
+SELECT regress.err($$SELECT jobrunner.dequeue_job(NULL)$$) AS dequeue_null,
+       regress.err($$SELECT jobrunner.complete_job(NULL)$$) AS complete_null;
+SELECT f, regress.err(format('SELECT jobrunner.%s(%L%s)', f, '00000000-0000-4000-8000-000000000001',
                              CASE WHEN f = 'fail_job' THEN ', ''x''' ELSE '' END)) AS unknown_id
   FROM unnest(ARRAY['dequeue_job', 'retry_job', 'complete_job', 'fail_job']) AS f;
 

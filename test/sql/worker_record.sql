@@ -3,61 +3,8 @@
 -- (jittered, capped, Retry-After honoured), and _recover hands interrupted
 -- attempts back without counting them.
 \set SHOW_CONTEXT never
-SET datestyle = 'ISO, YMD';
-SET timezone = 'UTC';
-TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;
-DELETE FROM jobrunner.job_config;
+SELECT regress.begin_test();
 
-CREATE FUNCTION pg_temp.job(_id uuid)
-    RETURNS TABLE (state text, attempts int, locked boolean, finished boolean,
-                   last_status int, last_error text, response jsonb)
-    LANGUAGE sql AS $$
-    SELECT j.state, j.attempts, j.locked_at IS NOT NULL, j.finished_at IS NOT NULL,
-           j.last_status, j.last_error, j.response
-      FROM jobrunner.job j WHERE j.id = _id
-$$;
-CREATE FUNCTION pg_temp.logs(_id uuid)
-    RETURNS TABLE (attempt int, log_level text, log_message text, status_code int,
-                   duration_ms double precision)
-    LANGUAGE sql AS $$
-    SELECT l.attempt, l.log_level,
-           regexp_replace(l.log_message, '\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?([+-]\d\d(:\d\d)?)?', '<time>', 'g'),
-           l.status_code, l.duration_ms
-      FROM jobrunner.job_logs l WHERE l.job_id = _id ORDER BY l.id
-$$;
--- The worker (incarnation _worker) claims this job and nothing else: other
--- due jobs are held back meanwhile. Returns the attempt, NULL if not claimed.
-CREATE FUNCTION pg_temp.claim(_id uuid, _worker bigint DEFAULT 42) RETURNS int LANGUAGE plpgsql AS $$
-DECLARE
-    _held uuid[];
-    _ids uuid[];
-    _attempts int[];
-BEGIN
-    WITH held AS (
-        UPDATE jobrunner.job SET next_run_at = next_run_at + interval '1000 years'
-         WHERE state = 'pending' AND id <> _id AND next_run_at <= now() RETURNING id)
-    SELECT array_agg(id) INTO _held FROM held;
-    SELECT array_agg(c.id), array_agg(c.attempt) INTO _ids, _attempts FROM jobrunner._claim(1000, _worker) c;
-    UPDATE jobrunner.job SET next_run_at = next_run_at - interval '1000 years' WHERE id = ANY (_held);
-    IF _ids IS NOT NULL AND _ids <> ARRAY[_id] THEN
-        RAISE EXCEPTION 'claimed more than the one job';
-    END IF;
-    RETURN _attempts[1];
-END $$;
--- One outcome, as the worker records it; how many log rows it wrote (0:
--- fenced out). Nothing holds rows here, so nothing is left for later.
-CREATE FUNCTION pg_temp.record(_id uuid, _attempt int, _status int, _error text, _response text,
-                               _retry_after_ms bigint DEFAULT NULL, _worker bigint DEFAULT 42)
-    RETURNS int LANGUAGE plpgsql AS $$
-DECLARE
-    _before bigint := (SELECT count(*) FROM jobrunner.job_logs l WHERE l.job_id = _id);
-BEGIN
-    IF jobrunner._record(_worker, ARRAY[_id], ARRAY[_attempt], ARRAY[_status], ARRAY[_error],
-                         ARRAY[_response], ARRAY[12.5]::float8[], ARRAY[_retry_after_ms]) <> '{}' THEN
-        RAISE EXCEPTION 'outcome left for later';
-    END IF;
-    RETURN (SELECT count(*) FROM jobrunner.job_logs l WHERE l.job_id = _id) - _before;
-END $$;
 -- The backoff the job was given by its last failed attempt.
 CREATE FUNCTION pg_temp.backoff(_id uuid) RETURNS interval LANGUAGE sql AS $$
     SELECT j.next_run_at - j.updated_at FROM jobrunner.job j WHERE j.id = _id
@@ -77,11 +24,11 @@ SELECT state, attempts, locked_by, last_run_at IS NOT NULL AS has_run FROM jobru
 ------------------------------------------------------------------------------
 -- 2xx: completed, with status, response and duration.
 ------------------------------------------------------------------------------
-SELECT pg_temp.record(:'j1', 1, 200, NULL, '{"ok": true}') AS recorded;
-SELECT * FROM pg_temp.job(:'j1');
-SELECT * FROM pg_temp.logs(:'j1');
+SELECT regress.record(:'j1', 1, 200, NULL, '{"ok": true}') AS recorded;
+SELECT * FROM regress.job(:'j1');
+SELECT * FROM regress.logs(:'j1');
 -- Recording it again changes nothing.
-SELECT pg_temp.record(:'j1', 1, 500, 'late duplicate', NULL) AS recorded_again;
+SELECT regress.record(:'j1', 1, 500, 'late duplicate', NULL) AS recorded_again;
 SELECT state, last_status FROM jobrunner.job WHERE id = :'j1';
 
 ------------------------------------------------------------------------------
@@ -89,14 +36,14 @@ SELECT state, last_status FROM jobrunner.job WHERE id = :'j1';
 -- incarnation, changes nothing.
 ------------------------------------------------------------------------------
 SELECT jobrunner.queue_job('w.task') AS j2 \gset
-SELECT pg_temp.claim(:'j2') AS attempt;
-SELECT pg_temp.record(:'j2', 2, 200, NULL, '{}') AS wrong_attempt,
-       pg_temp.record(:'j2', 0, 500, 'x', NULL) AS attempt_zero,
-       pg_temp.record(:'j2', 1, 200, NULL, '{}', _worker => 41) AS wrong_worker;
-SELECT * FROM pg_temp.job(:'j2');
+SELECT regress.claim(:'j2') AS attempt;
+SELECT regress.record(:'j2', 2, 200, NULL, '{}') AS wrong_attempt,
+       regress.record(:'j2', 0, 500, 'x', NULL) AS attempt_zero,
+       regress.record(:'j2', 1, 200, NULL, '{}', _worker => 41) AS wrong_worker;
+SELECT * FROM regress.job(:'j2');
 -- A batch: only the outcome that matches is written.
 SELECT jobrunner.queue_job('w.task') AS j3 \gset
-SELECT pg_temp.claim(:'j3') AS attempt;
+SELECT regress.claim(:'j3') AS attempt;
 SELECT jobrunner._record(42, ARRAY[:'j2', :'j3']::uuid[], ARRAY[7, 1], ARRAY[200, 201],
                          ARRAY[NULL, NULL]::text[], ARRAY['{"a": 1}', '{"b": 2}'],
                          ARRAY[1, 2]::float8[], ARRAY[NULL, NULL]::bigint[]) AS left_for_later;
@@ -104,8 +51,8 @@ SELECT (SELECT state FROM jobrunner.job WHERE id = :'j2') AS j2_state,
        (SELECT state FROM jobrunner.job WHERE id = :'j3') AS j3_state;
 -- complete_job got there first: the worker's outcome changes nothing.
 SELECT jobrunner.complete_job(:'j2', '{"by": "endpoint"}') AS completed;
-SELECT pg_temp.record(:'j2', 1, 500, 'too late', NULL) AS recorded;
-SELECT * FROM pg_temp.job(:'j2');
+SELECT regress.record(:'j2', 1, 500, 'too late', NULL) AS recorded;
+SELECT * FROM regress.job(:'j2');
 
 ------------------------------------------------------------------------------
 -- Failed attempts: back to pending after a jittered exponential backoff
@@ -113,29 +60,29 @@ SELECT * FROM pg_temp.job(:'j2');
 -- max_retries (2) retries are used up.
 ------------------------------------------------------------------------------
 SELECT jobrunner.queue_job('w.task') AS j4 \gset
-SELECT pg_temp.claim(:'j4') AS attempt;
-SELECT pg_temp.record(:'j4', 1, 500, 'HTTP 500', '{"ignored": true}') AS recorded;
-SELECT * FROM pg_temp.job(:'j4');
+SELECT regress.claim(:'j4') AS attempt;
+SELECT regress.record(:'j4', 1, 500, 'HTTP 500', '{"ignored": true}') AS recorded;
+SELECT * FROM regress.job(:'j4');
 SELECT pg_temp.backoff(:'j4') BETWEEN interval '5 seconds' AND interval '10 seconds' AS backoff_5_to_10s;
-SELECT pg_temp.claim(:'j4') AS claimed_before_due;
+SELECT regress.claim(:'j4') AS claimed_before_due;
 UPDATE jobrunner.job SET next_run_at = now() WHERE id = :'j4';
-SELECT pg_temp.claim(:'j4') AS attempt;
-SELECT pg_temp.record(:'j4', 2, 502, 'HTTP 502', NULL) AS recorded;
+SELECT regress.claim(:'j4') AS attempt;
+SELECT regress.record(:'j4', 2, 502, 'HTTP 502', NULL) AS recorded;
 SELECT pg_temp.backoff(:'j4') BETWEEN interval '10 seconds' AND interval '20 seconds' AS backoff_10_to_20s;
 UPDATE jobrunner.job SET next_run_at = now() WHERE id = :'j4';
-SELECT pg_temp.claim(:'j4') AS attempt;
-SELECT pg_temp.record(:'j4', 3, 504, 'HTTP 504', NULL) AS recorded;
-SELECT * FROM pg_temp.job(:'j4');
-SELECT * FROM pg_temp.logs(:'j4');
+SELECT regress.claim(:'j4') AS attempt;
+SELECT regress.record(:'j4', 3, 504, 'HTTP 504', NULL) AS recorded;
+SELECT * FROM regress.job(:'j4');
+SELECT * FROM regress.logs(:'j4');
 -- A failed job is not claimed again.
 UPDATE jobrunner.job SET next_run_at = now() WHERE id = :'j4';
-SELECT pg_temp.claim(:'j4') AS claimed_after_failure;
+SELECT regress.claim(:'j4') AS claimed_after_failure;
 
 -- A connection error (status 0) keeps no status, only the error.
 SELECT jobrunner.queue_job('w.task') AS j5 \gset
-SELECT pg_temp.claim(:'j5') AS attempt;
-SELECT pg_temp.record(:'j5', 1, 0, 'connection refused', NULL) AS recorded;
-SELECT * FROM pg_temp.job(:'j5');
+SELECT regress.claim(:'j5') AS attempt;
+SELECT regress.record(:'j5', 1, 0, 'connection refused', NULL) AS recorded;
+SELECT * FROM regress.job(:'j5');
 
 -- The backoff itself: bounds per attempt, the cap, and jitter.
 SELECT n AS attempt,
@@ -155,16 +102,16 @@ SELECT jobrunner._retry_delay(1, interval '0', interval '0') AS no_backoff;
 -- Retry-After (429/503): honoured exactly, up to retry_backoff_max.
 ------------------------------------------------------------------------------
 SELECT jobrunner.queue_job('w.capped') AS j6 \gset
-SELECT pg_temp.claim(:'j6') AS attempt;
-SELECT pg_temp.record(:'j6', 1, 503, 'HTTP 503', NULL, _retry_after_ms => 30000) AS recorded;
+SELECT regress.claim(:'j6') AS attempt;
+SELECT regress.record(:'j6', 1, 503, 'HTTP 503', NULL, _retry_after_ms => 30000) AS recorded;
 SELECT state, last_status, pg_temp.backoff(:'j6') AS waits FROM jobrunner.job WHERE id = :'j6';
 UPDATE jobrunner.job SET next_run_at = now() WHERE id = :'j6';
-SELECT pg_temp.claim(:'j6') AS attempt;
-SELECT pg_temp.record(:'j6', 2, 429, 'HTTP 429', NULL, _retry_after_ms => 36000000) AS recorded;
+SELECT regress.claim(:'j6') AS attempt;
+SELECT regress.record(:'j6', 2, 429, 'HTTP 429', NULL, _retry_after_ms => 36000000) AS recorded;
 SELECT state, last_status, pg_temp.backoff(:'j6') AS waits_capped FROM jobrunner.job WHERE id = :'j6';
 UPDATE jobrunner.job SET next_run_at = now() WHERE id = :'j6';
-SELECT pg_temp.claim(:'j6') AS attempt;
-SELECT pg_temp.record(:'j6', 3, 503, 'HTTP 503', NULL, _retry_after_ms => 0) AS recorded;
+SELECT regress.claim(:'j6') AS attempt;
+SELECT regress.record(:'j6', 3, 503, 'HTTP 503', NULL, _retry_after_ms => 0) AS recorded;
 SELECT state, pg_temp.backoff(:'j6') AS waits_not_at_all FROM jobrunner.job WHERE id = :'j6';
 
 ------------------------------------------------------------------------------
@@ -174,26 +121,26 @@ SELECT state, pg_temp.backoff(:'j6') AS waits_not_at_all FROM jobrunner.job WHER
 SELECT jobrunner.queue_job('w.task') AS r1 \gset
 SELECT jobrunner.queue_job('w.task') AS r2 \gset
 SELECT jobrunner.queue_job('w.task') AS r3 \gset
-SELECT pg_temp.claim(:'r1', 41) AS r1_attempt;
-SELECT pg_temp.claim(:'r3', 41) AS r3_attempt;
-SELECT pg_temp.record(:'r3', 1, 500, 'HTTP 500', NULL, _worker => 41) AS r3_failed_once;
+SELECT regress.claim(:'r1', 41) AS r1_attempt;
+SELECT regress.claim(:'r3', 41) AS r3_attempt;
+SELECT regress.record(:'r3', 1, 500, 'HTTP 500', NULL, _worker => 41) AS r3_failed_once;
 UPDATE jobrunner.job SET next_run_at = now() WHERE id = :'r3';
-SELECT pg_temp.claim(:'r3', 41) AS r3_attempt;
-SELECT pg_temp.claim(:'r2', 43) AS r2_attempt;
+SELECT regress.claim(:'r3', 41) AS r3_attempt;
+SELECT regress.claim(:'r2', 43) AS r2_attempt;
 SELECT id = :'r1' AS is_r1, id = :'r2' AS is_r2, attempts, locked_by
   FROM jobrunner.job WHERE state = 'running' ORDER BY locked_by, attempts;
 -- Worker 43 starts and recovers what is not its own: r1 and r3.
 SELECT recovered, skipped FROM jobrunner._recover(43);
 SELECT id = :'r1' AS is_r1, state, attempts, locked_by, next_run_at <= now() AS due_now
   FROM jobrunner.job WHERE id IN (:'r1', :'r3') ORDER BY id = :'r1' DESC;
-SELECT * FROM pg_temp.logs(:'r3');
+SELECT * FROM regress.logs(:'r3');
 -- Worker 43's own attempt is left alone.
 SELECT state, attempts, locked_by FROM jobrunner.job WHERE id = :'r2';
 -- A late answer from the dead incarnation changes nothing.
-SELECT pg_temp.record(:'r1', 1, 200, NULL, '{}', _worker => 41) AS late_answer;
+SELECT regress.record(:'r1', 1, 200, NULL, '{}', _worker => 41) AS late_answer;
 SELECT state FROM jobrunner.job WHERE id = :'r1';
 -- Recovered jobs are claimed again, with the same attempt number.
-SELECT pg_temp.claim(:'r1', 43) AS r1_attempt;
+SELECT regress.claim(:'r1', 43) AS r1_attempt;
 SELECT recovered AS recovered_again FROM jobrunner._recover(43);
 
 RESET request.jwt.claims;
