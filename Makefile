@@ -22,7 +22,7 @@ CORE_SRCS = src/core/jwt.cpp src/core/text_checks.cpp src/core/backoff.cpp \
 # The Postgres side: everything that includes postgres.h.
 PG_SRCS   = $(sort $(wildcard src/pg/*.cpp))
 
-.PHONY: test demo deps unit bench
+.PHONY: test demo deps unit bench dist
 .DEFAULT_GOAL := all
 
 deps:
@@ -39,6 +39,14 @@ demo: deps
 bench: deps
 	$(MAKE) --no-print-directory all
 	bench/run.sh
+
+# PGXN distribution of the committed tree (HEAD): one top directory
+# pg_jobrunner-<version>/ holding META.json, as PGXN expects.
+dist:
+	@mkdir -p build/dist
+	git archive --format zip --prefix $(EXTENSION)-$(EXTVERSION)/ \
+		-o build/dist/$(EXTENSION)-$(EXTVERSION).zip HEAD
+	@echo build/dist/$(EXTENSION)-$(EXTVERSION).zip
 
 # --- unit tests: GoogleTest against src/core only -------------------------
 UNIT_CXX      ?= g++
