@@ -91,8 +91,9 @@ SELECT p.oid::regprocedure AS public_function_without_comment
  WHERE p.pronamespace = 'jobrunner'::regnamespace AND p.proname !~ '^_'
    AND obj_description(p.oid, 'pg_proc') IS NULL;
 
--- Settings exist with the documented defaults (the secret is never shown).
-SELECT name, setting, context
+-- Settings exist with the documented defaults (the secret is never shown;
+-- the defaults, not this server's values, so any server can run the suite).
+SELECT name, boot_val AS default_value, context
   FROM pg_settings
  WHERE name IN ('jobrunner.database_name', 'jobrunner.system_role',
                 'jobrunner.trusted_claim_roles', 'jobrunner.poll_interval',
