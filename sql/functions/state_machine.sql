@@ -63,6 +63,9 @@ BEGIN
     IF _cfg.on_complete IS NOT NULL THEN
         PERFORM jobrunner._run_hook(_cfg.on_complete, _done);
     END IF;
+    -- Counted in the metrics at commit (and not if a savepoint around this
+    -- rolls back: a hook that raised in the worker).
+    PERFORM jobrunner._count_finished(ARRAY[_job.job_name], ARRAY['completed']);
     INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
     VALUES (_job.id, _job.attempt_seq, 'info',
             CASE WHEN _via = 'worker'
@@ -177,6 +180,7 @@ BEGIN
          WHERE j.id = _job.id;
         _what := pg_catalog.format('%s; on_fail hook %s failed: %s', _what, _cfg.on_fail, SQLERRM);
     END;
+    PERFORM jobrunner._count_finished(ARRAY[_job.job_name], ARRAY['failed']);
     INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
     VALUES (_job.id, _job.attempt_seq, 'error',
             pg_catalog.format('%s; failed permanently', _what), _status, _duration_ms);

@@ -87,10 +87,12 @@ COMMENT ON FUNCTION jobrunner._stored_size(jsonb) IS
 -- the wire. Rows locked by another session are skipped, never waited for.
 -- A body far past jobrunner.max_request_size (queued before the limit was
 -- lowered) is not read: its request_body is NULL and body_bytes says why.
+-- due_at: when the job became due (the later of its created_at and
+-- next_run_at), for the commit-to-request histogram (metrics.sql).
 CREATE OR REPLACE FUNCTION jobrunner._claim(_limit int, _worker bigint, _max_bytes bigint DEFAULT NULL)
     RETURNS TABLE (id uuid, job_name text, user_id uuid, user_role text, user_email text,
                    attempt int, request_body text, body_bytes bigint, url text, headers text,
-                   timeout_ms bigint)
+                   timeout_ms bigint, due_at timestamptz)
     -- headers: the job_config headers as "Name: value" lines (values never
     -- hold CR or LF: job_config validation refuses them).
     LANGUAGE plpgsql
@@ -259,7 +261,8 @@ BEGIN
                acked_at = NULL, lease_expires_at = NULL, sending_attempt = j.attempt_seq + 1
          WHERE j.ctid = ANY (ARRAY(SELECT l.row_ctid FROM locked l))
         RETURNING j.id, j.job_name, j.user_id, j.user_role, j.user_email, j.attempt_seq,
-                  j.request_body, jobrunner._stored_size(j.request_body) AS body_size
+                  j.request_body, jobrunner._stored_size(j.request_body) AS body_size,
+                  GREATEST(j.created_at, j.next_run_at) AS due_at
     ), logged AS (
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
         SELECT u.id, u.attempt_seq, 'info', 'started attempt ' || u.attempt_seq FROM upd u
@@ -283,7 +286,7 @@ BEGIN
     )
     SELECT u.id, u.job_name, u.user_id, u.user_role, u.user_email, u.attempt_seq,
            CASE WHEN u.body_size <= _readable THEN COALESCE(u.request_body::text, '{}') END,
-           u.body_size, c.url, c.headers, c.timeout_ms
+           u.body_size, c.url, c.headers, c.timeout_ms, u.due_at
       FROM upd u
       JOIN cfg c ON c.job_name = u.job_name;
 END;
@@ -314,6 +317,7 @@ DECLARE
     _done uuid[] := '{}';  -- outcomes written
     _skipped uuid[];
     _r record;
+    _finished int;
 BEGIN
     -- Outcomes that need a hook or a callback acknowledgement: one by one
     -- (skipped outright when no job name has either).
@@ -394,7 +398,7 @@ BEGIN
          -- over the whole table. The rows are locked by t, so they are as t
          -- read them.
          WHERE j.ctid = ANY (ARRAY(SELECT t2.row_ctid FROM t t2)) AND j.ctid = t.row_ctid
-        RETURNING j.id, j.attempt_seq, j.state, j.next_run_at, t.status, t.err, t.dur
+        RETURNING j.id, j.job_name, j.attempt_seq, j.state, j.next_run_at, t.status, t.err, t.dur
     ), logged AS (
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
         SELECT u.id, u.attempt_seq,
@@ -409,7 +413,11 @@ BEGIN
                NULLIF(u.status, 0), u.dur
           FROM upd u
     )
-    SELECT _done || COALESCE(pg_catalog.array_agg(u.id), '{}') INTO _done FROM upd u;
+    -- Jobs finished here count in the metrics when this transaction commits.
+    SELECT _done || COALESCE(pg_catalog.array_agg(u.id), '{}'),
+           jobrunner._count_finished(pg_catalog.array_agg(u.job_name ORDER BY u.job_name),
+                                     pg_catalog.array_agg(u.state ORDER BY u.job_name))
+      INTO _done, _finished FROM upd u;
     IF pg_catalog.cardinality(_done) = pg_catalog.cardinality(_ids) THEN
         RETURN '{}';
     END IF;

@@ -4,6 +4,8 @@
  */
 #include "pg/shmem.hpp"
 
+#include "pg/metrics.hpp"
+
 namespace jobrunner {
 
 static SharedState *state = nullptr;
@@ -14,6 +16,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
 static void request_shmem() {
     if (prev_shmem_request_hook) prev_shmem_request_hook();
     RequestAddinShmemSpace(MAXALIGN(sizeof(SharedState)));
+    RequestAddinShmemSpace(metrics_shmem_size());
 }
 
 // Finds or initializes the shared state, once per cluster start.
@@ -35,6 +38,7 @@ static void startup_shmem() {
             pg_atomic_init_u64(&slot.failed, 0);
         }
     }
+    metrics_shmem_init();
     LWLockRelease(AddinShmemInitLock);
 }
 
@@ -47,15 +51,20 @@ void install_shmem_hooks() {
 
 SharedState *shared_state() { return state; }
 
-DispatcherSlot *slot_for_database(Oid db) {
-    if (state == nullptr || !OidIsValid(db)) return nullptr;
-    DispatcherSlot *found = nullptr;
+int slot_index_for_database(Oid db) {
+    if (state == nullptr || !OidIsValid(db)) return -1;
+    int found = -1;
     SpinLockAcquire(&state->mutex);
-    for (int i = 0; i < kMaxDispatchers && found == nullptr; i++) {
-        if (state->database_oid[i] == db) found = &state->slots[i];
+    for (int i = 0; i < kMaxDispatchers && found < 0; i++) {
+        if (state->database_oid[i] == db) found = i;
     }
     SpinLockRelease(&state->mutex);
     return found;
+}
+
+DispatcherSlot *slot_for_database(Oid db) {
+    int i = slot_index_for_database(db);
+    return i < 0 ? nullptr : &state->slots[i];
 }
 
 int assign_slot(Oid db) {
@@ -80,6 +89,7 @@ void release_slot(int i) {
     slot.worker_latch = nullptr;
     slot.worker_pid = 0;
     slot.paused_reason[0] = '\0';
+    slot.pause_cause = PauseCause::none;
     SpinLockRelease(&slot.mutex);
     SpinLockAcquire(&state->mutex);
     state->database_oid[i] = InvalidOid;

@@ -16,14 +16,19 @@ namespace jobrunner {
 // worker: max_worker_processes must leave room for them and the launcher).
 constexpr int kMaxDispatchers = 32;
 
+// Why a running dispatcher does not dispatch (for metrics; the words are
+// in paused_reason).
+enum class PauseCause : int { none, read_only, other_version, copied_queue };
+
 // One database's dispatcher.
 struct DispatcherSlot {
-    slock_t mutex;               // guards the fields up to paused_reason
+    slock_t mutex;               // guards the fields up to pause_cause
     Latch *worker_latch;         // set while its dispatcher runs
     pid_t worker_pid;
     TimestampTz started_at;
     TimestampTz last_loop_at;
     char paused_reason[160];     // why it does not dispatch; "" while it does
+    PauseCause pause_cause;
     pg_atomic_uint32 wake_pending;  // 1: a commit asked for a look at the queue
     pg_atomic_uint32 in_flight;
     pg_atomic_uint64 dispatched;
@@ -49,6 +54,9 @@ SharedState *shared_state();
 
 // The slot of the dispatcher serving database db, or nullptr.
 DispatcherSlot *slot_for_database(Oid db);
+
+// The same slot's index, or -1.
+int slot_index_for_database(Oid db);
 
 // Assigns a slot to database db (the one it has, or a free one): its index,
 // or -1 when every slot is taken. Only the launcher assigns slots.

@@ -15,6 +15,7 @@
 
 #include "pg/boundary.hpp"
 #include "pg/guc.hpp"
+#include "pg/metrics.hpp"
 #include "pg/shmem.hpp"
 #include "pg/launcher.hpp"
 #include "pg/worker.hpp"
@@ -23,6 +24,9 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <memory>
 #include <stdexcept>
 #include <ctime>
 #include <string>
@@ -77,6 +81,7 @@ constexpr const char *kReadOnlyReason =
 
 // This dispatcher's slot in shared memory (the launcher chose it).
 DispatcherSlot *my_slot = nullptr;
+int my_slot_index = -1;
 
 // Clears the published pid and latch when the worker exits, however it exits.
 void unpublish(int code, Datum arg) {
@@ -89,11 +94,30 @@ void unpublish(int code, Datum arg) {
 }
 
 // Publishes why the worker does not dispatch (nullptr or "": it does).
-void set_paused_reason(const char *reason) {
+void set_paused_reason(PauseCause cause, const char *reason) {
     SpinLockAcquire(&my_slot->mutex);
     strlcpy(my_slot->paused_reason, reason ? reason : "", sizeof(my_slot->paused_reason));
+    my_slot->pause_cause = cause;
     SpinLockRelease(&my_slot->mutex);
 }
+
+// Now, in microseconds since the Unix epoch; read on either thread.
+std::int64_t unix_now_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// A claimed attempt until its answer is taken: the job, and what the
+// commit-to-request histogram needs. started_us is written by the HTTP
+// thread when the request starts, and read here once its result is in
+// (the result's hand-over orders the two); shared, so that a request the
+// HTTP thread starts while the worker exits never writes freed memory.
+struct Held {
+    ClaimedJob job;
+    std::int64_t due_us = 0;  // when the job became due (0: unknown)
+    std::shared_ptr<std::atomic<std::int64_t>> started_us;
+};
 
 }  // namespace
 
@@ -146,6 +170,7 @@ void publish() {
     my_slot->started_at = GetCurrentTimestamp();
     my_slot->last_loop_at = 0;
     my_slot->paused_reason[0] = '\0';
+    my_slot->pause_cause = PauseCause::none;
     SpinLockRelease(&my_slot->mutex);
     pg_atomic_write_u64(&my_slot->dispatched, 0);
     pg_atomic_write_u64(&my_slot->completed, 0);
@@ -181,7 +206,8 @@ private:
     // Jobs the next claim may take.
     int claim_room() const { return claim_budget() - static_cast<int>(held_.size()); }
     void step(TimestampTz now);
-    void dispatch(std::vector<ClaimedJob> &claimed);
+    void dispatch(std::vector<ClaimedJob> &claimed, const std::vector<std::int64_t> &due_us);
+    JobNameMetrics *metrics(const std::string &job_name);
     void record_one_by_one(std::vector<Outcome> &list);
     void keep_for_later(std::vector<Outcome> &recorded, const std::vector<std::string> &skipped);
     void wait(TimestampTz now);
@@ -191,7 +217,10 @@ private:
     HttpThread http_;
     int64 worker_id_;
     // Claimed attempts not yet answered: on the wire or waiting for a slot.
-    std::unordered_map<std::uint64_t, ClaimedJob> held_;
+    std::unordered_map<std::uint64_t, Held> held_;
+    // Each job name's figures in shared memory (they stay put while the
+    // dispatcher runs).
+    std::unordered_map<std::string, JobNameMetrics *> metrics_;
     std::vector<Outcome> outcomes_;
     std::vector<Outcome> stuck_;      // another session held their rows: tried again later
     TimestampTz stuck_retry_at_ = 0;
@@ -222,7 +251,11 @@ void Dispatcher::pause(Pause cause, const std::string &reason) {
     if (pause_cause_ == cause && paused_ == reason) return;
     pause_cause_ = cause;
     paused_ = reason;
-    set_paused_reason(reason.c_str());
+    set_paused_reason(cause == Pause::read_only       ? PauseCause::read_only
+                      : cause == Pause::version       ? PauseCause::other_version
+                      : cause == Pause::origin        ? PauseCause::copied_queue
+                                                      : PauseCause::none,
+                      reason.c_str());
     ereport(LOG, (errmsg("pg_jobrunner: dispatch paused: %s", reason.c_str())));
 }
 
@@ -231,7 +264,7 @@ void Dispatcher::resume(Pause cause, const char *log_line) {
     if (pause_cause_ != cause) return;
     pause_cause_ = Pause::none;
     paused_.clear();
-    set_paused_reason(nullptr);
+    set_paused_reason(PauseCause::none, nullptr);
     ereport(LOG, (errmsg("pg_jobrunner: %s", log_line)));
     want_claim_ = true;
 }
@@ -352,7 +385,17 @@ void Dispatcher::log_failure_detail(const std::string &job_name, const Outcome &
                          outcome.id.c_str(), job_name.c_str(), outcome.error_detail.c_str())));
 }
 
-// Moves finished transfers into outcomes.
+// A job name's figures (see metrics.hpp), looked up once per name.
+JobNameMetrics *Dispatcher::metrics(const std::string &job_name) {
+    auto it = metrics_.find(job_name);
+    if (it != metrics_.end()) return it->second;
+    JobNameMetrics *m = metrics_for(my_slot_index, MyDatabaseId, job_name.data(), job_name.size());
+    metrics_.emplace(job_name, m);
+    return m;
+}
+
+// Moves finished transfers into outcomes, counting each in its job name's
+// figures: outcome class, request duration, and commit to request.
 void Dispatcher::harvest() {
     if (http_.failed()) throw std::runtime_error("the HTTP thread stopped: out of memory");
     results_.clear();
@@ -363,10 +406,17 @@ void Dispatcher::harvest() {
     for (const HttpResult &r : results_) {
         auto it = held_.find(r.tag);
         if (it == held_.end()) continue;
-        outcomes_.push_back(outcome_from_result(it->second, r, now_s));
-        log_failure_detail(it->second.job_name, outcomes_.back());
+        const ClaimedJob &job = it->second.job;
+        outcomes_.push_back(outcome_from_result(job, r, now_s));
+        log_failure_detail(job.job_name, outcomes_.back());
         (r.status >= 200 && r.status <= 299 ? ok : bad)++;
-        held_body_bytes_ -= static_cast<std::int64_t>(it->second.body.size());
+        if (JobNameMetrics *m = metrics(job.job_name)) {
+            count_outcome(m, r.status);
+            observe(m->duration, static_cast<int64>(r.duration_ms * 1000.0));
+            std::int64_t started = it->second.started_us->load(std::memory_order_relaxed);
+            if (started != 0 && it->second.due_us != 0) observe(m->wait, started - it->second.due_us);
+        }
+        held_body_bytes_ -= static_cast<std::int64_t>(job.body.size());
         held_.erase(it);
     }
     pg_atomic_fetch_add_u64(&my_slot->completed, ok);
@@ -374,22 +424,32 @@ void Dispatcher::harvest() {
 }
 
 // Starts an attempt for every claimed job; jobs that cannot be sent become
-// failed outcomes right away.
-void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed) {
+// failed outcomes right away. due_us[i] is when claimed[i] became due.
+void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed, const std::vector<std::int64_t> &due_us) {
     MintContext mint;
     mint.secret = guc_jwt_secret ? guc_jwt_secret : "";
     mint.system_role = guc_system_role ? guc_system_role : "service_role";
     std::uint64_t sent = 0;
-    for (ClaimedJob &job : claimed) {
+    for (std::size_t i = 0; i < claimed.size(); i++) {
+        ClaimedJob &job = claimed[i];
         std::uint64_t tag = next_tag_++;
         HttpRequest request;
         if (auto error = build_request(job, mint, tag, request)) {
+            count_unsent(metrics(job.job_name));
             outcomes_.push_back(outcome_from_error(job, std::move(*error)));
             continue;
         }
+        // The request's start is noted as its token is minted, on the HTTP
+        // thread: it may wait for a free slot first.
+        auto started = std::make_shared<std::atomic<std::int64_t>>(0);
+        request.header_at_start = [mint_header = std::move(request.header_at_start),
+                                   started](std::int64_t now_s) {
+            started->store(unix_now_us(), std::memory_order_relaxed);
+            return mint_header ? mint_header(now_s) : std::string();
+        };
         requests_.push_back(std::move(request));
         held_body_bytes_ += static_cast<std::int64_t>(job.body.size());
-        held_.emplace(tag, std::move(job));
+        held_.emplace(tag, Held{std::move(job), i < due_us.size() ? due_us[i] : 0, std::move(started)});
         sent++;
     }
     http_.submit(requests_);
@@ -520,8 +580,16 @@ void Dispatcher::step(TimestampTz now) {
     keep_for_later(outcomes_, out.skipped);
     outcomes_.clear();
     int got = static_cast<int>(out.claimed.size() + out.refused.size());
-    for (Outcome &o : out.refused) outcomes_.push_back(std::move(o));
-    dispatch(out.claimed);
+    // Every claim is an attempt; a refused one (its body may not be sent)
+    // never leaves.
+    for (const ClaimedJob &job : out.claimed) count_attempt(metrics(job.job_name), job.attempt);
+    for (std::size_t i = 0; i < out.refused.size(); i++) {
+        JobNameMetrics *m = metrics(out.refused_job_names[i]);
+        count_attempt(m, out.refused[i].attempt);
+        count_unsent(m);
+        outcomes_.push_back(std::move(out.refused[i]));
+    }
+    dispatch(out.claimed, out.claimed_due_us);
     // A full claim suggests more is due; recorded outcomes free slots.
     if (claim) backlog_ = got == in.claim_limit;
     want_claim_ = (claim && backlog_) || (recorded && !claim) || !outcomes_.empty();
@@ -624,7 +692,8 @@ void jobrunner_worker_main(Datum main_arg) {
     // The launcher chose the slot (main_arg) and the database (bgw_extra).
     DispatcherTarget target;
     memcpy(&target, MyBgworkerEntry->bgw_extra, sizeof(target));
-    my_slot = &shared_state()->slots[DatumGetInt32(main_arg)];
+    my_slot_index = DatumGetInt32(main_arg);
+    my_slot = &shared_state()->slots[my_slot_index];
     running_in_dispatcher = true;
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     // SIGTERM: finish the current step, hand in-flight jobs back, exit.

@@ -32,12 +32,14 @@ namespace jobrunner {
 
 namespace {
 
+// Columns of _claim read as text; due_at, the last, is read as a timestamp.
 constexpr int kClaimCols = 11;
 
 // Claimed rows copied out of SPI, in plain memory, until the C++ side takes them.
 struct RawClaims {
     MemoryContext cxt = nullptr;
     char ***rows = nullptr;  // rows[i][col], nullptr for SQL NULL
+    int64 *due_us = nullptr; // rows[i]'s due_at, Unix microseconds (0: unknown)
     int count = 0;
     char **skipped = nullptr;  // job ids of outcomes not recorded yet
     int skipped_count = 0;
@@ -205,19 +207,24 @@ void claim_jobs(std::int64_t worker_id, int limit, std::int64_t max_bytes, RawCl
     static KeptStatement claim(
         "SELECT id::pg_catalog.text, job_name, user_id::pg_catalog.text, user_role, user_email, "
         "attempt::pg_catalog.text, request_body, body_bytes::pg_catalog.text, url, headers, "
-        "timeout_ms::pg_catalog.text FROM jobrunner._claim($1, $2, $3)",
+        "timeout_ms::pg_catalog.text, due_at FROM jobrunner._claim($1, $2, $3)",
         3, kClaimTypes);
     Datum values[3] = {Int32GetDatum(limit), Int64GetDatum(worker_id), Int64GetDatum(max_bytes)};
     int rc = claim.run(values, nullptr, 0);
     if (rc != SPI_OK_SELECT) elog(ERROR, "claiming jobs failed: SPI code %d", rc);
     raw.count = (int)SPI_processed;
     raw.rows = (char ***)MemoryContextAllocZero(raw.cxt, sizeof(char **) * (raw.count + 1));
+    raw.due_us = (int64 *)MemoryContextAllocZero(raw.cxt, sizeof(int64) * (raw.count + 1));
     for (int i = 0; i < raw.count; i++) {
         raw.rows[i] = (char **)MemoryContextAllocZero(raw.cxt, sizeof(char *) * kClaimCols);
         for (int c = 0; c < kClaimCols; c++) {
             char *v = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c + 1);
             raw.rows[i][c] = v ? MemoryContextStrdup(raw.cxt, v) : nullptr;
         }
+        bool isnull = true;
+        Datum due = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, kClaimCols + 1, &isnull);
+        // From the Postgres epoch (2000-01-01) to the Unix epoch.
+        if (!isnull) raw.due_us[i] = DatumGetTimestampTz(due) - SetEpochTimestamp();
     }
 }
 
@@ -238,9 +245,13 @@ std::optional<std::string> opt(const char *v) {
 }
 
 // Converts the copied rows into ClaimedJob values (no Postgres calls); jobs
-// whose body may not be sent become failed outcomes in refused.
-void take_claims(const RawClaims &raw, std::vector<ClaimedJob> &out, std::vector<Outcome> &refused) {
+// whose body may not be sent become failed outcomes in cycle.refused.
+void take_claims(const RawClaims &raw, CycleOutput &cycle) {
+    std::vector<ClaimedJob> &out = cycle.claimed;
+    std::vector<std::int64_t> &due_us = cycle.claimed_due_us;
+    std::vector<Outcome> &refused = cycle.refused;
     out.reserve(out.size() + raw.count);
+    due_us.reserve(due_us.size() + raw.count);
     for (int i = 0; i < raw.count; i++) {
         char **r = raw.rows[i];
         ClaimedJob j;
@@ -272,9 +283,11 @@ void take_claims(const RawClaims &raw, std::vector<ClaimedJob> &out, std::vector
                 j, "request body is " + std::to_string(size) +
                        " bytes, more than jobrunner.max_request_size (" +
                        std::to_string(guc_max_request_kb) + "kB)"));
+            cycle.refused_job_names.push_back(j.job_name);
             continue;
         }
         out.push_back(std::move(j));
+        due_us.push_back(raw.due_us[i]);
     }
 }
 
@@ -380,7 +393,7 @@ bool db_cycle(const CycleInput &in, CycleOutput &out) {
         raw.count = 0;  // the claim was rolled back with everything else
         raw.skipped_count = 0;
     }
-    take_claims(raw, out.claimed, out.refused);
+    take_claims(raw, out);
     for (int i = 0; i < raw.skipped_count; i++) out.skipped.emplace_back(raw.skipped[i]);
     MemoryContextReset(raw.cxt);
     return ok;

@@ -31,7 +31,12 @@ enum class Schema { absent, other_version, current };
 
 struct CycleOutput {
     std::vector<ClaimedJob> claimed;
+    // When each claimed job became due (the later of its created_at and
+    // next_run_at), in microseconds since the Unix epoch; claimed[i]'s is
+    // claimed_due_us[i]. For the commit-to-request histogram.
+    std::vector<std::int64_t> claimed_due_us;
     std::vector<Outcome> refused;      // claimed, but their body may not be sent
+    std::vector<std::string> refused_job_names;  // refused[i]'s job name
     std::vector<std::string> skipped;  // outcomes (by job id) whose row another session holds
     std::int64_t next_wakeup_ms = -1;  // the queue needs a look in this many ms; -1: no date
     Schema schema = Schema::current;

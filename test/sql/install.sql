@@ -69,8 +69,14 @@ SELECT p.oid::regprocedure AS function, pg_get_function_result(p.oid) AS result,
 SELECT p.proname, array_to_string(p.proargnames, ', ') AS argument_names
   FROM pg_proc p
  WHERE p.pronamespace = 'jobrunner'::regnamespace AND p.proname !~ '^_'
-   AND p.proname <> 'worker_status'
+   AND p.proname <> 'worker_status' AND p.proname !~ '^metrics'
  ORDER BY p.proname;
+-- So are the metrics functions' columns: monitoring/postgres_exporter.yml
+-- reads them by name.
+SELECT p.proname, a.n, a.column_name
+  FROM pg_proc p CROSS JOIN LATERAL unnest(p.proargnames) WITH ORDINALITY a(column_name, n)
+ WHERE p.pronamespace = 'jobrunner'::regnamespace AND p.proname ~ '^metrics'
+ ORDER BY p.proname, a.n;
 
 -- Every function of the extension pins search_path, but a few pure C ones
 -- called per job, which run no SQL and resolve no names (all in C).
