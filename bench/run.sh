@@ -3,15 +3,20 @@
 # ceilings and two peer job queues, all on this machine, loopback only.
 #
 #   bench/run.sh [--jobs N] [--runs R] [--soak-jobs N] [--latency-samples S]
-#                [--skip-peers] [--skip-soak] [--profile] [--keep]
+#                [--scrape-jobs N] [--skip-peers] [--skip-soak] [--skip-scaling]
+#                [--skip-scrape] [--profile] [--keep]
 #
 #   --jobs N             jobs per throughput run (default 10000, 100 users)
 #   --runs R             throughput runs per system; the median is reported (3)
 #   --soak-jobs N        jobs in the memory soak (default 200000; the issue
 #                        asks for flat memory over 1000000)
 #   --latency-samples S  commit-to-request samples per system (default 200)
+#   --scrape-jobs N      jobs in the table when the exporter's queries are
+#                        timed (default 1000000, 10,000 users)
 #   --skip-peers         no pg-boss / graphile-worker (no Node install)
 #   --skip-soak          no memory soak
+#   --skip-scaling       no scaling curve (jobs/s against users and job names)
+#   --skip-scrape        no timing of the exporter's queries at --scrape-jobs
 #   --profile            preload pg_stat_statements (track = all) and write
 #                        the worker's statement profile to results/; it costs
 #                        throughput, so the figures of such a run are not
@@ -19,7 +24,8 @@
 #   --keep               leave the run directory (logs, data dir) in /tmp
 #
 # Environment: BENCH_PORT_BASE (default 25440: Postgres on it, nginx on +1,
-# the latency endpoint on +2; moved up by 10 while any of them is taken).
+# the latency endpoint on +2, postgres_exporter on +3; moved up by 10 while
+# any of them is taken).
 # The default sits below Linux's ephemeral range (32768-60999), where servers
 # that listen on port 0 (other test suites on a shared machine) may land.
 #
@@ -29,8 +35,11 @@
 # and the peers. Node 22, pg-boss, graphile-worker and pg are installed into
 # bench/.node from the npm registry on first use.
 #
-# Output: a table on stdout, bench/results/latest.md, and the raw JSON in
-# bench/results/raw/. bench/RESULTS.md is the committed copy of a run.
+# Output: a table on stdout, bench/results/latest.md, the raw JSON in
+# bench/results/raw/, and charts next to them (bench/results/*.svg, drawn
+# by gnuplot: throughput, latency, scaling; each with its .dat and .gp).
+# bench/RESULTS.md is the committed copy of a run (its charts in
+# bench/charts/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd -P)
@@ -41,8 +50,11 @@ USERS=100
 RUNS=${RUNS:-3}
 SOAK_JOBS=${SOAK_JOBS:-200000}
 LAT_SAMPLES=${LAT_SAMPLES:-200}
+SCRAPE_JOBS=${SCRAPE_JOBS:-1000000}
 SKIP_PEERS=0
 SKIP_SOAK=0
+SKIP_SCALING=0
+SKIP_SCRAPE=0
 PROFILE=0
 KEEP=0
 while [[ $# -gt 0 ]]; do
@@ -51,30 +63,35 @@ while [[ $# -gt 0 ]]; do
     --runs) RUNS=$2; shift 2 ;;
     --soak-jobs) SOAK_JOBS=$2; shift 2 ;;
     --latency-samples) LAT_SAMPLES=$2; shift 2 ;;
+    --scrape-jobs) SCRAPE_JOBS=$2; shift 2 ;;
     --skip-peers) SKIP_PEERS=1; shift ;;
     --skip-soak) SKIP_SOAK=1; shift ;;
+    --skip-scaling) SKIP_SCALING=1; shift ;;
+    --skip-scrape) SKIP_SCRAPE=1; shift ;;
     --profile) PROFILE=1; shift ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in JOBS RUNS SOAK_JOBS LAT_SAMPLES; do
+for v in JOBS RUNS SOAK_JOBS LAT_SAMPLES SCRAPE_JOBS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: $v must be a positive integer" >&2; exit 2; }
 done
 
 # port_in_use PORT: something accepts connections on 127.0.0.1:PORT.
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# Three consecutive free ports from BENCH_PORT_BASE (default 25440), moving
+# Four consecutive free ports from BENCH_PORT_BASE (default 25440), moving
 # up 10 at a time when another server holds one (the machine may be shared).
 PORT_BASE=${BENCH_PORT_BASE:-25440}
 for _ in $(seq 1 20); do
-  port_in_use "$PORT_BASE" || port_in_use $((PORT_BASE + 1)) || port_in_use $((PORT_BASE + 2)) || break
+  port_in_use "$PORT_BASE" || port_in_use $((PORT_BASE + 1)) || port_in_use $((PORT_BASE + 2)) ||
+    port_in_use $((PORT_BASE + 3)) || break
   PORT_BASE=$((PORT_BASE + 10))
 done
 PG_PORT=$PORT_BASE
 NGINX_PORT=$((PORT_BASE + 1))
 LAT_PORT=$((PORT_BASE + 2))
+EXPORTER_PORT=$((PORT_BASE + 3))
 PGBIN=/usr/lib/postgresql/15/bin
 NODE_DIR=$BENCH/.node
 NODE=$NODE_DIR/node_modules/.bin/node
@@ -170,6 +187,7 @@ harness() {
 }
 
 rm -rf "$RAW"
+rm -f "$RESULTS"/*.svg "$RESULTS"/*.dat "$RESULTS"/*.gp
 mkdir -p "$RAW"
 
 # nginx: answers 204 to every POST, its own port, no access log, keep-alive.
@@ -211,10 +229,11 @@ export BENCH_JWT_SECRET=$SECRET
 POSTMASTER_PID=$(head -n 1 "$RUN_DIR/pg/data/postmaster.pid")
 
 psql_q() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
-for db in bench ceiling boss graphile; do psql_q -d postgres -c "CREATE DATABASE $db"; done
+for db in bench ceiling boss graphile scrape; do psql_q -d postgres -c "CREATE DATABASE $db"; done
 psql_q -d bench -c 'CREATE EXTENSION pg_jobrunner'
 [[ $PROFILE -eq 1 ]] && psql_q -d bench -c 'CREATE EXTENSION pg_stat_statements'
 psql_q -d ceiling -c 'CREATE EXTENSION pg_jobrunner'
+psql_q -d scrape -c 'CREATE EXTENSION pg_jobrunner'
 
 # --- machine ------------------------------------------------------------------
 
@@ -373,6 +392,24 @@ if [[ $SKIP_PEERS -eq 0 ]]; then
   done
 fi
 
+# --- scaling: throughput against users and job names -------------------------------------
+
+if [[ $SKIP_SCALING -eq 0 ]]; then
+  log "pg_jobrunner scaling: $JOBS jobs over 1-10,000 users and 1-100 job names (one run per point)"
+  harness scaling --jobs "$JOBS" --users 1,10,100,1000,10000 --names 1,10,100 \
+    --nginx-url "http://127.0.0.1:$NGINX_PORT/bench" > "$RAW/scaling.json"
+fi
+
+# --- scrape cost: the exporter's queries at a million jobs --------------------------------
+
+if [[ $SKIP_SCRAPE -eq 0 ]]; then
+  exporter=/usr/bin/prometheus-postgres-exporter
+  [[ -x $exporter ]] || { log "no $exporter (make deps): the whole scrape is not timed"; exporter=; }
+  log "scrape cost: the exporter's queries with $SCRAPE_JOBS jobs of 10,000 users in the table (database scrape)"
+  harness scrape --jobs "$SCRAPE_JOBS" --users 10000 --names 10 --queries "$ROOT/monitoring/postgres_exporter.yml" \
+    ${exporter:+--exporter "$exporter" --port "$EXPORTER_PORT"} > "$RAW/scrape.json"
+fi
+
 # --- memory soak --------------------------------------------------------------------------
 
 if [[ $SKIP_SOAK -eq 0 ]]; then
@@ -382,5 +419,10 @@ fi
 
 # --- report -----------------------------------------------------------------------------
 
+if command -v gnuplot >/dev/null 2>&1; then
+  harness charts --raw "$RAW" --out "$RESULTS" >/dev/null
+else
+  log "no gnuplot (make deps): no charts"
+fi
 harness report --raw "$RAW" --out "$RESULTS/latest.md"
-log "written: bench/results/latest.md (raw figures in bench/results/raw/)"
+log "written: bench/results/latest.md, charts bench/results/*.svg (raw figures in bench/results/raw/)"

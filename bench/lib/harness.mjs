@@ -6,14 +6,19 @@
 //   latency          --system jobrunner|pgboss|graphile --samples S --port P [peer options]
 //   peer             --system pgboss|graphile --jobs N --users U --runs R [peer options]
 //   soak             --jobs N --chunk C --postmaster P
+//   scaling          --jobs N --users 1,10,... --names 1,10,... --nginx-url U
+//   scrape           --jobs N --users U --names K --queries FILE [--exporter BIN --port P]
 //   report           --raw DIR --out FILE
+//   charts           --raw DIR --out DIR   (SVG through gnuplot, see charts.mjs)
 //
 // Connection: PGHOST / PGPORT / PGUSER of the bench cluster. Every wait has
 // a deadline; every child process is stopped before the subcommand returns.
 import { spawn } from 'node:child_process';
 import http from 'node:http';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeCharts } from './charts.mjs';
 import {
   load, connect, connectionString, sleep, nowMs, userId, cpuSnapshot, cpuDelta, childrenOf,
   percentile, median, memoryOf,
@@ -414,7 +419,8 @@ async function latencyBench() {
              max: round(s[s.length - 1], 2) };
   };
   return { system, version, samples, ms_from_commit_sent: stats(commitToArrival),
-           ms_from_commit_ack: stats(ackToArrival), ms_commit_round_trip: stats(commitRtt) };
+           ms_from_commit_ack: stats(ackToArrival), ms_commit_round_trip: stats(commitRtt),
+           samples_ms: commitToArrival.map((x) => round(x, 3)) };
 }
 
 // --- memory soak ----------------------------------------------------------
@@ -481,6 +487,184 @@ async function soakBench() {
                  RssAnon_from_start: after.RssAnon - mem0.RssAnon },
     samples,
   };
+}
+
+// --- scaling: throughput against users and job names -------------------------
+
+// N jobs, job i for user i % U and job name scale.(i % K).
+const SCALE_QUEUE_SQL = `
+  SELECT count(jobrunner.queue_job_for(
+           ('00000000-0000-4000-8000-' || lpad((i % $2)::text, 12, '0'))::uuid,
+           'authenticated', NULL, 'scale.' || (i % $3), jsonb_build_object('i', i)))
+    FROM generate_series(1, $1::int) i`;
+
+// One run per (users, job names) point, as jobrunnerRun does it: queued while
+// the names are disabled, enabled in one commit, timed until none is left.
+async function scalingBench() {
+  const n = num('jobs', 10000);
+  const usersList = String(args.users || '1,10,100,1000,10000').split(',').map(Number);
+  const namesList = String(args.names || '1,10,100').split(',').map(Number);
+  const db = await connect('bench');
+  await db.query(`
+    INSERT INTO jobrunner.job_config (job_name, url, enabled, concurrency_limit, max_retries)
+    SELECT 'scale.' || k, $1, false, 1000, 3 FROM generate_series(0, $2::int - 1) k
+    ON CONFLICT (job_name) DO UPDATE SET url = EXCLUDED.url, enabled = false, concurrency_limit = 1000`,
+  [args['nginx-url'], Math.max(...namesList)]);
+  const active = async () => Number((await db.query(
+    `SELECT (SELECT count(*) FROM jobrunner.job WHERE state = 'pending')
+          + (SELECT count(*) FROM jobrunner.job WHERE state = 'running') AS a`)).rows[0].a);
+  const points = [];
+  for (const names of namesList) {
+    for (const users of usersList) {
+      await db.query(`UPDATE jobrunner.job_config SET enabled = false WHERE job_name LIKE 'scale.%'`);
+      // Fairness turns too: each point starts from an empty queue.
+      await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.group_turn');
+      await db.query(SCALE_QUEUE_SQL, [n, users, names]);
+      await db.query('ANALYZE jobrunner.job');
+      await db.query('ANALYZE jobrunner.job_logs');
+      await db.query('CHECKPOINT');
+      const t0 = nowMs();
+      await db.query('BEGIN');
+      await db.query(`UPDATE jobrunner.job_config SET enabled = true WHERE job_name LIKE 'scale.%'`);
+      await db.query('SELECT jobrunner._wake_at_commit()');
+      await db.query('COMMIT');
+      await until(async () => (await active()) === 0,
+                  { intervalMs: 20, deadlineMs: num('timeout', 600) * 1000, what: `${n} jobs, ${users} users, ${names} names` });
+      const seconds = (nowMs() - t0) / 1000;
+      const done = Number((await db.query(`SELECT count(*) AS c FROM jobrunner.job WHERE state = 'completed'`)).rows[0].c);
+      if (done !== n) throw new Error(`scaling: ${done} of ${n} jobs completed (${users} users, ${names} names)`);
+      const p = { users, names, groups: Math.min(n, users * names), seconds: round(seconds, 3), jobs_per_s: round(n / seconds, 0) };
+      note(`scaling: ${users} users × ${names} job names: ${p.jobs_per_s} jobs/s`);
+      points.push(p);
+    }
+  }
+  await db.query(`UPDATE jobrunner.job_config SET enabled = false WHERE job_name LIKE 'scale.%'`);
+  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.group_turn');
+  await db.end();
+  return { jobs: n, points };
+}
+
+// --- scrape cost: the exporter's queries at a million jobs ----------------------
+
+// The queries of monitoring/postgres_exporter.yml, by name (its "query: |"
+// blocks), so that what is timed is what ships.
+function exporterQueries(file) {
+  const out = {};
+  let name = null, body = null;
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const top = line.match(/^([a-z_]+):\s*$/);
+    if (top) { name = top[1]; body = null; continue; }
+    if (name && /^ {2}query: \|\s*$/.test(line)) { body = []; continue; }
+    if (body && /^ {4}/.test(line)) { body.push(line.trim()); continue; }
+    if (body && body.length) { out[name] = body.join(' '); body = null; }
+  }
+  return out;
+}
+
+// 1,000,000 jobs over 10,000 users and K job names, inserted directly (the
+// state each would have reached). steady: 94 % completed and 2 % failed over
+// the last week, 2.5 % pending and due, 1.4 % delayed an hour, 0.1 %
+// running; backlog: every job pending and due.
+const SCRAPE_POPULATE = {
+  steady: `
+    INSERT INTO jobrunner.job (user_id, user_role, job_name, request_body, state, max_retries, attempts, attempt_seq,
+                               created_at, updated_at, next_run_at, last_run_at, finished_at, due, last_status,
+                               last_error, locked_by, locked_at, sending_attempt)
+    SELECT ('00000000-0000-4000-8000-' || lpad((i % $2)::text, 12, '0'))::uuid, 'authenticated',
+           'scrape.' || (i % $3), jsonb_build_object('i', i), k.state, 3, k.attempts, k.attempts,
+           c.created, c.created, CASE WHEN k.kind = 'later' THEN now() + interval '1 hour' ELSE c.created END,
+           CASE WHEN k.attempts > 0 THEN c.created END,
+           CASE WHEN k.state IN ('completed', 'failed') THEN c.created + interval '1 second' END,
+           k.kind <> 'later', CASE k.state WHEN 'completed' THEN 200 WHEN 'failed' THEN 500 END,
+           CASE WHEN k.state = 'failed' THEN 'HTTP 500' END,
+           CASE WHEN k.state = 'running' THEN 1 END, CASE WHEN k.state = 'running' THEN now() END,
+           CASE WHEN k.state = 'running' THEN 1 END
+      FROM generate_series(1, $1::int) i
+     CROSS JOIN LATERAL (SELECT now() - (i % 604800) * interval '1 second' AS created) c
+     CROSS JOIN LATERAL (
+           SELECT CASE WHEN i % 1000 < 940 THEN 'completed' WHEN i % 1000 < 960 THEN 'failed'
+                       WHEN i % 1000 < 999 THEN 'pending' ELSE 'running' END AS state,
+                  CASE WHEN i % 1000 BETWEEN 985 AND 998 THEN 'later' ELSE 'now' END AS kind,
+                  CASE WHEN i % 1000 < 940 THEN 1 WHEN i % 1000 < 960 THEN 4
+                       WHEN i % 1000 < 999 THEN 0 ELSE 1 END AS attempts) k`,
+  backlog: `
+    INSERT INTO jobrunner.job (user_id, user_role, job_name, request_body, max_retries, created_at, next_run_at)
+    SELECT ('00000000-0000-4000-8000-' || lpad((i % $2)::text, 12, '0'))::uuid, 'authenticated',
+           'scrape.' || (i % $3), jsonb_build_object('i', i), 3,
+           now() - (i % 3600) * interval '1 second', now() - (i % 3600) * interval '1 second'
+      FROM generate_series(1, $1::int) i`,
+};
+
+// The whole scrape as the exporter does it: its own duration figure, read
+// after each of several scrapes.
+async function exporterScrapeMs(database, queries) {
+  const port = num('port');
+  const child = spawn(args.exporter, [
+    '--disable-default-metrics', '--disable-settings-metrics', '--no-collector.database', '--no-collector.bgwriter',
+    `--extend.query-path=${queries}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=error'],
+  { env: { ...process.env, DATA_SOURCE_NAME: `postgresql://${process.env.PGUSER || 'postgres'}@127.0.0.1:${process.env.PGPORT}/${database}?sslmode=disable` },
+    stdio: ['ignore', 'ignore', 'inherit'] });
+  const get = () => new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: '/metrics' }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve(text));
+    }).on('error', reject);
+  });
+  try {
+    await until(async () => { try { return (await get()).includes('pg_up 1'); } catch { return false; } },
+                { intervalMs: 100, deadlineMs: 30000, what: 'the exporter to serve /metrics' });
+    const ms = [];
+    for (let i = 0; i < 10; i++) {
+      const text = await get();
+      const m = text.match(/^pg_exporter_last_scrape_duration_seconds (\S+)$/m);
+      if (/^pg_exporter_last_scrape_error 1$/m.test(text)) throw new Error('the exporter reports a scrape error');
+      if (m) ms.push(Number(m[1]) * 1000);
+    }
+    const s = [...ms].sort((a, b) => a - b);
+    return { median_ms: round(median(s), 1), max_ms: round(s[s.length - 1], 1), series: (await get()).split('\n').filter((l) => /^jobrunner_/.test(l)).length };
+  } finally {
+    child.kill('SIGTERM');
+  }
+}
+
+async function scrapeBench() {
+  const total = num('jobs', 1000000), users = num('users', 10000), names = num('names', 10);
+  const queries = exporterQueries(args.queries);
+  const db = await connect('scrape');
+  const scenarios = [];
+  for (const scenario of ['steady', 'backlog']) {
+    await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+    let t = nowMs();
+    await db.query(SCRAPE_POPULATE[scenario], [total, users, names]);
+    const loadS = (nowMs() - t) / 1000;
+    // What autovacuum would have done by then: statistics and the visibility
+    // map (index-only scans need it).
+    await db.query('VACUUM ANALYZE jobrunner.job');
+    const states = Object.fromEntries((await db.query(
+      `SELECT state || CASE WHEN state = 'pending' AND NOT due THEN ' (delayed)' ELSE '' END AS s, count(*)::int AS n
+         FROM jobrunner.job GROUP BY 1 ORDER BY 1`)).rows.map((x) => [x.s, x.n]));
+    const timings = {};
+    for (const [name, sql] of Object.entries(queries)) {
+      for (let i = 0; i < 3; i++) await db.query(sql);  // warm: plans, cache
+      const ms = [];
+      for (let i = 0; i < 20; i++) {
+        t = nowMs();
+        await db.query(sql);
+        ms.push(nowMs() - t);
+      }
+      const sorted = ms.sort((a, b) => a - b);
+      timings[name] = { median_ms: round(median(sorted), 2), max_ms: round(sorted[sorted.length - 1], 2) };
+    }
+    const plan = (await db.query(`EXPLAIN SELECT j.job_name, count(*), min(j.created_at) FROM jobrunner.job j
+                                   WHERE j.state = 'pending' GROUP BY j.job_name`)).rows.map((x) => x['QUERY PLAN']);
+    const exporter = args.exporter ? await exporterScrapeMs('scrape', args.queries) : null;
+    note(`scrape cost (${scenario}, ${total} jobs): ${JSON.stringify(timings)}; exporter ${JSON.stringify(exporter)}`);
+    scenarios.push({ scenario, jobs: total, users, names, load_s: round(loadS, 1), states, timings, pending_plan: plan, exporter });
+  }
+  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  await db.end();
+  return { scenarios };
 }
 
 // --- report -----------------------------------------------------------------
@@ -582,6 +766,36 @@ function report() {
                `(${fmt(s.jobs_per_s_after_warmup)} after warm-up), queueing concurrently; worker pid unchanged: ${s.same_pid_after}. ` +
                `Tables at the end: job ${s.table_size.job}, job_logs ${s.table_size.logs}.`, '');
   }
+  if (r.scaling?.points?.length) {
+    const users = [...new Set(r.scaling.points.map((p) => p.users))].sort((a, b) => a - b);
+    const names = [...new Set(r.scaling.points.map((p) => p.names))].sort((a, b) => a - b);
+    lines.push(`## Scaling: ${fmt(r.scaling.jobs)} jobs over users and job names (jobs/s, one run each)`, '');
+    lines.push(`| job names \\ users | ${users.map(fmt).join(' | ')} |`, `|---|${users.map(() => '---:').join('|')}|`);
+    for (const k of names) {
+      lines.push(`| ${k} | ${users.map((u) => fmt(r.scaling.points.find((p) => p.users === u && p.names === k)?.jobs_per_s)).join(' | ')} |`);
+    }
+    lines.push('');
+  }
+  if (r.scrape?.scenarios?.length) {
+    lines.push('## Scrape cost: the exporter\'s queries (monitoring/postgres_exporter.yml)', '');
+    const names = Object.keys(r.scrape.scenarios[0].timings);
+    lines.push(`| data | ${names.join(' | ')} | whole scrape (exporter) |`, `|---|${names.map(() => '---:').join('|')}|---:|`);
+    for (const sc of r.scrape.scenarios) {
+      const states = Object.entries(sc.states).map(([k, v]) => `${fmt(v)} ${k}`).join(', ');
+      lines.push(`| ${sc.scenario}: ${states}; ${fmt(sc.users)} users, ${sc.names} job names | ` +
+                 names.map((n) => `${sc.timings[n].median_ms} ms (max ${sc.timings[n].max_ms})`).join(' | ') +
+                 ` | ${sc.exporter ? `${sc.exporter.median_ms} ms (max ${sc.exporter.max_ms})` : 'n/a'} |`);
+    }
+    lines.push('', 'Median of 20 runs of each query from a client (round trip included); the whole scrape is ' +
+               'the exporter\'s own pg_exporter_last_scrape_duration_seconds, median of 10. After VACUUM ANALYZE.', '');
+  }
+  const charts = dirname(args.out);
+  const shown = [['throughput.svg', 'Throughput per system'], ['latency.svg', 'Commit-to-request latency'],
+                 ['scaling.svg', 'Scaling over users and job names']].filter(([f]) => existsSync(`${charts}/${f}`));
+  if (shown.length) {
+    lines.push('## Charts', '');
+    for (const [f, title] of shown) lines.push(`![${title}](${f})`, '');
+  }
   const text = lines.join('\n') + '\n';
   writeFileSync(args.out, text);
   return text;
@@ -591,11 +805,16 @@ function report() {
 
 const commands = {
   'setup-jobrunner': setupJobrunner, jobrunner: jobrunnerBench, peer: peerBench,
-  latency: latencyBench, soak: soakBench,
+  latency: latencyBench, soak: soakBench, scaling: scalingBench, scrape: scrapeBench,
 };
 try {
   if (command === 'report') {
     process.stdout.write(report());
+  } else if (command === 'charts') {
+    const { drawn, errors } = writeCharts(readRaw(args.raw), args.out);
+    for (const e of errors) note(e);
+    process.stdout.write(JSON.stringify({ drawn, errors }) + '\n');
+    if (errors.length) process.exit(1);
   } else if (commands[command]) {
     const out = await commands[command]();
     process.stdout.write(JSON.stringify(out) + '\n');
