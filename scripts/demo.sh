@@ -2,14 +2,19 @@
 # demo.sh — `make demo`: a throwaway PostgreSQL 15 cluster with pg_jobrunner,
 # a demo endpoint on 127.0.0.1, and jobs flowing: orders inserted by "users"
 # queue jobs from a trigger in the same transaction, one job name fails and
-# retries, a hook records receipts, and job_stats is shown live. Everything
-# it starts is stopped when it ends (after DEMO_SECONDS, default 20).
+# retries, a hook records receipts, and job_stats is shown live; Debian's
+# postgres_exporter serves the queue's metrics (monitoring/) on 127.0.0.1
+# while it runs. Everything it starts is stopped when it ends (after
+# DEMO_SECONDS, default 20, plus DEMO_LINGER, default 0, to browse the
+# metrics page at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=/usr/bin/python3
 PORT=${DEMO_PORT:-54339}
 EP_PORT=${DEMO_ENDPOINT_PORT:-18089}
+EXPORTER_PORT=${DEMO_EXPORTER_PORT:-18187}
+EXPORTER=/usr/bin/prometheus-postgres-exporter
 SECONDS_TO_RUN=${DEMO_SECONDS:-20}
 
 if [[ $(id -u) -eq 0 ]]; then make --no-print-directory install >/dev/null
@@ -17,8 +22,10 @@ else sudo make --no-print-directory install >/dev/null; fi
 
 DEMO_DIR=$(mktemp -d /tmp/jobrunner-demo.XXXXXX)
 EP_PID=""
+EXPORTER_PID=""
 cleanup() {
   [[ -n "$EP_PID" ]] && kill "$EP_PID" 2>/dev/null || true
+  [[ -n "$EXPORTER_PID" ]] && kill "$EXPORTER_PID" 2>/dev/null || true
   test/lib/cluster.sh stop "$DEMO_DIR" >/dev/null 2>&1 || true
   [[ -n "${DEMO_KEEP:-}" ]] || rm -rf "$DEMO_DIR"
 }
@@ -43,7 +50,22 @@ for _ in $(seq 1 100); do
 done
 [[ "$running" == t ]] || { echo "demo: the worker did not start" >&2; exit 1; }
 
-echo "== pg_jobrunner demo: cluster on port $PORT, endpoint on 127.0.0.1:$EP_PORT"
+# The queue's metrics, as Prometheus would scrape them: postgres_exporter
+# with pg_jobrunner's queries, as a role that has only pg_monitor.
+METRICS_URL=""
+if [[ -x $EXPORTER ]]; then
+  psql -c "CREATE ROLE demo_exporter LOGIN IN ROLE pg_monitor"
+  DATA_SOURCE_NAME="postgresql://demo_exporter@127.0.0.1:$PORT/jobrunner_it?sslmode=disable" \
+    "$EXPORTER" --extend.query-path=monitoring/postgres_exporter.yml \
+    --disable-default-metrics --disable-settings-metrics --no-collector.database --no-collector.bgwriter \
+    --web.listen-address="127.0.0.1:$EXPORTER_PORT" > "$DEMO_DIR/exporter.log" 2>&1 &
+  EXPORTER_PID=$!
+  METRICS_URL="http://127.0.0.1:$EXPORTER_PORT/metrics"
+else
+  echo "demo: $EXPORTER is missing (make deps): no metrics page" >&2
+fi
+
+echo "== pg_jobrunner demo: cluster on port $PORT, endpoint on 127.0.0.1:$EP_PORT${METRICS_URL:+, metrics at $METRICS_URL}"
 psql <<'SQL'
 CREATE SCHEMA app;
 CREATE TABLE app.orders (
@@ -123,3 +145,17 @@ psql -c "SELECT count(*) AS orders, count(receipt_at) AS receipts FROM app.order
 echo "== the endpoint verified every token independently"
 psql -c "SELECT * FROM jobrunner.worker_status()" -x
 grep -c '"violations": \[\]' "$DEMO_DIR/endpoint.log" | sed 's/^/requests without contract violations: /'
+
+if [[ -n "$METRICS_URL" ]]; then
+  echo "== the queue as Prometheus sees it (a few lines of $METRICS_URL)"
+  curl -s --max-time 5 "$METRICS_URL" |
+    grep -E '^jobrunner_(jobs_(completed|failed)_total|queue_pending|worker_(up|in_flight))\{' |
+    sed -E 's/,?server="[^"]*"//' || echo "demo: the metrics page did not answer (see $DEMO_DIR/exporter.log)"
+  echo "== metrics page: $METRICS_URL (queries: monitoring/postgres_exporter.yml, alerts: monitoring/alerts.yml)"
+  if (( ${DEMO_LINGER:-0} > 0 )); then
+    echo "   up for ${DEMO_LINGER} more seconds, then everything stops"
+    sleep "$DEMO_LINGER"
+  else
+    echo "   it stops with the demo; DEMO_LINGER=<seconds> make demo keeps it up that long"
+  fi
+fi
