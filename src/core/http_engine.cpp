@@ -42,8 +42,6 @@ using Clock = std::chrono::steady_clock;
 constexpr std::size_t kPoolSize = 32;
 // Ready sockets taken from epoll per poll(); the rest stay ready for the next.
 constexpr int kEpollBatch = 256;
-// Content-Type values longer than this are cut.
-constexpr std::size_t kHeaderValueCap = 1024;
 // Largest Retry-After, in seconds, whose milliseconds fit in an int64.
 constexpr curl_off_t kMaxRetryAfterS = std::numeric_limits<std::int64_t>::max() / 1000;
 // Error messages longer than this are cut.
@@ -232,16 +230,14 @@ size_t on_body(char *data, size_t size, size_t nmemb, void *userdata) {
     return n;
 }
 
-// Captures Content-Type of the final response, and whether it has a
-// Retry-After (libcurl parses the value, but also from a 1xx block); a status
-// line starts a new header block, so earlier ones are forgotten.
+// Notes whether the final response has a Retry-After: libcurl parses the
+// value, but also keeps one from a 1xx block. A status line starts a new
+// header block, so earlier ones are forgotten.
 size_t on_header(char *data, size_t size, size_t nitems, void *userdata) {
     auto *t = static_cast<Transfer *>(userdata);
     const size_t n = size * nitems;
     std::string_view line(data, n);
-    HttpResult &r = t->result;
     if (line.substr(0, 5) == "HTTP/") {
-        r.content_type.clear();
         t->final_retry_after = false;
         return n;
     }
@@ -249,14 +245,6 @@ size_t on_header(char *data, size_t size, size_t nitems, void *userdata) {
     if (colon == std::string_view::npos) return n;
     // The very lines libcurl reads as Retry-After: no blank before the colon.
     if (iequals(line.substr(0, colon), "retry-after")) t->final_retry_after = true;
-    if (!iequals(trim(line.substr(0, colon)), "content-type")) return n;
-    const std::string_view value = trim(line.substr(colon + 1)).substr(0, kHeaderValueCap);
-    try {
-        r.content_type.assign(value);
-    } catch (const std::bad_alloc &) {
-        t->out_of_memory = true;
-        return 0;
-    }
     return n;
 }
 
@@ -595,7 +583,6 @@ void HttpEngine::Impl::complete(CURL *easy, CURLcode code) {
         r.body.clear();
         r.body.shrink_to_fit();
         r.body_truncated = false;
-        r.content_type.clear();
     }
     detach(*t);
     t.reset();

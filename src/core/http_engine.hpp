@@ -53,7 +53,6 @@ struct HttpResult {
     // Authorization header cannot get the token stored.
     std::string body;
     bool body_truncated = false;
-    std::string content_type;
     // When the final response's Retry-After says to come back, in
     // milliseconds from its arrival: libcurl reads delay-seconds and all
     // three HTTP-date formats. nullopt when absent, not understood, zero or

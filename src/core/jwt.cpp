@@ -1,6 +1,6 @@
 /*
- * jwt.cpp — HS256 compact JWS: base64url, HMAC-SHA256, claim serialization,
- * signing and constant-time verification.
+ * jwt.cpp — HS256 compact JWS: base64url, HMAC-SHA256, claim serialization
+ * and signing.
  *
  * Pure C++: no Postgres headers. HMAC comes from OpenSSL libcrypto through
  * the one-shot HMAC() call, which is not deprecated in OpenSSL 3.
@@ -27,26 +27,6 @@ constexpr std::string_view kHeaderJson = R"({"alg":"HS256","typ":"JWT"})";
 
 constexpr std::size_t kHmacBytes = 32;
 constexpr std::size_t kSha256BlockBytes = 64;
-
-// Maps a base64url character to its 6-bit value, or -1 when it is not one.
-int decode_char(unsigned char c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '-') return 62;
-    if (c == '_') return 63;
-    return -1;
-}
-
-// Strips '=' padding, accepting only a complete padded form (length % 4 == 0,
-// at most two '='); nullopt when padding is malformed.
-std::optional<std::string_view> strip_padding(std::string_view text) {
-    std::size_t pad = 0;
-    while (pad < text.size() && text[text.size() - 1 - pad] == '=') ++pad;
-    if (pad == 0) return text;
-    if (pad > 2 || text.size() % 4 != 0) return std::nullopt;
-    return text.substr(0, text.size() - pad);
-}
 
 // Appends one UTF-8 encoded code point U+FFFD (the replacement character).
 void append_replacement(std::string &out) { out.append("\xEF\xBF\xBD"); }
@@ -199,36 +179,6 @@ std::string base64url_encode(std::string_view data) {
     return out;
 }
 
-// Strict decoder: rejects foreign characters, impossible lengths and
-// non-zero leftover bits, so every byte string has exactly one encoding
-// (a signature cannot be re-spelled to slip past a comparison).
-std::optional<std::string> base64url_decode(std::string_view text) {
-    const auto body = strip_padding(text);
-    if (!body || body->size() % 4 == 1) return std::nullopt;
-    std::string out;
-    out.reserve(body->size() * 3 / 4);
-    std::uint32_t acc = 0;
-    int bits = 0;
-    for (const char ch : *body) {
-        const int v = decode_char(static_cast<unsigned char>(ch));
-        if (v < 0) return std::nullopt;
-        acc = (acc << 6) | static_cast<std::uint32_t>(v);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out.push_back(static_cast<char>((acc >> bits) & 0xFF));
-        }
-    }
-    if ((acc & ((1u << bits) - 1)) != 0) return std::nullopt;
-    return out;
-}
-
-// Exposes the raw MAC for callers and tests.
-std::string hmac_sha256(std::string_view key, std::string_view data) {
-    const auto mac = hmac_raw(key, data);
-    return std::string(reinterpret_cast<const char *>(mac.data()), mac.size());
-}
-
 // Claim values come from users; whatever bytes they hold, the output must be
 // one valid JSON string literal.
 void append_json_string(std::string &out, std::string_view s) {
@@ -260,34 +210,6 @@ void append_json_string(std::string &out, std::string_view s) {
 std::string sign_hs256(std::string_view payload_json, std::string_view secret) {
     static const std::string header_b64 = base64url_encode(kHeaderJson);
     return finish_token(signing_input(header_b64, payload_json), secret);
-}
-
-// Signs arbitrary header bytes, so RFC test vectors can be reproduced.
-std::string sign_hs256_raw(std::string_view header_json, std::string_view payload_json,
-                           std::string_view secret) {
-    return finish_token(signing_input(base64url_encode(header_json), payload_json), secret);
-}
-
-// Checks shape and signature only (not exp/iat, not the header's alg value):
-// enough for our own tokens, whose header we always write ourselves.
-bool verify_hs256(std::string_view token, std::string_view secret) {
-    // Compact JWS segments are unpadded; a padded spelling is not ours.
-    if (token.find('=') != std::string_view::npos) return false;
-    const std::size_t dot1 = token.find('.');
-    if (dot1 == std::string_view::npos) return false;
-    const std::size_t dot2 = token.find('.', dot1 + 1);
-    if (dot2 == std::string_view::npos) return false;
-    if (token.find('.', dot2 + 1) != std::string_view::npos) return false;
-    if (dot1 == 0 || dot2 == dot1 + 1) return false;
-    const std::string_view input = token.substr(0, dot2);
-    if (!base64url_decode(token.substr(0, dot1)) ||
-        !base64url_decode(token.substr(dot1 + 1, dot2 - dot1 - 1))) {
-        return false;
-    }
-    const auto given = base64url_decode(token.substr(dot2 + 1));
-    if (!given || given->size() != kHmacBytes) return false;
-    const auto expected = hmac_raw(secret, input);
-    return CRYPTO_memcmp(expected.data(), given->data(), kHmacBytes) == 0;
 }
 
 // Fixed key order keeps tokens byte-for-byte reproducible in tests.

@@ -2,7 +2,9 @@
  * jwt.hpp — HS256 compact JWS (RFC 7515 / RFC 7519) for per-user tokens.
  *
  * Pure C++: no Postgres headers. The SQL functions and the worker both mint
- * through sign_hs256(), so there is exactly one signer.
+ * through sign_hs256(), so there is exactly one signer. Nothing here verifies
+ * or decodes tokens: the product never needs to (test/unit/jwt_reference.hpp
+ * does, for the tests).
  */
 #pragma once
 #ifdef POSTGRES_H
@@ -22,11 +24,6 @@ constexpr std::size_t kMinSecretBytes = 32;
 
 // base64url without padding (RFC 4648 section 5).
 std::string base64url_encode(std::string_view data);
-// Decodes unpadded (or padded) base64url; nullopt on any invalid character.
-std::optional<std::string> base64url_decode(std::string_view text);
-
-// Raw 32-byte HMAC-SHA256 of data under key.
-std::string hmac_sha256(std::string_view key, std::string_view data);
 
 // Appends s as a JSON string literal (quotes included), escaping quotes,
 // backslashes and control characters; valid UTF-8 passes through unchanged,
@@ -37,14 +34,6 @@ void append_json_string(std::string &out, std::string_view s);
 // base64url(header) "." base64url(payload) "." base64url(HMAC).
 std::string sign_hs256(std::string_view payload_json, std::string_view secret);
 
-// Signs the given header and payload bytes exactly as given (used for the
-// RFC 7515 test vector, whose header is not our canonical one).
-std::string sign_hs256_raw(std::string_view header_json, std::string_view payload_json,
-                           std::string_view secret);
-
-// True when token is a well-formed HS256 compact JWS whose signature matches;
-// the comparison is constant-time.
-bool verify_hs256(std::string_view token, std::string_view secret);
 
 // The job attempt a token was minted for: lets an endpoint tell "acting for
 // this attempt" from "the user acting for herself".

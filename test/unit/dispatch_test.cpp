@@ -5,6 +5,7 @@
  */
 #include "core/dispatch.hpp"
 #include "core/jwt.hpp"
+#include "jwt_reference.hpp"
 
 #include <gtest/gtest.h>
 
@@ -57,7 +58,7 @@ std::string token_payload(const HttpRequest &r, std::int64_t start = kStart) {
     std::string token = header(r, "Authorization", start).substr(7);
     std::size_t a = token.find('.');
     std::size_t b = token.find('.', a + 1);
-    return base64url_decode(token.substr(a + 1, b - a - 1)).value_or("");
+    return reference::base64url_decode(token.substr(a + 1, b - a - 1)).value_or("");
 }
 
 TEST(DispatchTest, RequestCarriesContractHeadersInOrder) {
@@ -82,8 +83,8 @@ TEST(DispatchTest, TokenIsForTheJobsUserAndExpiresWithTheAttempt) {
     ASSERT_FALSE(build_request(user_job(), mint(), 1, r).has_value());
     std::string token = header(r, "Authorization");
     ASSERT_EQ(token.rfind("Bearer ", 0), 0u);
-    EXPECT_TRUE(verify_hs256(token.substr(7), kSecret));
-    EXPECT_FALSE(verify_hs256(token.substr(7), kSecret + "x"));
+    EXPECT_TRUE(reference::verify_hs256(token.substr(7), kSecret));
+    EXPECT_FALSE(reference::verify_hs256(token.substr(7), kSecret + "x"));
     // 30 s timeout + 60 s slack; then the attempt the token was minted for.
     EXPECT_EQ(token_payload(r),
               "{\"sub\":\"8d5b3f3e-1111-4c1e-9e39-000000000001\",\"role\":\"authenticated\","
@@ -118,7 +119,7 @@ TEST(DispatchTest, TokenIsMintedWhenTheRequestStarts) {
     ASSERT_FALSE(build_request(user_job(), mint(), 1, r).has_value());
     for (const std::string &h : r.headers) EXPECT_NE(h.rfind("Authorization:", 0), 0u) << h;
     ASSERT_TRUE(static_cast<bool>(r.header_at_start));
-    EXPECT_TRUE(verify_hs256(header(r, "Authorization", kStart + 600).substr(7), kSecret));
+    EXPECT_TRUE(reference::verify_hs256(header(r, "Authorization", kStart + 600).substr(7), kSecret));
     std::string payload = token_payload(r, kStart + 600);
     EXPECT_NE(payload.find("\"iat\":1700000600,\"exp\":1700000690,"), std::string::npos) << payload;
 }

