@@ -12,7 +12,7 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 
-const SVG = "set terminal svg size 900,500 dynamic noenhanced font 'Helvetica,13' background rgb 'white'";
+const SVG = "set terminal svg size 1000,520 dynamic noenhanced font 'Helvetica,13' background rgb 'white'";
 const COLORS = { pg_jobrunner: '#1f77b4', 'pg-boss': '#ff7f0e', graphile: '#2ca02c', other: '#7f7f7f' };
 
 // The display name and colour of a raw result key.
@@ -31,36 +31,46 @@ function gnuplot(script) {
   return null;
 }
 
+// Thousands separators, as the tables print them.
+const thousands = (v) => Math.round(v).toLocaleString('en-US');
+
 function throughputChart(r, out) {
   const jr = r.jobrunner?.median_jobs_per_s;
   if (!jr) return null;
+  // pg_jobrunner, the peers from fastest to slowest, then the ceiling.
   const rows = [['pg_jobrunner', jr, COLORS.pg_jobrunner, '']];
-  for (const key of Object.keys(r).filter((k) => k.startsWith('peer_')).sort()) {
+  const peers = Object.keys(r).filter((k) => k.startsWith('peer_'))
+    .sort((a, b) => r[b].median_jobs_per_s - r[a].median_jobs_per_s);
+  for (const key of peers) {
     const s = systemOf(key, r[key]);
     const v = r[key].median_jobs_per_s;
-    rows.push([s.name, v, s.color, `pg_jobrunner: ${(jr / v).toFixed(2)}× this`]);
+    rows.push([s.name.replace('graphile-worker ', 'graphile-worker\\n'), v, s.color,
+               `pg_jobrunner ${(jr / v).toFixed(2)}×`]);
   }
   if (r.ceiling_b?.cycle_jobs_per_s) {
-    rows.push(['ceiling B′ (its SQL alone)', r.ceiling_b.cycle_jobs_per_s, COLORS.other, 'no HTTP']);
+    rows.push(['ceiling B′\\n(its SQL, no HTTP)', r.ceiling_b.cycle_jobs_per_s, COLORS.other, '']);
   }
   const dat = `${out}/throughput.dat`;
-  writeFileSync(dat, '# system\tjobs_per_s\tcolor\tnote\n' +
-    rows.map(([n, v, c, note]) => `"${n}"\t${Math.round(v)}\t0x${c.slice(1)}\t"${note}"`).join('\n') + '\n');
-  const top = Math.max(...rows.map((x) => x[1])) * 1.22;
+  writeFileSync(dat, '# x\tjobs_per_s\tcolor\tvalue_label\tratio_label\n' +
+    rows.map(([, v, c, note], i) => `${i}\t${Math.round(v)}\t0x${c.slice(1)}\t"${thousands(v)}"\t"${note}"`).join('\n') + '\n');
+  const xtics = rows.map(([n], i) => `"${n}" ${i}`).join(', ');
+  const top = Math.max(...rows.map((x) => x[1])) * 1.25;
   writeFileSync(`${out}/throughput.gp`, `${SVG}
 set output '${out}/throughput.svg'
-set title "Throughput: ${r.jobrunner.jobs.toLocaleString('en-US')} jobs for ${r.jobrunner.users} users, HTTP POST to nginx (median of ${r.jobrunner.runs.length} runs)"
+set title "Throughput: ${thousands(r.jobrunner.jobs)} jobs for ${r.jobrunner.users} users, each an HTTP POST to nginx (median of ${r.jobrunner.runs.length} runs)"
 set ylabel 'jobs per second'
 set yrange [0:${Math.round(top)}]
+set xrange [-0.6:${rows.length - 0.4}]
+set bmargin 4.5
 set style fill solid 0.85 border -1
 set boxwidth 0.6
 set grid ytics lc rgb '#dddddd'
-set xtics nomirror scale 0 font ',12'
+set xtics (${xtics}) nomirror scale 0 font ',12'
 set ytics nomirror format '%.0s%c'
 unset key
-plot '${dat}' using 0:2:3:xtic(1) with boxes lc rgb variable, \\
-     '' using 0:2:(sprintf('%d', $2)) with labels offset 0,0.8 font ',12', \\
-     '' using 0:($2 * 0.5):4 with labels tc rgb 'white' font ',11'
+plot '${dat}' using 1:2:3 with boxes lc rgb variable, \\
+     '' using 1:2:4 with labels offset 0,2.0 font ',13', \\
+     '' using 1:2:5 with labels offset 0,0.8 font ',10' tc rgb '#444444'
 `);
   return gnuplot(`${out}/throughput.gp`) || 'throughput.svg';
 }
