@@ -112,19 +112,16 @@ std::string sanitize_text(std::string_view bytes, std::size_t max_bytes) {
     return out;
 }
 
-Outcome outcome_from_result(const ClaimedJob &job, const HttpResult &result,
-                            std::int64_t /*now_s*/) {
+Outcome outcome_from_result(const ClaimedJob &job, const HttpResult &result) {
     Outcome o;
     o.id = job.id;
     o.attempt = job.attempt;
     o.status = static_cast<int>(result.status);
     o.duration_ms = result.duration_ms;
     if (result.status >= 200 && result.status <= 299) {
-        // jsonb refuses \u0000, so such bodies are not stored either.
-        if (!result.body_truncated && !result.body.empty() &&
-            result.body.find("\\u0000") == std::string::npos && is_valid_json(result.body)) {
-            o.response = result.body;
-        }
+        // Whether it is JSON a jsonb column takes, Postgres decides when the
+        // outcome is recorded (src/pg/json_body.hpp); a cut body never is.
+        if (!result.body_truncated && !result.body.empty()) o.response = result.body;
         return o;
     }
     if (result.status == 0) {

@@ -42,7 +42,8 @@ struct Outcome {
     // A transport failure in libcurl's words (names the endpoint's host and
     // port): for the server log, never stored where the job's user reads.
     std::string error_detail;
-    std::optional<std::string> response;  // JSON text to store, if any
+    // A 2xx body, whole: stored as the job's response if jsonb takes it.
+    std::optional<std::string> response;
     double duration_ms = 0;
     std::optional<std::int64_t> retry_after_ms;
 };
@@ -60,9 +61,8 @@ std::optional<std::string> build_request(const ClaimedJob &job, const MintContex
                                          std::uint64_t tag, HttpRequest &out);
 
 // Turns an HTTP result into the outcome to record; a 429 or 503 keeps the
-// result's Retry-After. now_s is unused (the engine already measured the
-// delay from the response's arrival) and kept for the worker's call.
-Outcome outcome_from_result(const ClaimedJob &job, const HttpResult &result, std::int64_t now_s);
+// result's Retry-After (the engine measured it from the response's arrival).
+Outcome outcome_from_result(const ClaimedJob &job, const HttpResult &result);
 
 // An outcome for an attempt that never left (see build_request).
 Outcome outcome_from_error(const ClaimedJob &job, std::string error);

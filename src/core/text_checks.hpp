@@ -1,6 +1,6 @@
 /*
  * text_checks.hpp — validation of untrusted text before it reaches a request:
- * URLs, header names and values, JSON response bodies.
+ * URLs, header names and values, job names.
  *
  * Pure C++: no Postgres headers.
  */
@@ -25,8 +25,5 @@ bool is_safe_header_value(std::string_view value);
 
 // Job names: letters, digits, '.', '_', '-'; 1..128 bytes.
 bool is_valid_job_name(std::string_view name);
-
-// Strict RFC 8259 JSON text (any value at top level), nesting at most 512.
-bool is_valid_json(std::string_view text);
 
 }  // namespace jobrunner

@@ -401,13 +401,12 @@ void Dispatcher::harvest() {
     results_.clear();
     http_.take_finished(results_);
     if (results_.empty()) return;
-    std::int64_t now_s = static_cast<std::int64_t>(time(nullptr));
     std::uint64_t ok = 0, bad = 0;
     for (const HttpResult &r : results_) {
         auto it = held_.find(r.tag);
         if (it == held_.end()) continue;
         const ClaimedJob &job = it->second.job;
-        outcomes_.push_back(outcome_from_result(job, r, now_s));
+        outcomes_.push_back(outcome_from_result(job, r));
         log_failure_detail(job.job_name, outcomes_.back());
         (r.status >= 200 && r.status <= 299 ? ok : bad)++;
         if (JobNameMetrics *m = metrics(job.job_name)) {
@@ -542,10 +541,10 @@ void Dispatcher::step(TimestampTz now) {
             return;
         }
         ereport(WARNING, (errmsg("pg_jobrunner: worker transaction failed: %s", out.error.c_str())));
-        // One outcome the batch could not take (say, a response jsonb
-        // refuses) is recorded on its own, and the others with it: when that
-        // settles them all, the next turn goes on at once. Otherwise the
-        // database itself is failing: pause before trying again.
+        // One outcome the batch could not take (say, a trigger a user put
+        // on job refuses it) is recorded on its own, and the others with it:
+        // when that settles them all, the next turn goes on at once.
+        // Otherwise the database itself is failing: pause before trying.
         std::size_t stuck_before = stuck_.size();
         bool had_outcomes = !outcomes_.empty();
         if (had_outcomes) record_one_by_one(outcomes_);

@@ -9,6 +9,7 @@
 #include "core/dispatch.hpp"
 
 #include "pg/guc.hpp"
+#include "pg/json_body.hpp"
 #include "pg/prelude.hpp"
 #include "pg/worker_db.hpp"
 
@@ -174,8 +175,9 @@ void record_outcomes(std::int64_t worker_id, const std::vector<Outcome> &outcome
         statuses[i] = Int32GetDatum(o.status);
         error_nulls[i] = o.error.empty();
         errors[i] = o.error.empty() ? (Datum)0 : text_datum(o.error);
-        response_nulls[i] = !o.response.has_value();
-        responses[i] = o.response ? text_datum(*o.response) : (Datum)0;
+        // Stored exactly when jsonb takes it, so _record's cast never fails.
+        response_nulls[i] = !o.response || !jsonb_accepts(o.response->data(), o.response->size());
+        responses[i] = response_nulls[i] ? (Datum)0 : text_datum(*o.response);
         durations[i] = Float8GetDatum(o.duration_ms);
         ra_nulls[i] = !o.retry_after_ms.has_value();
         retry_after[i] = o.retry_after_ms ? Int64GetDatum(*o.retry_after_ms) : (Datum)0;

@@ -26,6 +26,8 @@ Behaviours by path (job_config.url points at them):
   /redirect          302 Location: /ok
   /huge?mb=N         200 with an N MiB JSON body, streamed
   /reset             closes the connection without a response (TCP RST)
+  /raw               200 with the exact bytes base64-encoded in the job's
+                     body as {"raw_b64": ...}
   /callback          202; the job id goes to callbacks() / next_callback(),
                      and on_callback(record) is called if set, so the test
                      decides when to call jobrunner.complete_job
@@ -40,6 +42,7 @@ Only the standard library and PyJWT are used.
 """
 
 import argparse
+import base64
 import json
 import os
 import queue
@@ -625,6 +628,16 @@ class Endpoint:
             handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                           struct.pack("ii", 1, 0))
             handler.connection.close()
+        elif path == "/raw":
+            # 200 with the exact bytes of the job's {"raw_b64": ...}.
+            data = base64.b64decode(req.json().get("raw_b64", ""))
+            req.status = 200
+            req.answered_at = time.monotonic()
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
         elif path == "/echo-headers":
             # A careless endpoint: the request's headers, token included.
             self._respond(handler, req, 200, {"headers": dict(req.header_items)})

@@ -14,10 +14,13 @@ Retry-After; redirects, huge bodies, resets and timeouts; disabled, delayed
 and prioritised jobs; wake-up at commit; rollback; worker_status().
 """
 
+import base64
 import collections
 import time
 import unittest
 import uuid
+
+import psycopg2
 
 import harness
 from harness import query, scalar, wait_for, wait_job_state
@@ -172,6 +175,32 @@ class Delivery(DeliveryCase):
         row = wait_job_state(self.db, jid, "completed")
         self.assertEqual(row["last_status"], 204)
         self.assertIsNone(row["response"])
+
+    def test_a_response_is_stored_exactly_when_jsonb_takes_it(self):
+        """The 2xx body is the job's response if and only if a jsonb cast of
+        the same bytes succeeds, whatever they are."""
+        bodies = [
+            b'{"a": [1, 2.5, "x", true, null]}', b'  "padded"  ', b"plain text",
+            b'{"a": 1} trailing', b'{"a": "\\u0000"}', b'{"a": "\\\\u0000"}',
+            b'"\\ud83d\\ude00"', b'"\\ud800"', b'"caf\xc3\xa9"', b"\xff\xfe", b'"a\x00b"',
+            b"1e100", b"1e1000000", b"-0.5e-20000", b"1" * 1200,
+            b"[" * 500 + b"]" * 500, b"[" * 30000 + b"]" * 30000,
+        ]
+        name = self.job_name("jsonb", "/raw", concurrency_limit=20)
+        jobs = {self.queue(name, user(1), {"raw_b64": base64.b64encode(b).decode()}): b
+                for b in bodies}
+        self.wait_all(name, len(bodies))
+        for jid, body in jobs.items():
+            with self.subTest(body=body[:40]):
+                try:
+                    expected = scalar(self.db, "SELECT convert_from(%s, 'UTF8')::jsonb", (body,))
+                except psycopg2.Error:
+                    expected = None
+                row = harness.job(self.db, jid)
+                self.assertEqual(row["last_status"], 200)
+                self.assertEqual(row["response"], expected)
+        self.assertIsNone(harness.job(self.db, next(j for j, b in jobs.items() if b == b"plain text"))["response"])
+        self.assertEqual(harness.job(self.db, next(j for j, b in jobs.items() if b == b"1e100"))["response"], 10 ** 100)
 
     def test_concurrency_limit_per_user_and_job_name(self):
         name = self.job_name("limit", "/block", concurrency_limit=2)

@@ -10,6 +10,7 @@
 #include "core/http_engine.hpp"
 #include "core/jwt.hpp"
 #include "core/text_checks.hpp"
+#include "json_reference.hpp"
 #include "jwt_reference.hpp"
 #include "engine_driver.hpp"
 #include "test_http_server.hpp"
@@ -66,7 +67,7 @@ Attempt attempt(const ClaimedJob &job) {
     Driver driver(engine);
     EXPECT_TRUE(driver.wait_results(1));
     if (!driver.results.empty()) a.result = driver.results[0];
-    a.outcome = outcome_from_result(job, a.result, static_cast<std::int64_t>(time(nullptr)));
+    a.outcome = outcome_from_result(job, a.result);
     return a;
 }
 
@@ -166,7 +167,7 @@ TEST_F(StoredOutcomeTest, TokenEchoedInAJsonResponseIsNotStored) {
     ASSERT_TRUE(a.outcome.response.has_value());
     expect_no_signature(*a.outcome.response, a.authorization);
     EXPECT_EQ(*a.outcome.response, "{\"authorization\":\"Bearer [token removed]\"}");
-    EXPECT_TRUE(is_valid_json(*a.outcome.response));
+    EXPECT_TRUE(reference::is_valid_json(*a.outcome.response));
 }
 
 TEST_F(StoredOutcomeTest, TokenSignatureEchoedAloneIsNotStored) {
