@@ -2,9 +2,10 @@
  * boundary.hpp — where C++ and Postgres errors meet.
  *
  * Two rules hold everywhere in src/pg:
- *  - no C++ exception leaves a function Postgres calls: SQL-callable entry
- *    points run their C++ body through cpp_call(), which catches everything
- *    and raises the Postgres error only after the C++ frames are gone;
+ *  - no C++ exception leaves a function Postgres calls: SQL-callable
+ *    functions are declared with JOBRUNNER_FUNCTION, whose body runs inside
+ *    a catch-all, and the Postgres error is raised only after the C++ frames
+ *    are gone (other entry points use cpp_call() the same way);
  *  - no Postgres error longjmps over a live C++ object: Postgres calls made
  *    while C++ objects are alive go through pg_call(), which turns the
  *    longjmp into a PgError exception that unwinds normally.
@@ -15,6 +16,7 @@
 
 #include <exception>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace jobrunner {
@@ -96,4 +98,33 @@ void cpp_call(F &&body) {
     }
 }
 
+// A palloc'd text holding bytes. An out-of-memory ERROR comes back as a
+// PgError, so the caller's C++ objects (a token, say) unwind and wipe.
+text *palloc_text(std::string_view bytes);
+
+// Runs a SQL-callable function's body (see JOBRUNNER_FUNCTION). A C++
+// exception becomes an ERROR raised once the body's frames are gone; a body
+// that leaves Postgres's error stack changed (a return inside PG_TRY, or an
+// exception thrown through one) is reported as an internal error instead of
+// leaving Postgres a handler in a dead frame.
+Datum call_sql_function(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo);
+
 }  // namespace jobrunner
+
+// Declares a SQL-callable C function whose body is C++:
+//
+//   JOBRUNNER_FUNCTION(jobrunner_thing) {
+//       ... PG_GETARG_*, ereport, PG_RETURN_* as in any V1 function ...
+//   }
+//
+// The body may raise an ERROR directly only while it owns no C++ object
+// with a destructor; once it does, Postgres calls go through pg_call().
+#define JOBRUNNER_FUNCTION(name)                                          \
+    extern "C" {                                                          \
+    PG_FUNCTION_INFO_V1(name);                                            \
+    }                                                                     \
+    static Datum name##_body(FunctionCallInfo fcinfo);                    \
+    extern "C" Datum name(PG_FUNCTION_ARGS) {                             \
+        return ::jobrunner::call_sql_function(name##_body, fcinfo);       \
+    }                                                                     \
+    static Datum name##_body(FunctionCallInfo fcinfo)

@@ -18,6 +18,7 @@
  */
 #include "pg/hooks.hpp"
 
+#include "pg/boundary.hpp"
 #include "pg/worker.hpp"
 
 extern "C" {
@@ -28,8 +29,6 @@ extern "C" {
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
-
-PG_FUNCTION_INFO_V1(jobrunner_call_hook);
 }
 
 namespace jobrunner {
@@ -125,7 +124,7 @@ static void invoke(Oid hook, Datum job) {
 using namespace jobrunner;
 
 // _call_hook(hook regprocedure, job jobrunner.job, claims jsonb).
-extern "C" Datum jobrunner_call_hook(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_call_hook) {
     if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2)) {
         ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
                         errmsg("_call_hook needs a hook, a job and claims")));

@@ -9,11 +9,12 @@
  * set are not believed and nobody is an admin. A hook is told the identity
  * of the job it runs for by hooks.cpp, through hook_claims().
  */
-#include "pg/hooks.hpp"
 #include "pg/identity.hpp"
-#include "pg/result_row.hpp"
 
+#include "pg/boundary.hpp"
 #include "pg/guc.hpp"
+#include "pg/hooks.hpp"
+#include "pg/result_row.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -23,8 +24,6 @@ extern "C" {
 #include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/varlena.h"
-
-PG_FUNCTION_INFO_V1(jobrunner_caller_context);
 }
 
 namespace jobrunner {
@@ -69,7 +68,7 @@ using namespace jobrunner;
 
 // _caller_context(): is_admin, the claims to believe (NULL: none), and
 // whether they are those of the job a running hook acts for.
-extern "C" Datum jobrunner_caller_context(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_caller_context) {
     Datum values[3];
     bool nulls[3] = {false, true, false};
     const char *claims = nullptr;

@@ -9,6 +9,7 @@
  */
 #include "pg/metrics.hpp"
 
+#include "pg/boundary.hpp"
 #include "pg/result_row.hpp"
 #include "pg/shmem.hpp"
 
@@ -18,10 +19,6 @@ extern "C" {
 #include "funcapi.h"
 #include "utils/array.h"
 #include "utils/lsyscache.h"
-
-PG_FUNCTION_INFO_V1(jobrunner_metrics);
-PG_FUNCTION_INFO_V1(jobrunner_metrics_worker);
-PG_FUNCTION_INFO_V1(jobrunner_count_finished);
 }
 
 namespace jobrunner {
@@ -270,7 +267,7 @@ using namespace jobrunner;
 // state is 'completed' or 'failed' (others are ignored) for the dispatcher
 // serving this database, when this transaction commits. Nothing is counted
 // where no dispatcher serves the database.
-extern "C" Datum jobrunner_count_finished(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_count_finished) {
     int slot = slot_index_for_database(MyDatabaseId);
     if (slot < 0) PG_RETURN_INT32(0);
     if (!callbacks_registered) {
@@ -314,7 +311,7 @@ extern "C" Datum jobrunner_count_finished(PG_FUNCTION_ARGS) {
 
 // jobrunner.metrics(): one row per job name counted in this database (and
 // the overflow row once the cap is reached).
-extern "C" Datum jobrunner_metrics(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_metrics) {
     InitMaterializedSRF(fcinfo, 0);
     ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
     int slot = slot_index_for_database(MyDatabaseId);
@@ -331,7 +328,7 @@ extern "C" Datum jobrunner_metrics(PG_FUNCTION_ARGS) {
 }
 
 // jobrunner.metrics_worker(): the dispatcher of this database as gauges.
-extern "C" Datum jobrunner_metrics_worker(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_metrics_worker) {
     constexpr int kCols = 10;
     Datum values[kCols];
     bool nulls[kCols];

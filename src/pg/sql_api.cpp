@@ -2,6 +2,7 @@
  * sql_api.cpp — SQL-callable C functions: JWT signing and minting, worker
  * status, the wake-at-commit signal, and thin wrappers that let SQL reuse
  * the C++ validators and backoff (one implementation for both worlds).
+ * Each is a JOBRUNNER_FUNCTION: its C++ never throws into Postgres.
  */
 #include "core/backoff.hpp"
 #include "core/jwt.hpp"
@@ -24,19 +25,6 @@ extern "C" {
 #include "funcapi.h"
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
-
-PG_FUNCTION_INFO_V1(jobrunner_outer_role);
-PG_FUNCTION_INFO_V1(jobrunner_wake_at_commit);
-PG_FUNCTION_INFO_V1(jobrunner_wake_trigger);
-PG_FUNCTION_INFO_V1(jobrunner_retry_delay);
-PG_FUNCTION_INFO_V1(jobrunner_is_allowed_url);
-PG_FUNCTION_INFO_V1(jobrunner_is_valid_header);
-PG_FUNCTION_INFO_V1(jobrunner_sign_jwt);
-PG_FUNCTION_INFO_V1(jobrunner_mint_user_jwt);
-PG_FUNCTION_INFO_V1(jobrunner_worker_status);
-PG_FUNCTION_INFO_V1(jobrunner_max_request_bytes);
-PG_FUNCTION_INFO_V1(jobrunner_stored_size);
-PG_FUNCTION_INFO_V1(jobrunner_here);
 }
 
 namespace jobrunner {
@@ -58,41 +46,11 @@ static void require_secret(const char *secret) {
     }
 }
 
-// Copies a C++ string into a palloc'd text; only called where no C++ object
-// would be skipped by an out-of-memory error.
-static text *to_text(const char *data, size_t len) {
-    return cstring_to_text_with_len(data, (int)len);
-}
-
-// Signs claims held in plain storage; token copied into a palloc'd text.
-static text *sign_to_text(const char *payload, const char *secret) {
-    char *token = nullptr;
-    size_t token_len = 0;
-    CppFailure failure;
-    cpp_try(failure, [&] {
-        std::string t = sign_hs256(payload, secret);
-        token = static_cast<char *>(malloc(t.size()));
-        if (token == nullptr) throw std::bad_alloc();
-        memcpy(token, t.data(), t.size());
-        token_len = t.size();
-        explicit_bzero(t.data(), t.size());
-    });
-    if (failure.failed) raise_failure(failure);
-    char *volatile held = token;
-    volatile size_t held_len = token_len;
-    text *result = nullptr;
-    PG_TRY();
-    {
-        result = to_text(held, held_len);
-    }
-    PG_FINALLY();
-    {
-        explicit_bzero(held, held_len);
-        free(held);
-    }
-    PG_END_TRY();
-    return result;
-}
+// A string wiped when it goes: tokens do not linger in freed memory.
+struct WipedString {
+    std::string s;
+    ~WipedString() { explicit_bzero(s.data(), s.size()); }
+};
 
 }  // namespace jobrunner
 
@@ -100,7 +58,7 @@ using namespace jobrunner;
 
 // The role the session acts as outside SECURITY DEFINER functions: SET ROLE
 // is honoured, a definer's identity is not.
-extern "C" Datum jobrunner_outer_role(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_outer_role) {
     PG_RETURN_OID(GetOuterUserId());
 }
 
@@ -133,7 +91,7 @@ static void arm_wake_at_commit() {
     wake_armed = true;
 }
 
-extern "C" Datum jobrunner_wake_at_commit(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_wake_at_commit) {
     arm_wake_at_commit();
     PG_RETURN_VOID();
 }
@@ -141,7 +99,7 @@ extern "C" Datum jobrunner_wake_at_commit(PG_FUNCTION_ARGS) {
 // The same, as a statement trigger: a trigger function is not subject to
 // EXECUTE checks when it fires, so whoever may write the table wakes the
 // worker without being granted the internal function above.
-extern "C" Datum jobrunner_wake_trigger(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_wake_trigger) {
     if (!CALLED_AS_TRIGGER(fcinfo)) {
         ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
                         errmsg("jobrunner._wake_trigger() runs only as a trigger")));
@@ -150,44 +108,34 @@ extern "C" Datum jobrunner_wake_trigger(PG_FUNCTION_ARGS) {
     return PointerGetDatum(nullptr);
 }
 
-extern "C" Datum jobrunner_retry_delay(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_retry_delay) {
     if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2)) PG_RETURN_NULL();
     int attempt = PG_GETARG_INT32(0);
     int64 base_ms = interval_ms(PG_GETARG_INTERVAL_P(1));
     int64 cap_ms = interval_ms(PG_GETARG_INTERVAL_P(2));
     bool have_ra = !PG_ARGISNULL(3);
     int64 ra_ms = have_ra ? PG_GETARG_INT64(3) : 0;
-    int64 delay = 0;
     uint64 random = pg_prng_uint64(&pg_global_prng_state);
-    cpp_call([&] {
-        delay = retry_delay_ms(attempt, base_ms, cap_ms,
-                               have_ra ? std::optional<std::int64_t>(ra_ms) : std::nullopt,
-                               random);
-    });
+    int64 delay = retry_delay_ms(attempt, base_ms, cap_ms,
+                                 have_ra ? std::optional<std::int64_t>(ra_ms) : std::nullopt, random);
     Interval *result = static_cast<Interval *>(palloc0(sizeof(Interval)));
     result->time = delay * 1000;
     PG_RETURN_INTERVAL_P(result);
 }
 
-extern "C" Datum jobrunner_is_allowed_url(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_is_allowed_url) {
     text *url = PG_GETARG_TEXT_PP(0);
-    bool ok = false;
-    cpp_call([&] { ok = is_allowed_url({VARDATA_ANY(url), VARSIZE_ANY_EXHDR(url)}); });
-    PG_RETURN_BOOL(ok);
+    PG_RETURN_BOOL(is_allowed_url({VARDATA_ANY(url), VARSIZE_ANY_EXHDR(url)}));
 }
 
-extern "C" Datum jobrunner_is_valid_header(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_is_valid_header) {
     text *name = PG_GETARG_TEXT_PP(0);
     text *value = PG_GETARG_TEXT_PP(1);
-    bool ok = false;
-    cpp_call([&] {
-        ok = is_valid_header_name({VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name)}) &&
-             is_safe_header_value({VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)});
-    });
-    PG_RETURN_BOOL(ok);
+    PG_RETURN_BOOL(is_valid_header_name({VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name)}) &&
+                   is_safe_header_value({VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)}));
 }
 
-extern "C" Datum jobrunner_sign_jwt(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_sign_jwt) {
     Jsonb *claims = PG_GETARG_JSONB_P(0);
     char *secret = text_to_cstring(PG_GETARG_TEXT_PP(1));
     if (!JB_ROOT_IS_OBJECT(claims) || JB_ROOT_IS_SCALAR(claims)) {
@@ -196,12 +144,12 @@ extern "C" Datum jobrunner_sign_jwt(PG_FUNCTION_ARGS) {
     }
     require_secret(secret);
     char *payload = JsonbToCString(nullptr, &claims->root, VARSIZE(claims));
-    text *token = sign_to_text(payload, secret);
+    WipedString token{sign_hs256(payload, secret)};
     explicit_bzero(secret, strlen(secret));
-    PG_RETURN_TEXT_P(token);
+    PG_RETURN_TEXT_P(palloc_text(token.s));
 }
 
-extern "C" Datum jobrunner_mint_user_jwt(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_mint_user_jwt) {
     // EXECUTE is granted to admins only; this also refuses a non-admin who
     // reaches it through an admin's SECURITY DEFINER function.
     if (!caller_is_admin()) {
@@ -224,37 +172,17 @@ extern "C" Datum jobrunner_mint_user_jwt(PG_FUNCTION_ARGS) {
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                         errmsg("role claim must not be empty")));
     }
-    int64 now_s = (int64)time(nullptr);
-    char *payload = nullptr;
-    CppFailure failure;
-    cpp_try(failure, [&] {
-        UserClaims c;
-        if (sub) c.sub = sub;
-        c.role = role;
-        if (email) c.email = email;
-        c.iat = now_s;
-        c.exp = now_s + (ttl_ms + 999) / 1000;
-        std::string json = encode_claims(c);
-        payload = static_cast<char *>(malloc(json.size() + 1));
-        if (payload == nullptr) throw std::bad_alloc();
-        memcpy(payload, json.c_str(), json.size() + 1);
-    });
-    if (failure.failed) raise_failure(failure);
-    char *volatile held = payload;
-    text *token = nullptr;
-    PG_TRY();
-    {
-        token = sign_to_text(held, guc_jwt_secret);
-    }
-    PG_FINALLY();
-    {
-        free(held);
-    }
-    PG_END_TRY();
-    PG_RETURN_TEXT_P(token);
+    UserClaims c;
+    if (sub) c.sub = sub;
+    c.role = role;
+    if (email) c.email = email;
+    c.iat = static_cast<int64>(time(nullptr));
+    c.exp = c.iat + (ttl_ms + 999) / 1000;
+    WipedString token{sign_hs256(encode_claims(c), guc_jwt_secret)};
+    PG_RETURN_TEXT_P(palloc_text(token.s));
 }
 
-extern "C" Datum jobrunner_worker_status(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_worker_status) {
     Datum values[10];
     bool nulls[10];
     memset(nulls, 0, sizeof(nulls));
@@ -302,20 +230,20 @@ extern "C" Datum jobrunner_worker_status(PG_FUNCTION_ARGS) {
 }
 
 // jobrunner.max_request_size in bytes, for SQL.
-extern "C" Datum jobrunner_max_request_bytes(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_max_request_bytes) {
     PG_RETURN_INT64(static_cast<int64>(guc_max_request_kb) * 1024);
 }
 
 // The uncompressed size of a stored value, read from its header: a large
 // toasted body is measured without being fetched or decompressed.
-extern "C" Datum jobrunner_stored_size(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_stored_size) {
     if (PG_ARGISNULL(0)) PG_RETURN_INT64(0);
     PG_RETURN_INT64(static_cast<int64>(toast_raw_datum_size(PG_GETARG_DATUM(0))));
 }
 
 // _here(): this cluster's system identifier (unique per initdb, shared by
 // its physical standbys) and this database's oid.
-extern "C" Datum jobrunner_here(PG_FUNCTION_ARGS) {
+JOBRUNNER_FUNCTION(jobrunner_here) {
     char sysid[32];
     snprintf(sysid, sizeof(sysid), UINT64_FORMAT, GetSystemIdentifier());
     Datum values[2] = {DirectFunctionCall3(numeric_in, CStringGetDatum(sysid),
