@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # run-tests.sh — every test tier of pg_jobrunner, run by `make test` after the
-# build: GoogleTest units, `make install`, a throwaway PostgreSQL 15 cluster
-# (test/lib/cluster.sh), pg_regress, pgTAP, isolation specs, the Python
-# integration tests against a real HTTP endpoint, and a server-log check.
+# build: formatting, GoogleTest units, `make install`, a throwaway PostgreSQL
+# 15 cluster (test/lib/cluster.sh), pg_regress, pgTAP, isolation specs, the
+# update from every released version, the Python integration tests against
+# a real HTTP endpoint, the monitoring files against postgres_exporter and
+# promtool, a server-log check, and last the Debian package.
 #
 # Each tier prints a header and its own result; the last line is the sum over
 # all tiers, "N passed, N failed". The exit status is non-zero when a test
@@ -14,7 +16,8 @@
 # (seconds per runner, default 900), TIERS (only these tiers, e.g. "regress
 # upgrade"; the cluster and log check always run), INTEGRATION_TESTS (only
 # these test/integration modules, e.g. "test_faults test_limits"),
-# SKIP_INSTALL=1 (test what is installed already).
+# SKIP_INSTALL=1 (test what is installed already; also skips the package
+# tier, which reinstalls).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -527,11 +530,63 @@ PYEOF
   result log-hygiene "$passed" "$failed"
 }
 
+# tier_format: every tracked C++ file is as clang-format (Debian's, with
+# .clang-format) would write it; one check per file.
+tier_format() {
+  header format "clang-format --dry-run --Werror (src, test/unit)"
+  local f passed=0 failed=0
+  if ! command -v clang-format >/dev/null; then broken format "clang-format is missing"; return; fi
+  while IFS= read -r f; do
+    if clang-format --dry-run --Werror "$f" >"$LOGS/format.log" 2>&1; then
+      passed=$((passed + 1))
+    else
+      failed=$((failed + 1)); echo "    $f is not formatted (clang-format -i $f):"
+      head -n 20 "$LOGS/format.log" | sed 's/^/      /'
+    fi
+  done < <(git ls-files 'src/*.cpp' 'src/*.hpp' 'test/unit/*.cpp' 'test/unit/*.hpp')
+  result format "$passed" "$failed"
+}
+
+# tier_monitoring: postgres_exporter with monitoring/postgres_exporter.yml
+# against the test cluster, and promtool on the alerting rules.
+tier_monitoring() {
+  header monitoring "postgres_exporter and promtool (test/monitoring/run.sh)"
+  local log=$LOGS/monitoring.log rc=0 counts
+  if (( ! CLUSTER_UP )); then broken monitoring "no cluster"; return; fi
+  PGDATABASE=jobrunner_it JOBRUNNER_SECRET="$SECRET" MONITOR_OUTPUT="$LOGS" \
+    timeout "$TIER_TIMEOUT" test/monitoring/run.sh >"$log" 2>&1 || rc=$?
+  grep -vE '^[0-9]+ passed, [0-9]+ failed$' "$log" | sed 's/^/    /' || true
+  if counts=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1); then
+    result monitoring "$(awk '{print $1}' <<<"$counts")" "$(awk '{print $3}' <<<"$counts")"
+  else
+    broken monitoring "test/monitoring/run.sh gave no result (exit $rc)"
+  fi
+}
+
+# tier_script <tier> <script> <what>: a tier that is a script of its own,
+# printing its checks and ending with "N passed, M failed".
+tier_script() {
+  local tier=$1 script=$2 log=$LOGS/$1.log rc=0 last passed failed
+  header "$tier" "$3"
+  if [[ ! -x "$script" ]]; then broken "$tier" "$script is missing"; return; fi
+  timeout "$TIER_TIMEOUT" "$script" >"$log" 2>&1 || rc=$?
+  sed '$d' "$log" | sed 's/^/    /'
+  last=$(tail -n 1 "$log")
+  if [[ "$last" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    passed=${BASH_REMATCH[1]} failed=${BASH_REMATCH[2]}
+    (( rc == 0 || failed > 0 )) || failed=1  # a failing exit without a failed check
+    result "$tier" "$passed" "$failed"
+  else
+    broken "$tier" "$script gave no result (exit $rc)"
+  fi
+}
+
 # --- main ---------------------------------------------------------------------------
 
 started=$SECONDS
 # wanted <tier>: the tier is in $TIERS (all tiers when TIERS is unset).
 wanted() { [[ -z "${TIERS:-}" || " $TIERS " == *" $1 "* ]]; }
+wanted format && tier_format
 wanted unit && tier_unit
 if tier_install; then
   tier_cluster || true
@@ -543,9 +598,15 @@ wanted pgtap && tier_pgtap
 wanted isolation && tier_isolation
 wanted upgrade && tier_upgrade
 wanted integration && tier_integration
+wanted monitoring && tier_monitoring
 if (( CLUSTER_UP )); then
   stop_cluster
   tier_log_hygiene
+fi
+# Last: it swaps the installed extension for the Debian package's and back,
+# so no other tier may run beside it.
+if wanted package && (( ! ${SKIP_INSTALL:-0} )); then
+  tier_script package test/package/run.sh "the Debian package and the PGXN distribution of HEAD"
 fi
 
 if (( TOTAL_FAILED > 0 )) && [[ -n "$CLUSTER_DIR" && -f "$CLUSTER_DIR/server.log" ]]; then

@@ -34,7 +34,6 @@ void append_json_string(std::string &out, std::string_view s);
 // base64url(header) "." base64url(payload) "." base64url(HMAC).
 std::string sign_hs256(std::string_view payload_json, std::string_view secret);
 
-
 // The job attempt a token was minted for: lets an endpoint tell "acting for
 // this attempt" from "the user acting for herself".
 struct JobClaim {

@@ -43,9 +43,7 @@ void pg_call(F &&f) {
     MemoryContext caller_cxt = CurrentMemoryContext;
     ErrorData *volatile edata = nullptr;
     PG_TRY();
-    {
-        f();
-    }
+    { f(); }
     PG_CATCH();
     {
         MemoryContextSwitchTo(caller_cxt);
@@ -119,12 +117,12 @@ Datum call_sql_function(Datum (*body)(FunctionCallInfo), FunctionCallInfo fcinfo
 //
 // The body may raise an ERROR directly only while it owns no C++ object
 // with a destructor; once it does, Postgres calls go through pg_call().
-#define JOBRUNNER_FUNCTION(name)                                          \
-    extern "C" {                                                          \
-    PG_FUNCTION_INFO_V1(name);                                            \
-    }                                                                     \
-    static Datum name##_body(FunctionCallInfo fcinfo);                    \
-    extern "C" Datum name(PG_FUNCTION_ARGS) {                             \
-        return ::jobrunner::call_sql_function(name##_body, fcinfo);       \
-    }                                                                     \
+#define JOBRUNNER_FUNCTION(name)                                    \
+    extern "C" {                                                    \
+    PG_FUNCTION_INFO_V1(name);                                      \
+    }                                                               \
+    static Datum name##_body(FunctionCallInfo fcinfo);              \
+    extern "C" Datum name(PG_FUNCTION_ARGS) {                       \
+        return ::jobrunner::call_sql_function(name##_body, fcinfo); \
+    }                                                               \
     static Datum name##_body(FunctionCallInfo fcinfo)

@@ -67,37 +67,38 @@ void define_gucs() {
         "jobrunner.databases", "Databases pg_jobrunner serves (comma-separated).",
         "Each gets a dispatcher of its own. Empty: jobrunner.database_name.", &guc_databases, "",
         PGC_SIGHUP, GUC_LIST_INPUT, nullptr, nullptr, nullptr);
-    DefineCustomStringVariable(
-        "jobrunner.database_name", "Database pg_jobrunner serves when jobrunner.databases is empty.",
-        nullptr, &guc_database_name, "postgres", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("jobrunner.database_name",
+                               "Database pg_jobrunner serves when jobrunner.databases is empty.",
+                               nullptr, &guc_database_name, "postgres", PGC_SIGHUP, 0, nullptr,
+                               nullptr, nullptr);
     DefineCustomStringVariable(
         "jobrunner.jwt_secret", "HS256 secret for tokens minted for job users (32+ bytes).",
         nullptr, &guc_jwt_secret, "", PGC_SUSET,
         GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, check_secret,
         nullptr, show_secret);
-    DefineCustomStringVariable(
-        "jobrunner.base_url", "URL prefix for job names whose job_config has no url.",
-        "A job is POSTed to base_url || '/' || job_name.", &guc_base_url, "", PGC_SUSET, 0,
-        check_base_url, nullptr, nullptr);
-    DefineCustomIntVariable("jobrunner.max_in_flight", "HTTP requests in flight at once.",
-                            nullptr, &guc_max_in_flight, 256, 1, 10000, PGC_SUSET, 0, nullptr,
-                            nullptr, nullptr);
+    DefineCustomStringVariable("jobrunner.base_url",
+                               "URL prefix for job names whose job_config has no url.",
+                               "A job is POSTed to base_url || '/' || job_name.", &guc_base_url, "",
+                               PGC_SUSET, 0, check_base_url, nullptr, nullptr);
+    DefineCustomIntVariable("jobrunner.max_in_flight", "HTTP requests in flight at once.", nullptr,
+                            &guc_max_in_flight, 256, 1, 10000, PGC_SUSET, 0, nullptr, nullptr,
+                            nullptr);
     DefineCustomIntVariable(
         "jobrunner.poll_interval", "Longest sleep of the worker between looks at the queue.",
-        "New jobs wake the worker when their transaction commits.", &guc_poll_interval_ms, 1000,
-        10, 3600 * 1000, PGC_SUSET, GUC_UNIT_MS, nullptr, nullptr, nullptr);
-    DefineCustomIntVariable(
-        "jobrunner.retention", "Age after which completed and canceled jobs are purged.",
-        nullptr, &guc_retention_s, 7 * 24 * 3600, 60, INT_MAX, PGC_SUSET, GUC_UNIT_S, nullptr,
-        nullptr, nullptr);
+        "New jobs wake the worker when their transaction commits.", &guc_poll_interval_ms, 1000, 10,
+        3600 * 1000, PGC_SUSET, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("jobrunner.retention",
+                            "Age after which completed and canceled jobs are purged.", nullptr,
+                            &guc_retention_s, 7 * 24 * 3600, 60, INT_MAX, PGC_SUSET, GUC_UNIT_S,
+                            nullptr, nullptr, nullptr);
     DefineCustomStringVariable(
         "jobrunner.system_role", "Role claim of tokens for jobs that have no user.", nullptr,
         &guc_system_role, "service_role", PGC_SUSET, 0, nullptr, nullptr, nullptr);
     DefineCustomStringVariable(
         "jobrunner.trusted_claim_roles",
         "Login roles whose request.jwt.claims are believed (comma-separated).",
-        "Superusers are always believed.", &guc_trusted_claim_roles, "authenticator", PGC_SUSET,
-        0, nullptr, nullptr, nullptr);
+        "Superusers are always believed.", &guc_trusted_claim_roles, "authenticator", PGC_SUSET, 0,
+        nullptr, nullptr, nullptr);
     DefineCustomIntVariable("jobrunner.max_response_size",
                             "Response bytes kept per request; the rest is discarded.", nullptr,
                             &guc_max_response_kb, 64, 1, 1024 * 1024, PGC_SUSET, GUC_UNIT_KB,
@@ -107,10 +108,9 @@ void define_gucs() {
         "queue_job refuses larger bodies; the worker never reads far larger ones.",
         &guc_max_request_kb, 1024, 1, 256 * 1024, PGC_SUSET, GUC_UNIT_KB, nullptr, nullptr,
         nullptr);
-    DefineCustomIntVariable(
-        "jobrunner.failed_retention", "Age after which failed jobs are purged.", nullptr,
-        &guc_failed_retention_s, 30 * 24 * 3600, 60, INT_MAX, PGC_SUSET, GUC_UNIT_S, nullptr,
-        nullptr, nullptr);
+    DefineCustomIntVariable("jobrunner.failed_retention", "Age after which failed jobs are purged.",
+                            nullptr, &guc_failed_retention_s, 30 * 24 * 3600, 60, INT_MAX,
+                            PGC_SUSET, GUC_UNIT_S, nullptr, nullptr, nullptr);
     MarkGUCPrefixReserved("jobrunner");
 }
 

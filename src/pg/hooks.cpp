@@ -65,7 +65,8 @@ static void clear_claim_settings() {
 // request.jwt.claims and one request.jwt.claim.<key> per top-level claim.
 static void set_claim_settings(Jsonb *claims) {
     clear_claim_settings();
-    set_claim_setting("request.jwt.claims", JsonbToCString(nullptr, &claims->root, VARSIZE(claims)));
+    set_claim_setting("request.jwt.claims",
+                      JsonbToCString(nullptr, &claims->root, VARSIZE(claims)));
     JsonbIterator *it = JsonbIteratorInit(&claims->root);
     JsonbValue v;
     JsonbIteratorToken token;
@@ -75,10 +76,13 @@ static void set_claim_settings(Jsonb *claims) {
             key = pnstrdup(v.val.string.val, v.val.string.len);
         } else if (token == WJB_VALUE && key != nullptr) {
             const char *text = nullptr;
-            if (v.type == jbvString) text = pnstrdup(v.val.string.val, v.val.string.len);
-            else if (v.type == jbvBool) text = v.val.boolean ? "true" : "false";
+            if (v.type == jbvString)
+                text = pnstrdup(v.val.string.val, v.val.string.len);
+            else if (v.type == jbvBool)
+                text = v.val.boolean ? "true" : "false";
             else if (v.type == jbvNumeric)
-                text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+                text = DatumGetCString(
+                    DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
             if (text != nullptr) set_claim_setting(psprintf("%s%s", kClaimPrefix, key), text);
             key = nullptr;
         }
@@ -91,9 +95,10 @@ static void set_claim_settings(Jsonb *claims) {
 static Oid hook_owner(Oid hook, Oid job_type) {
     HeapTuple tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(hook));
     if (!HeapTupleIsValid(tuple)) {
-        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_FUNCTION),
-                        errmsg("hook function %u no longer exists", hook),
-                        errhint("Point job_config.on_complete or on_fail at an existing function.")));
+        ereport(
+            ERROR,
+            (errcode(ERRCODE_UNDEFINED_FUNCTION), errmsg("hook function %u no longer exists", hook),
+             errhint("Point job_config.on_complete or on_fail at an existing function.")));
     }
     Form_pg_proc proc = reinterpret_cast<Form_pg_proc>(GETSTRUCT(tuple));
     bool usable = proc->prokind == PROKIND_FUNCTION && !proc->proretset && proc->pronargs == 1 &&
@@ -153,8 +158,8 @@ JOBRUNNER_FUNCTION(jobrunner_call_hook) {
     current_hook_claims = mine;
     PG_TRY();
     {
-        SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE |
-                                          SECURITY_RESTRICTED_OPERATION);
+        SetUserIdAndSecContext(
+            owner, saved_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
         invoke(hook, job);
     }
     PG_FINALLY();

@@ -30,7 +30,7 @@ namespace jobrunner {
 
 // jobrunner.queue_job_for's oid: EXECUTE on it is what makes an admin.
 static Oid queue_job_for_oid() {
-    Oid types[10] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID,
+    Oid types[10] = {UUIDOID, TEXTOID,        TEXTOID, TEXTOID, JSONBOID,
                      INT4OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, INT4OID};
     List *name = list_make2(makeString(pstrdup("jobrunner")), makeString(pstrdup("queue_job_for")));
     return LookupFuncName(name, 10, types, true);

@@ -98,7 +98,8 @@ bool jsonb_in_succeeds(const char *data, size_t len) {
 bool jsonb_accepts(const char *data, size_t len) {
     // Text of the database's encoding without NUL, as a text datum must be.
     if (!pg_verifymbstr(data, static_cast<int>(len), true)) return false;
-    if (nesting_depth(data, len, kShallowDepth) > kShallowDepth) return jsonb_in_succeeds(data, len);
+    if (nesting_depth(data, len, kShallowDepth) > kShallowDepth)
+        return jsonb_in_succeeds(data, len);
 
     MemoryContext scratch =
         AllocSetContextCreate(CurrentMemoryContext, "jobrunner json body", ALLOCSET_SMALL_SIZES);
@@ -108,8 +109,8 @@ bool jsonb_accepts(const char *data, size_t len) {
     memset(&sem, 0, sizeof sem);
     sem.semstate = &scan;
     sem.scalar = note_number;
-    JsonLexContext *lex = makeJsonLexContextCstringLen(const_cast<char *>(data), static_cast<int>(len),
-                                                       GetDatabaseEncoding(), true);
+    JsonLexContext *lex = makeJsonLexContextCstringLen(
+        const_cast<char *>(data), static_cast<int>(len), GetDatabaseEncoding(), true);
     const JsonParseErrorType parsed = pg_parse_json(lex, &sem);
     MemoryContextSwitchTo(caller_cxt);
     MemoryContextDelete(scratch);

@@ -58,12 +58,13 @@ List *reported_missing = NIL;
 // The databases to serve, as listed (names, in the current transaction's
 // memory: SplitGUCList points into its copy of the setting).
 List *listed_databases() {
-    const char *setting = (guc_databases != nullptr && guc_databases[0] != '\0') ? guc_databases
-                                                                                 : guc_database_name;
+    const char *setting =
+        (guc_databases != nullptr && guc_databases[0] != '\0') ? guc_databases : guc_database_name;
     List *names = NIL;
     char *copy = pstrdup(setting != nullptr ? setting : "");
     if (!SplitGUCList(copy, ',', &names)) {
-        ereport(WARNING, (errmsg("pg_jobrunner: jobrunner.databases is not a list of names: \"%s\"", setting)));
+        ereport(WARNING, (errmsg("pg_jobrunner: jobrunner.databases is not a list of names: \"%s\"",
+                                 setting)));
         return NIL;
     }
     return names;
@@ -171,7 +172,9 @@ void reconcile() {
         Oid db = find_database(name);
         if (!OidIsValid(db)) {
             if (!list_member(reported_missing, makeString(name))) {
-                ereport(LOG, (errmsg("pg_jobrunner: database \"%s\" does not exist; it is served once it is created", name)));
+                ereport(LOG, (errmsg("pg_jobrunner: database \"%s\" does not exist; it is served "
+                                     "once it is created",
+                                     name)));
                 MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
                 reported_missing = lappend(reported_missing, makeString(pstrdup(name)));
                 MemoryContextSwitchTo(old);
@@ -182,7 +185,9 @@ void reconcile() {
         for (int k = 0; k < n_wanted; k++) duplicate = duplicate || wanted[k] == db;
         if (duplicate) continue;
         if (n_wanted == kMaxDispatchers) {
-            ereport(WARNING, (errmsg("pg_jobrunner serves at most %d databases; \"%s\" is not served", kMaxDispatchers, name)));
+            ereport(WARNING,
+                    (errmsg("pg_jobrunner serves at most %d databases; \"%s\" is not served",
+                            kMaxDispatchers, name)));
             break;
         }
         wanted[n_wanted] = db;
@@ -209,10 +214,14 @@ void reconcile() {
             continue;
         }
         has_slot[w] = true;
-        if (running || now < slot_held_until(i) || now - launched[i].stopped_at < kRestartDelayUs) continue;
+        if (running || now < slot_held_until(i) || now - launched[i].stopped_at < kRestartDelayUs)
+            continue;
         if (!start_dispatcher(i, db, wanted_name[w])) {
-            ereport(WARNING, (errmsg("pg_jobrunner: no background worker slot to serve database \"%s\"", wanted_name[w]),
-                              errhint("Raise max_worker_processes: pg_jobrunner needs one for its launcher and one per database it serves.")));
+            ereport(WARNING,
+                    (errmsg("pg_jobrunner: no background worker slot to serve database \"%s\"",
+                            wanted_name[w]),
+                     errhint("Raise max_worker_processes: pg_jobrunner needs one for its launcher "
+                             "and one per database it serves.")));
         }
     }
     // Listed databases without a slot yet.
@@ -223,8 +232,11 @@ void reconcile() {
         launched[i] = Launched{nullptr, 0, false};
         if (!start_dispatcher(i, wanted[k], wanted_name[k])) {
             release_slot(i);
-            ereport(WARNING, (errmsg("pg_jobrunner: no background worker slot to serve database \"%s\"", wanted_name[k]),
-                              errhint("Raise max_worker_processes: pg_jobrunner needs one for its launcher and one per database it serves.")));
+            ereport(WARNING,
+                    (errmsg("pg_jobrunner: no background worker slot to serve database \"%s\"",
+                            wanted_name[k]),
+                     errhint("Raise max_worker_processes: pg_jobrunner needs one for its launcher "
+                             "and one per database it serves.")));
         }
     }
     CommitTransactionCommand();
@@ -234,9 +246,7 @@ void reconcile() {
 void reconcile_or_log() {
     MemoryContext caller = CurrentMemoryContext;
     PG_TRY();
-    {
-        reconcile();
-    }
+    { reconcile(); }
     PG_CATCH();
     {
         MemoryContextSwitchTo(caller);

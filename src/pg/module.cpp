@@ -33,7 +33,9 @@ static bool contains_ascii_nocase(const char *haystack, const char *needle) {
     size_t n = strlen(needle);
     for (const char *p = haystack; *p != '\0'; p++) {
         size_t i = 0;
-        while (i < n && p[i] != '\0' && pg_ascii_tolower(static_cast<unsigned char>(p[i])) == needle[i]) i++;
+        while (i < n && p[i] != '\0' &&
+               pg_ascii_tolower(static_cast<unsigned char>(p[i])) == needle[i])
+            i++;
         if (i == n) return true;
     }
     return false;
@@ -65,7 +67,8 @@ static void redact_secret(ErrorData *edata) {
         // log_statement and log_min_duration_statement put the statement in
         // the message itself.
         if (edata->message != nullptr && strstr(edata->message, debug_query_string) != nullptr) {
-            edata->message = pstrdup("statement: [a statement naming jobrunner.jwt_secret, hidden by pg_jobrunner]");
+            edata->message = pstrdup(
+                "statement: [a statement naming jobrunner.jwt_secret, hidden by pg_jobrunner]");
         }
     }
     const char *secret = guc_jwt_secret;

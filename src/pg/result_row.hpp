@@ -17,8 +17,9 @@ namespace jobrunner {
 inline Datum result_row(FunctionCallInfo fcinfo, Datum *values, bool *nulls) {
     TupleDesc tupdesc;
     if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE) {
-        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                        errmsg("function returning a row called in a context that cannot accept one")));
+        ereport(ERROR,
+                (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                 errmsg("function returning a row called in a context that cannot accept one")));
     }
     return HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls));
 }

@@ -24,8 +24,8 @@ static void startup_shmem() {
     if (prev_shmem_startup_hook) prev_shmem_startup_hook();
     LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
     bool found = false;
-    state = static_cast<SharedState *>(
-        ShmemInitStruct("pg_jobrunner", sizeof(SharedState), &found));
+    state =
+        static_cast<SharedState *>(ShmemInitStruct("pg_jobrunner", sizeof(SharedState), &found));
     if (!found) {
         memset(state, 0, sizeof(SharedState));
         SpinLockInit(&state->mutex);

@@ -22,12 +22,12 @@ enum class PauseCause : int { none, read_only, other_version, copied_queue };
 
 // One database's dispatcher.
 struct DispatcherSlot {
-    slock_t mutex;               // guards the fields up to pause_cause
-    Latch *worker_latch;         // set while its dispatcher runs
+    slock_t mutex;        // guards the fields up to pause_cause
+    Latch *worker_latch;  // set while its dispatcher runs
     pid_t worker_pid;
     TimestampTz started_at;
     TimestampTz last_loop_at;
-    char paused_reason[160];     // why it does not dispatch; "" while it does
+    char paused_reason[160];  // why it does not dispatch; "" while it does
     PauseCause pause_cause;
     pg_atomic_uint32 wake_pending;  // 1: a commit asked for a look at the queue
     pg_atomic_uint32 in_flight;
@@ -37,10 +37,10 @@ struct DispatcherSlot {
 };
 
 struct SharedState {
-    slock_t mutex;                          // guards launcher_* and database_oid[]
+    slock_t mutex;  // guards launcher_* and database_oid[]
     Latch *launcher_latch;
     pid_t launcher_pid;
-    Oid database_oid[kMaxDispatchers];      // which database each slot serves; InvalidOid: free
+    Oid database_oid[kMaxDispatchers];  // which database each slot serves; InvalidOid: free
     // DROP DATABASE stopped the slot's dispatcher: not restarted before this.
     TimestampTz held_until[kMaxDispatchers];
     DispatcherSlot slots[kMaxDispatchers];

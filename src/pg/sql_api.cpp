@@ -58,9 +58,7 @@ using namespace jobrunner;
 
 // The role the session acts as outside SECURITY DEFINER functions: SET ROLE
 // is honoured, a definer's identity is not.
-JOBRUNNER_FUNCTION(jobrunner_outer_role) {
-    PG_RETURN_OID(GetOuterUserId());
-}
+JOBRUNNER_FUNCTION(jobrunner_outer_role) { PG_RETURN_OID(GetOuterUserId()); }
 
 static bool wake_callback_registered = false;
 
@@ -116,8 +114,9 @@ JOBRUNNER_FUNCTION(jobrunner_retry_delay) {
     bool have_ra = !PG_ARGISNULL(3);
     int64 ra_ms = have_ra ? PG_GETARG_INT64(3) : 0;
     uint64 random = pg_prng_uint64(&pg_global_prng_state);
-    int64 delay = retry_delay_ms(attempt, base_ms, cap_ms,
-                                 have_ra ? std::optional<std::int64_t>(ra_ms) : std::nullopt, random);
+    int64 delay =
+        retry_delay_ms(attempt, base_ms, cap_ms,
+                       have_ra ? std::optional<std::int64_t>(ra_ms) : std::nullopt, random);
     Interval *result = static_cast<Interval *>(palloc0(sizeof(Interval)));
     result->time = delay * 1000;
     PG_RETURN_INTERVAL_P(result);
@@ -157,10 +156,10 @@ JOBRUNNER_FUNCTION(jobrunner_mint_user_jwt) {
                         errmsg("mint_user_jwt is for administrators")));
     }
     require_secret(guc_jwt_secret);
-    char *sub = PG_ARGISNULL(0) ? nullptr
-                                : DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(0)));
-    char *role = PG_ARGISNULL(1) ? pstrdup(guc_system_role)
-                                 : text_to_cstring(PG_GETARG_TEXT_PP(1));
+    char *sub = PG_ARGISNULL(0)
+                    ? nullptr
+                    : DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(0)));
+    char *role = PG_ARGISNULL(1) ? pstrdup(guc_system_role) : text_to_cstring(PG_GETARG_TEXT_PP(1));
     char *email = PG_ARGISNULL(2) ? nullptr : text_to_cstring(PG_GETARG_TEXT_PP(2));
     int64 ttl_ms = PG_ARGISNULL(3) ? 300000 : interval_ms(PG_GETARG_INTERVAL_P(3));
     if (ttl_ms <= 0 || ttl_ms > 86400000) {
@@ -169,8 +168,8 @@ JOBRUNNER_FUNCTION(jobrunner_mint_user_jwt) {
                         errhint("Tokens minted here are meant to be short-lived.")));
     }
     if (role[0] == '\0') {
-        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                        errmsg("role claim must not be empty")));
+        ereport(ERROR,
+                (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("role claim must not be empty")));
     }
     UserClaims c;
     if (sub) c.sub = sub;
@@ -206,7 +205,8 @@ JOBRUNNER_FUNCTION(jobrunner_worker_status) {
     } else if (shared_state() == nullptr) {
         strlcpy(reason, "pg_jobrunner is not in shared_preload_libraries", sizeof(reason));
     } else if (s == nullptr) {
-        strlcpy(reason, "no pg_jobrunner worker serves this database: list it in jobrunner.databases",
+        strlcpy(reason,
+                "no pg_jobrunner worker serves this database: list it in jobrunner.databases",
                 sizeof(reason));
     } else if (pid == 0 && reason[0] == '\0') {
         strlcpy(reason, "the worker is not running", sizeof(reason));

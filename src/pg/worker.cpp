@@ -135,7 +135,8 @@ void absorb_interrupts() {
     try {
         pg_call([] { CHECK_FOR_INTERRUPTS(); });
     } catch (const PgError &e) {
-        ereport(LOG, (errmsg("pg_jobrunner: interrupt ignored between transactions: %s", e.what())));
+        ereport(LOG,
+                (errmsg("pg_jobrunner: interrupt ignored between transactions: %s", e.what())));
     }
 }
 
@@ -153,12 +154,15 @@ void raise_open_files_limit() {
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0) (void)getrlimit(RLIMIT_NOFILE, &rl);
     }
     // Postgres keeps up to max_files_per_process descriptors of its own.
-    rlim_t wanted = static_cast<rlim_t>(guc_max_in_flight) + static_cast<rlim_t>(max_files_per_process);
+    rlim_t wanted =
+        static_cast<rlim_t>(guc_max_in_flight) + static_cast<rlim_t>(max_files_per_process);
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < wanted) {
-        ereport(WARNING, (errmsg("pg_jobrunner: the open files limit (%lu) is below what jobrunner.max_in_flight = %d needs (about %lu)",
+        ereport(WARNING, (errmsg("pg_jobrunner: the open files limit (%lu) is below what "
+                                 "jobrunner.max_in_flight = %d needs (about %lu)",
                                  static_cast<unsigned long>(rl.rlim_cur), guc_max_in_flight,
                                  static_cast<unsigned long>(wanted)),
-                          errhint("Raise the hard limit on open files (ulimit -Hn, LimitNOFILE=) for the PostgreSQL server, or lower jobrunner.max_in_flight.")));
+                          errhint("Raise the hard limit on open files (ulimit -Hn, LimitNOFILE=) "
+                                  "for the PostgreSQL server, or lower jobrunner.max_in_flight.")));
     }
 }
 
@@ -222,13 +226,13 @@ private:
     // dispatcher runs).
     std::unordered_map<std::string, JobNameMetrics *> metrics_;
     std::vector<Outcome> outcomes_;
-    std::vector<Outcome> stuck_;      // another session held their rows: tried again later
+    std::vector<Outcome> stuck_;  // another session held their rows: tried again later
     TimestampTz stuck_retry_at_ = 0;
     std::int64_t held_body_bytes_ = 0;
-    bool recover_again_ = false;       // recovery is due: rows were skipped, or the schema changed
-    bool schema_was_current_ = true;   // the last cycle found this library's version installed
+    bool recover_again_ = false;      // recovery is due: rows were skipped, or the schema changed
+    bool schema_was_current_ = true;  // the last cycle found this library's version installed
     TimestampTz recover_again_at_ = 0;
-    bool read_only_ = false;           // paused: the database is in read-only mode
+    bool read_only_ = false;  // paused: the database is in read-only mode
     TimestampTz read_only_checked_at_ = 0;
     Pause pause_cause_ = Pause::none;  // why dispatch is paused
     std::string paused_;               // that, in words ("" while it dispatches)
@@ -251,10 +255,10 @@ void Dispatcher::pause(Pause cause, const std::string &reason) {
     if (pause_cause_ == cause && paused_ == reason) return;
     pause_cause_ = cause;
     paused_ = reason;
-    set_paused_reason(cause == Pause::read_only       ? PauseCause::read_only
-                      : cause == Pause::version       ? PauseCause::other_version
-                      : cause == Pause::origin        ? PauseCause::copied_queue
-                                                      : PauseCause::none,
+    set_paused_reason(cause == Pause::read_only ? PauseCause::read_only
+                      : cause == Pause::version ? PauseCause::other_version
+                      : cause == Pause::origin  ? PauseCause::copied_queue
+                                                : PauseCause::none,
                       reason.c_str());
     ereport(LOG, (errmsg("pg_jobrunner: dispatch paused: %s", reason.c_str())));
 }
@@ -287,7 +291,8 @@ bool Dispatcher::schema_usable(Schema schema, const std::string &installed) {
     }
     schema_was_current_ = false;
     if (schema == Schema::other_version) {
-        pause(Pause::version, "pg_jobrunner " + installed + " is installed in this database, but the library is " +
+        pause(Pause::version, "pg_jobrunner " + installed +
+                                  " is installed in this database, but the library is " +
                                   library_version() + ": run ALTER EXTENSION pg_jobrunner UPDATE");
     }
     return false;
@@ -358,7 +363,8 @@ bool Dispatcher::read_only_paused(TimestampTz now) {
     bool on = false;
     std::string error;
     if (!db_refresh_read_only(on, error)) {
-        ereport(WARNING, (errmsg("pg_jobrunner: could not read the read-only mode: %s", error.c_str())));
+        ereport(WARNING,
+                (errmsg("pg_jobrunner: could not read the read-only mode: %s", error.c_str())));
         return read_only_;
     }
     if (on && !read_only_) {
@@ -413,7 +419,8 @@ void Dispatcher::harvest() {
             count_outcome(m, r.status);
             observe(m->duration, static_cast<int64>(r.duration_ms * 1000.0));
             std::int64_t started = it->second.started_us->load(std::memory_order_relaxed);
-            if (started != 0 && it->second.due_us != 0) observe(m->wait, started - it->second.due_us);
+            if (started != 0 && it->second.due_us != 0)
+                observe(m->wait, started - it->second.due_us);
         }
         held_body_bytes_ -= static_cast<std::int64_t>(job.body.size());
         held_.erase(it);
@@ -424,7 +431,8 @@ void Dispatcher::harvest() {
 
 // Starts an attempt for every claimed job; jobs that cannot be sent become
 // failed outcomes right away. due_us[i] is when claimed[i] became due.
-void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed, const std::vector<std::int64_t> &due_us) {
+void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed,
+                          const std::vector<std::int64_t> &due_us) {
     MintContext mint;
     mint.secret = guc_jwt_secret ? guc_jwt_secret : "";
     mint.system_role = guc_system_role ? guc_system_role : "service_role";
@@ -448,7 +456,8 @@ void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed, const std::vector<st
         };
         requests_.push_back(std::move(request));
         held_body_bytes_ += static_cast<std::int64_t>(job.body.size());
-        held_.emplace(tag, Held{std::move(job), i < due_us.size() ? due_us[i] : 0, std::move(started)});
+        held_.emplace(tag,
+                      Held{std::move(job), i < due_us.size() ? due_us[i] : 0, std::move(started)});
         sent++;
     }
     http_.submit(requests_);
@@ -486,10 +495,12 @@ void Dispatcher::record_one_by_one(std::vector<Outcome> &list) {
 // Outcomes _record skipped because another session held their row (say, an
 // endpoint's open transaction that called complete_job) wait in stuck_ and
 // go with a later batch: nothing waits for that lock meanwhile.
-void Dispatcher::keep_for_later(std::vector<Outcome> &recorded, const std::vector<std::string> &skipped) {
+void Dispatcher::keep_for_later(std::vector<Outcome> &recorded,
+                                const std::vector<std::string> &skipped) {
     if (skipped.empty()) return;
     for (Outcome &o : recorded) {
-        if (std::find(skipped.begin(), skipped.end(), o.id) != skipped.end()) stuck_.push_back(std::move(o));
+        if (std::find(skipped.begin(), skipped.end(), o.id) != skipped.end())
+            stuck_.push_back(std::move(o));
     }
 }
 
@@ -540,7 +551,8 @@ void Dispatcher::step(TimestampTz now) {
             read_only_checked_at_ = 0;
             return;
         }
-        ereport(WARNING, (errmsg("pg_jobrunner: worker transaction failed: %s", out.error.c_str())));
+        ereport(WARNING,
+                (errmsg("pg_jobrunner: worker transaction failed: %s", out.error.c_str())));
         // One outcome the batch could not take (say, a trigger a user put
         // on job refuses it) is recorded on its own, and the others with it:
         // when that settles them all, the next turn goes on at once.
@@ -571,7 +583,8 @@ void Dispatcher::step(TimestampTz now) {
     if (!out.foreign_origin.empty()) {
         pause(Pause::origin, out.foreign_origin);
     } else if (claim) {
-        resume(Pause::origin, "dispatch resumed: resume_dispatch() confirmed this database dispatches");
+        resume(Pause::origin,
+               "dispatch resumed: resume_dispatch() confirmed this database dispatches");
     }
     if (lease_due) last_lease_check_ = now;
     if (purge_due) last_purge_ = now;
@@ -594,7 +607,8 @@ void Dispatcher::step(TimestampTz now) {
     want_claim_ = (claim && backlog_) || (recorded && !claim) || !outcomes_.empty();
     if (pause_cause_ == Pause::origin) want_claim_ = false;  // a commit (resume_dispatch) wakes it
     int64 look_in_us = static_cast<int64>(guc_poll_interval_ms) * 1000;
-    if (out.next_wakeup_ms >= 0) look_in_us = std::min<int64>(look_in_us, out.next_wakeup_ms * 1000);
+    if (out.next_wakeup_ms >= 0)
+        look_in_us = std::min<int64>(look_in_us, out.next_wakeup_ms * 1000);
     next_look_ = now + look_in_us;
 }
 
@@ -613,10 +627,12 @@ void Dispatcher::wait(TimestampTz now) {
         timeout_ms = std::max<int64>(0, (next_look_ - now + 999) / 1000);
     }
     if (!stuck_.empty()) {
-        timeout_ms = std::min<long>(timeout_ms, std::max<int64>(0, (stuck_retry_at_ - now + 999) / 1000));
+        timeout_ms =
+            std::min<long>(timeout_ms, std::max<int64>(0, (stuck_retry_at_ - now + 999) / 1000));
     }
     if (recover_again_) {
-        timeout_ms = std::min<long>(timeout_ms, std::max<int64>(0, (recover_again_at_ - now + 999) / 1000));
+        timeout_ms =
+            std::min<long>(timeout_ms, std::max<int64>(0, (recover_again_at_ - now + 999) / 1000));
     }
     // Read-only mode is followed even when nothing else happens.
     int64 check_every = read_only_ ? kReadOnlyPausedCheckUs : kReadOnlyCheckUs;
@@ -712,8 +728,7 @@ void jobrunner_worker_main(Datum main_arg) {
     // would compile (and load LLVM) for nothing when tables grow large.
     SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
     // The claim relies on READ COMMITTED row re-checks, whatever the default.
-    SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET,
-                    PGC_S_OVERRIDE);
+    SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
     raise_open_files_limit();
     publish();
     ereport(LOG, (errmsg("pg_jobrunner worker started for database \"%s\"", target.database_name)));

@@ -39,8 +39,8 @@ constexpr int kClaimCols = 11;
 // Claimed rows copied out of SPI, in plain memory, until the C++ side takes them.
 struct RawClaims {
     MemoryContext cxt = nullptr;
-    char ***rows = nullptr;  // rows[i][col], nullptr for SQL NULL
-    int64 *due_us = nullptr; // rows[i]'s due_at, Unix microseconds (0: unknown)
+    char ***rows = nullptr;   // rows[i][col], nullptr for SQL NULL
+    int64 *due_us = nullptr;  // rows[i]'s due_at, Unix microseconds (0: unknown)
     int count = 0;
     char **skipped = nullptr;  // job ids of outcomes not recorded yet
     int skipped_count = 0;
@@ -50,8 +50,7 @@ struct RawClaims {
 MemoryContext cycle_context() {
     static MemoryContext cxt = nullptr;
     if (cxt == nullptr) {
-        cxt = AllocSetContextCreate(TopMemoryContext, "pg_jobrunner cycle",
-                                    ALLOCSET_DEFAULT_SIZES);
+        cxt = AllocSetContextCreate(TopMemoryContext, "pg_jobrunner cycle", ALLOCSET_DEFAULT_SIZES);
     }
     return cxt;
 }
@@ -85,7 +84,8 @@ bool run_in_xact(const char *activity, F &&body, XactError &err) {
         MemoryContextSwitchTo(caller);
         ErrorData *edata = CopyErrorData();
         FlushErrorState();
-        strlcpy(err.message, edata->message ? edata->message : "unknown error", sizeof(err.message));
+        strlcpy(err.message, edata->message ? edata->message : "unknown error",
+                sizeof(err.message));
         strlcpy(err.sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(err.sqlstate));
         FreeErrorData(edata);
         AbortCurrentTransaction();
@@ -112,7 +112,8 @@ public:
     int run(const Datum *values, const char *nulls, long count) {
         if (plan_ == nullptr) {
             SPIPlanPtr plan = SPI_prepare(sql_, nargs_, const_cast<Oid *>(types_));
-            if (plan == nullptr) elog(ERROR, "preparing \"%s\" failed: SPI code %d", sql_, SPI_result);
+            if (plan == nullptr)
+                elog(ERROR, "preparing \"%s\" failed: SPI code %d", sql_, SPI_result);
             if (SPI_keepplan(plan) != 0) elog(ERROR, "keeping the plan of \"%s\" failed", sql_);
             plan_ = plan;
         }
@@ -191,13 +192,15 @@ void record_outcomes(std::int64_t worker_id, const std::vector<Outcome> &outcome
                        make_array(durations, no_nulls, n, FLOAT8OID),
                        make_array(retry_after, ra_nulls, n, INT8OID)};
     static KeptStatement record(
-        "SELECT pg_catalog.unnest(jobrunner._record($1, $2::pg_catalog.uuid[], $3, $4, $5, $6, $7, $8))"
+        "SELECT pg_catalog.unnest(jobrunner._record($1, $2::pg_catalog.uuid[], $3, $4, $5, $6, $7, "
+        "$8))"
         "::pg_catalog.text",
         8, kRecordTypes);
     int rc = record.run(values, nullptr, 0);
     if (rc != SPI_OK_SELECT) elog(ERROR, "recording outcomes failed: SPI code %d", rc);
     raw.skipped_count = (int)SPI_processed;
-    raw.skipped = (char **)MemoryContextAllocZero(raw.cxt, sizeof(char *) * (raw.skipped_count + 1));
+    raw.skipped =
+        (char **)MemoryContextAllocZero(raw.cxt, sizeof(char *) * (raw.skipped_count + 1));
     for (int i = 0; i < raw.skipped_count; i++) {
         raw.skipped[i] = MemoryContextStrdup(
             raw.cxt, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
@@ -224,7 +227,8 @@ void claim_jobs(std::int64_t worker_id, int limit, std::int64_t max_bytes, RawCl
             raw.rows[i][c] = v ? MemoryContextStrdup(raw.cxt, v) : nullptr;
         }
         bool isnull = true;
-        Datum due = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, kClaimCols + 1, &isnull);
+        Datum due =
+            SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, kClaimCols + 1, &isnull);
         // From the Postgres epoch (2000-01-01) to the Unix epoch.
         if (!isnull) raw.due_us[i] = DatumGetTimestampTz(due) - SetEpochTimestamp();
     }
@@ -281,10 +285,10 @@ void take_claims(const RawClaims &raw, CycleOutput &cycle) {
         std::int64_t size = r[6] ? static_cast<std::int64_t>(j.body.size())
                                  : (r[7] ? strtoll(r[7], nullptr, 10) : 0);
         if (r[6] == nullptr || size > limit) {
-            refused.push_back(outcome_from_error(
-                j, "request body is " + std::to_string(size) +
-                       " bytes, more than jobrunner.max_request_size (" +
-                       std::to_string(guc_max_request_kb) + "kB)"));
+            refused.push_back(
+                outcome_from_error(j, "request body is " + std::to_string(size) +
+                                          " bytes, more than jobrunner.max_request_size (" +
+                                          std::to_string(guc_max_request_kb) + "kB)"));
             cycle.refused_job_names.push_back(j.job_name);
             continue;
         }
@@ -361,7 +365,8 @@ bool db_cycle(const CycleInput &in, CycleOutput &out) {
             if (in.claim_limit > 0) {
                 static KeptStatement origin("SELECT jobrunner._foreign_origin()", 0, nullptr);
                 int rc = origin.run(nullptr, nullptr, 1);
-                if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "checking the origin failed");
+                if (rc != SPI_OK_SELECT || SPI_processed != 1)
+                    elog(ERROR, "checking the origin failed");
                 char *reason = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
                 if (reason != nullptr) {
                     strlcpy(foreign, reason, sizeof(foreign));
@@ -414,10 +419,11 @@ bool db_recover(std::int64_t worker_id, RecoverOutput &out) {
             read_only = XactReadOnly;
             if (read_only) return;
             Datum values[1] = {Int64GetDatum(worker_id)};
-            int rc = SPI_execute_with_args(
-                "SELECT recovered, skipped FROM jobrunner._recover($1)", 1,
-                const_cast<Oid *>(kOneBigint), values, nullptr, false, 1);
-            if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "recovery failed: SPI code %d", rc);
+            int rc =
+                SPI_execute_with_args("SELECT recovered, skipped FROM jobrunner._recover($1)", 1,
+                                      const_cast<Oid *>(kOneBigint), values, nullptr, false, 1);
+            if (rc != SPI_OK_SELECT || SPI_processed != 1)
+                elog(ERROR, "recovery failed: SPI code %d", rc);
             bool isnull = false;
             recovered = DatumGetInt32(
                 SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -450,17 +456,21 @@ bool db_refresh_read_only(bool &read_only, std::string &error) {
                 "   WHERE c OPERATOR(pg_catalog.~~) 'default\\_transaction\\_read\\_only=%'"
                 "     AND s.setdatabase OPERATOR(pg_catalog.=) ANY (ARRAY[0, $1]::pg_catalog.oid[])"
                 "     AND s.setrole OPERATOR(pg_catalog.=) ANY (ARRAY[0, $2]::pg_catalog.oid[])"
-                "   ORDER BY (s.setdatabase OPERATOR(pg_catalog.<>) 0 AND s.setrole OPERATOR(pg_catalog.<>) 0) DESC,"
-                "            s.setrole OPERATOR(pg_catalog.<>) 0 DESC, s.setdatabase OPERATOR(pg_catalog.<>) 0 DESC"
+                "   ORDER BY (s.setdatabase OPERATOR(pg_catalog.<>) 0 AND s.setrole "
+                "OPERATOR(pg_catalog.<>) 0) DESC,"
+                "            s.setrole OPERATOR(pg_catalog.<>) 0 DESC, s.setdatabase "
+                "OPERATOR(pg_catalog.<>) 0 DESC"
                 "   LIMIT 1),"
                 " (SELECT f.setting FROM pg_catalog.pg_file_settings f"
-                "   WHERE f.name OPERATOR(pg_catalog.=) 'default_transaction_read_only' AND f.error IS NULL"
+                "   WHERE f.name OPERATOR(pg_catalog.=) 'default_transaction_read_only' AND "
+                "f.error IS NULL"
                 "   ORDER BY f.seqno DESC LIMIT 1),"
                 " 'off')",
                 2, kTwoOids);
             Datum args[2] = {ObjectIdGetDatum(MyDatabaseId), ObjectIdGetDatum(GetUserId())};
             int rc = effective.run(args, nullptr, 1);
-            if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "reading read-only mode failed");
+            if (rc != SPI_OK_SELECT || SPI_processed != 1)
+                elog(ERROR, "reading read-only mode failed");
             char *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
             strlcpy(value, v ? v : "off", sizeof(value));
         },

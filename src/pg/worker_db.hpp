@@ -16,7 +16,7 @@ namespace jobrunner {
 struct CycleInput {
     std::int64_t worker_id = 0;
     const std::vector<Outcome> *outcomes = nullptr;  // attempts to record
-    int claim_limit = 0;                              // 0: claim nothing
+    int claim_limit = 0;                             // 0: claim nothing
     std::int64_t claim_bytes = 0;  // request bodies the claim may carry (at least one job)
     bool expire_leases = false;
     bool purge = false;
@@ -35,17 +35,17 @@ struct CycleOutput {
     // next_run_at), in microseconds since the Unix epoch; claimed[i]'s is
     // claimed_due_us[i]. For the commit-to-request histogram.
     std::vector<std::int64_t> claimed_due_us;
-    std::vector<Outcome> refused;      // claimed, but their body may not be sent
+    std::vector<Outcome> refused;                // claimed, but their body may not be sent
     std::vector<std::string> refused_job_names;  // refused[i]'s job name
     std::vector<std::string> skipped;  // outcomes (by job id) whose row another session holds
     std::int64_t next_wakeup_ms = -1;  // the queue needs a look in this many ms; -1: no date
     Schema schema = Schema::current;
-    std::string installed_version;     // when schema is other_version
-    bool read_only = false;            // transactions are read-only: nothing was done
-    std::string foreign_origin;        // the claim was skipped: the queue was copied from elsewhere
+    std::string installed_version;  // when schema is other_version
+    bool read_only = false;         // transactions are read-only: nothing was done
+    std::string foreign_origin;     // the claim was skipped: the queue was copied from elsewhere
     int purged = 0;
-    std::string error;                 // set when the transaction failed (rolled back)
-    std::string sqlstate;              // of that error, five characters
+    std::string error;     // set when the transaction failed (rolled back)
+    std::string sqlstate;  // of that error, five characters
 };
 
 struct RecoverOutput {

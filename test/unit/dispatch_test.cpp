@@ -119,7 +119,8 @@ TEST(DispatchTest, TokenIsMintedWhenTheRequestStarts) {
     ASSERT_FALSE(build_request(user_job(), mint(), 1, r).has_value());
     for (const std::string &h : r.headers) EXPECT_NE(h.rfind("Authorization:", 0), 0u) << h;
     ASSERT_TRUE(static_cast<bool>(r.header_at_start));
-    EXPECT_TRUE(reference::verify_hs256(header(r, "Authorization", kStart + 600).substr(7), kSecret));
+    EXPECT_TRUE(
+        reference::verify_hs256(header(r, "Authorization", kStart + 600).substr(7), kSecret));
     std::string payload = token_payload(r, kStart + 600);
     EXPECT_NE(payload.find("\"iat\":1700000600,\"exp\":1700000690,"), std::string::npos) << payload;
 }
@@ -211,8 +212,7 @@ TEST(DispatchTest, FailuresSayWhy) {
 
     res.status = 302;
     res.body.clear();
-    EXPECT_EQ(outcome_from_result(user_job(), res).error,
-              "HTTP 302 (redirects are not followed)");
+    EXPECT_EQ(outcome_from_result(user_job(), res).error, "HTTP 302 (redirects are not followed)");
 
     res.status = 0;
     res.body.clear();

@@ -26,9 +26,7 @@ public:
 private:
     bool at(char c) const { return i_ < s_.size() && s_[i_] == c; }
     static bool digit(char c) { return c >= '0' && c <= '9'; }
-    static bool hex(char c) {
-        return digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-    }
+    static bool hex(char c) { return digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
     void ws() {
         while (at(' ') || at('\t') || at('\n') || at('\r')) ++i_;
     }

@@ -64,8 +64,8 @@ inline std::string hmac_sha256(std::string_view key, std::string_view data) {
     static const unsigned char kEmpty = 0;
     HMAC(EVP_sha256(), key.empty() ? &kEmpty : static_cast<const void *>(key.data()),
          static_cast<int>(key.size()),
-         data.empty() ? &kEmpty : reinterpret_cast<const unsigned char *>(data.data()),
-         data.size(), mac, &len);
+         data.empty() ? &kEmpty : reinterpret_cast<const unsigned char *>(data.data()), data.size(),
+         mac, &len);
     return std::string(reinterpret_cast<const char *>(mac), len);
 }
 

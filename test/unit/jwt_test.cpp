@@ -85,9 +85,10 @@ TEST(Jwt, HmacRfc4231Case2ShortKey) {
 }
 
 TEST(Jwt, HmacRfc4231Case6KeyLongerThanBlock) {
-    EXPECT_EQ(to_hex(reference::hmac_sha256(std::string(131, '\xaa'),
-                                 "Test Using Larger Than Block-Size Key - Hash Key First")),
-              "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+    EXPECT_EQ(
+        to_hex(reference::hmac_sha256(std::string(131, '\xaa'),
+                                      "Test Using Larger Than Block-Size Key - Hash Key First")),
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
 }
 
 TEST(Jwt, HmacEmptyKeyAndDataIsDefined) {
@@ -176,7 +177,8 @@ TEST(Jwt, SignUsesCanonicalHeader) {
     EXPECT_EQ(reference::base64url_decode(parts[0]),
               std::optional<std::string>("{\"alg\":\"HS256\",\"typ\":\"JWT\"}"));
     EXPECT_EQ(reference::base64url_decode(parts[1]), std::optional<std::string>("{\"a\":1}"));
-    EXPECT_EQ(token, reference::sign_hs256_raw("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", "{\"a\":1}", kSecret));
+    EXPECT_EQ(token, reference::sign_hs256_raw("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", "{\"a\":1}",
+                                               kSecret));
     EXPECT_EQ(reference::base64url_decode(parts[2])->size(), 32u);
 }
 

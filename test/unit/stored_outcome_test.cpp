@@ -162,7 +162,8 @@ TEST_F(StoredOutcomeTest, TokenEchoedInAJsonResponseIsNotStored) {
     Attempt a = attempt(job_to(server.url("/echo-auth")));
     ASSERT_EQ(a.result.status, 200) << a.result.error;
     ASSERT_EQ(a.authorization.rfind("Authorization: Bearer ", 0), 0u);
-    EXPECT_TRUE(reference::verify_hs256(a.authorization.substr(22), kSecret));  // a real token was sent
+    EXPECT_TRUE(
+        reference::verify_hs256(a.authorization.substr(22), kSecret));  // a real token was sent
     expect_no_signature(a.result.body, a.authorization);
     ASSERT_TRUE(a.outcome.response.has_value());
     expect_no_signature(*a.outcome.response, a.authorization);

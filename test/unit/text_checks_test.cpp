@@ -196,11 +196,25 @@ TEST(JobName, AcceptsSafeAlphabet) {
 
 TEST(JobName, RefusesEverythingElse) {
     const std::string bad[] = {
-        "",    "send email", "send/email", "../etc", "a?b",
-        "a#b", "a%2f",       "job\r\n",    "job\n",  "j\xc3\xa9",
-        "a:b", "a@b",        "a+b",        "a~b",    std::string("a\0b", 3),
+        "",
+        "send email",
+        "send/email",
+        "../etc",
+        "a?b",
+        "a#b",
+        "a%2f",
+        "job\r\n",
+        "job\n",
+        "j\xc3\xa9",
+        "a:b",
+        "a@b",
+        "a+b",
+        "a~b",
+        std::string("a\0b", 3),
         // Only dots: "." or ".." as a path segment would leave base_url's path.
-        ".",   "..",         "...",
+        ".",
+        "..",
+        "...",
     };
     for (const auto &name : bad) EXPECT_FALSE(is_valid_job_name(name)) << show(name);
     EXPECT_FALSE(is_valid_job_name(std::string(129, 'j')));
