@@ -122,6 +122,10 @@ SQL
 after=$(psql -At -c "SELECT count(*) FROM jobrunner.job")
 echo "jobs before: $before, after the rolled-back order: $after"
 psql -c "SELECT jobrunner.queue_job_for(NULL, NULL, NULL, 'build-report', '{\"period\":\"daily\"}') AS system_job" >/dev/null
+echo "== why is a user's last charge-card job not running yet? (explain_job)"
+psql -c "SELECT e.* FROM jobrunner.job j, jobrunner.explain_job(j.id) e
+          WHERE j.id = (SELECT id FROM jobrunner.job WHERE job_name = 'charge-card'
+                         ORDER BY created_at DESC, id LIMIT 1)"
 
 deadline=$((SECONDS + SECONDS_TO_RUN))
 while (( SECONDS < deadline )); do

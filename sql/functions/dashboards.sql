@@ -54,11 +54,20 @@ COMMENT ON VIEW jobrunner.job_stats IS
     'per job name: pending, running, completed and failed in the last hour, p50/p95 run time, oldest pending age (your own jobs; admins see all)';
 
 -- public API
+-- error_group: the error with its figures taken out ("HTTP 503", "timed
+-- out after N ms"), and jobs_with_this_error how many of the rows share it
+-- with this one's job name, so a dashboard groups by what broke. (Columns
+-- are only ever added here: views keep the ones they had.)
 CREATE OR REPLACE VIEW jobrunner.recent_failures WITH (security_invoker = true) AS
-SELECT j.id, j.job_name, j.user_id, j.state, j.attempts, j.last_status, j.last_error,
-       j.updated_at, j.next_run_at
-  FROM jobrunner.job j
- WHERE j.last_error IS NOT NULL AND j.updated_at > now() - interval '1 day'
-   AND j.state IN ('failed', 'pending');
+SELECT f.*, count(*) OVER (PARTITION BY f.job_name, f.error_group) AS jobs_with_this_error
+  FROM (SELECT j.id, j.job_name, j.user_id, j.state, j.attempts, j.last_status, j.last_error,
+               j.updated_at, j.next_run_at,
+               CASE WHEN j.last_error ~ '^HTTP [0-9]{3}'
+                    THEN pg_catalog.substring(j.last_error, '^HTTP [0-9]{3}')
+                    ELSE pg_catalog.left(pg_catalog.regexp_replace(j.last_error, '[0-9]+', 'N', 'g'), 200)
+               END AS error_group
+          FROM jobrunner.job j
+         WHERE j.last_error IS NOT NULL AND j.updated_at > now() - interval '1 day'
+           AND j.state IN ('failed', 'pending')) f;
 COMMENT ON VIEW jobrunner.recent_failures IS
-    'failed jobs and jobs waiting to retry, with their last error, from the last day';
+    'failed jobs and jobs waiting to retry, with their last error, from the last day, grouped by what broke (error_group, jobs_with_this_error)';

@@ -31,7 +31,9 @@ GRANT EXECUTE ON FUNCTION
     jobrunner.fail_job(uuid, text, boolean, int),
     jobrunner.sign_jwt(jsonb, text),
     jobrunner.worker_status(),
+    jobrunner.explain_job(uuid),
     jobrunner.resume_dispatch(),  -- checks for an admin itself
+    jobrunner.retry_jobs(text, timestamptz, text),  -- likewise
     -- row-level security policies evaluate these as the querying role
     jobrunner._caller(),
     jobrunner._caller_context(),

@@ -247,6 +247,50 @@ $$;
 COMMENT ON FUNCTION jobrunner.retry_job(uuid) IS
     'put a failed or canceled job back to pending with its attempts reset (attempt numbers go on)';
 
+-- public API (admins: checked inside)
+-- Failed jobs of a job name (every name when NULL) back to pending, as
+-- retry_job does one by one: those that failed since _since, whose
+-- last_error is LIKE _error_like. A job whose dedup key another active job
+-- now holds stays failed. Returns how many were retried.
+CREATE OR REPLACE FUNCTION jobrunner.retry_jobs(_job_name text, _since timestamptz DEFAULT NULL,
+                                                _error_like text DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _id uuid;
+    _n bigint := 0;
+BEGIN
+    PERFORM jobrunner._require_admin('retry_jobs');
+    IF _job_name IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM jobrunner.job_config c WHERE c.job_name = _job_name) THEN
+        RAISE EXCEPTION 'unknown job name %', pg_catalog.quote_literal(_job_name)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Retried jobs go to the job_config row of their name; pass NULL for every job name.';
+    END IF;
+    FOR _id IN
+        SELECT j.id FROM jobrunner.job j
+         WHERE j.state = 'failed'
+           AND (_job_name IS NULL OR j.job_name = _job_name)
+           AND (_since IS NULL OR j.finished_at >= _since)
+           AND (_error_like IS NULL OR j.last_error LIKE _error_like)
+         ORDER BY j.finished_at, j.id
+    LOOP
+        BEGIN
+            IF jobrunner.retry_job(_id) THEN
+                _n := _n + 1;
+            END IF;
+        EXCEPTION WHEN unique_violation THEN
+            NULL;  -- another active job holds its dedup key: it stays failed
+        END;
+    END LOOP;
+    RETURN _n;
+END;
+$$;
+COMMENT ON FUNCTION jobrunner.retry_jobs(text, timestamptz, text) IS
+    'admins: put failed jobs of a job name (NULL: all) back to pending, those failed since _since whose last_error is LIKE _error_like; returns how many';
+
 -- public API
 CREATE OR REPLACE FUNCTION jobrunner.complete_job(_job_id uuid, _result jsonb DEFAULT NULL,
                                        _attempt int DEFAULT NULL)
