@@ -83,7 +83,7 @@ BEGIN
         IF pg_catalog.lower(_k) IN ('authorization', 'content-type', 'content-length', 'host',
                                     'transfer-encoding', 'x-job', 'x-correlation-id', 'x-job-name',
                                     'x-job-attempt', 'idempotency-key', 'user-agent', 'expect',
-                                    'connection') THEN
+                                    'connection', 'traceparent', 'tracestate') THEN
             RAISE EXCEPTION 'header % for job "%" is set by pg_jobrunner and cannot be overridden', pg_catalog.quote_literal(_k), NEW.job_name
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;

@@ -24,7 +24,7 @@ GRANT SELECT ON jobrunner.job, jobrunner.job_logs, jobrunner.job_stats,
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobrunner FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    jobrunner.queue_job(text, jsonb, int, timestamptz, text, text, int),
+    jobrunner.queue_job(text, jsonb, int, timestamptz, text, text, int, text, text),
     jobrunner.dequeue_job(uuid),
     jobrunner.retry_job(uuid),
     jobrunner.complete_job(uuid, jsonb, int),

@@ -16,12 +16,79 @@ CREATE OR REPLACE FUNCTION jobrunner._max_request_bytes() RETURNS bigint
 COMMENT ON FUNCTION jobrunner._max_request_bytes() IS
     'internal: jobrunner.max_request_size in bytes';
 
+-- internal: a W3C traceparent (version other than ff, trace and parent ids
+-- not all zeros, lowercase hex), as this runner sends it on.
+CREATE OR REPLACE FUNCTION jobrunner._is_traceparent(_value text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(_value ~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'
+                    AND pg_catalog.left(_value, 2) <> 'ff'
+                    AND pg_catalog.substr(_value, 4, 32) <> pg_catalog.repeat('0', 32)
+                    AND pg_catalog.substr(_value, 37, 16) <> pg_catalog.repeat('0', 16), false)
+$$;
+COMMENT ON FUNCTION jobrunner._is_traceparent(text) IS
+    'internal: whether a value is a W3C traceparent this runner sends on';
+
+-- internal: the W3C trace context a new job carries: the caller's explicit
+-- traceparent (refused, naming it, when malformed), else the one PostgREST
+-- put in request.headers for the HTTP request being served (ignored when
+-- malformed: a client's bad header must not fail the application's write),
+-- else none. tracestate goes only with a traceparent, and only when it is
+-- printable ASCII of at most 512 characters (it becomes a request header).
+CREATE OR REPLACE FUNCTION jobrunner._trace_context(_traceparent text, _tracestate text,
+                                                    OUT traceparent text, OUT tracestate text)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _raw text;
+    _headers jsonb;
+BEGIN
+    IF _traceparent IS NULL AND _tracestate IS NOT NULL THEN
+        RAISE EXCEPTION 'tracestate needs a traceparent'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass _traceparent too, or neither.';
+    END IF;
+    IF _traceparent IS NULL THEN
+        -- Parsed only when it may hold one: PostgREST sets it on every request.
+        _raw := pg_catalog.current_setting('request.headers', true);
+        IF _raw IS NULL OR pg_catalog.strpos(_raw, 'traceparent') = 0 THEN
+            RETURN;
+        END IF;
+        BEGIN
+            _headers := _raw::jsonb;
+        EXCEPTION WHEN others THEN
+            RETURN;  -- not JSON: no trace context
+        END;
+        IF pg_catalog.jsonb_typeof(_headers) = 'object' THEN
+            _traceparent := _headers ->> 'traceparent';
+            _tracestate := _headers ->> 'tracestate';
+        END IF;
+        IF NOT jobrunner._is_traceparent(_traceparent) THEN
+            RETURN;
+        END IF;
+    ELSIF NOT jobrunner._is_traceparent(_traceparent) THEN
+        RAISE EXCEPTION 'invalid traceparent %', pg_catalog.quote_literal(pg_catalog.left(_traceparent, 100))
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A W3C traceparent is version-traceid-parentid-flags in lowercase hex, e.g. 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01.';
+    END IF;
+    traceparent := _traceparent;
+    IF _tracestate ~ '^[\x20-\x7e]+$' AND pg_catalog.length(_tracestate) <= 512 THEN
+        tracestate := _tracestate;
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION jobrunner._trace_context(text, text) IS
+    'internal: the trace context a new job carries (explicit, else PostgREST''s request.headers, else none)';
+
 -- internal: the one place jobs are inserted. Dedup and idempotency keys are
 -- enforced by unique indexes (ON CONFLICT), so they hold under concurrency.
 CREATE OR REPLACE FUNCTION jobrunner._enqueue(_user_id uuid, _user_role text, _user_email text,
                                    _job_name text, _request_body jsonb, _max_retries int,
                                    _run_at timestamptz, _dedup_key text,
-                                   _idempotency_key text, _priority int)
+                                   _idempotency_key text, _priority int,
+                                   _traceparent text DEFAULT NULL, _tracestate text DEFAULT NULL)
     RETURNS uuid
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -30,6 +97,7 @@ DECLARE
     _cfg_retries int;
     _id uuid;
     _size bigint;
+    _trace record;
 BEGIN
     IF _job_name IS NULL THEN
         RAISE EXCEPTION 'job name must not be null' USING ERRCODE = 'null_value_not_allowed';
@@ -80,13 +148,16 @@ BEGIN
                   HINT = 'Store large payloads in a table and queue their key; an administrator can raise jobrunner.max_request_size.';
     END IF;
 
+    _trace := jobrunner._trace_context(_traceparent, _tracestate);
+
     FOR _try IN 1..3 LOOP
         INSERT INTO jobrunner.job (user_id, user_role, user_email, job_name, request_body,
                                    priority, max_retries, dedup_key, idempotency_key, next_run_at,
-                                   due)
+                                   due, traceparent, tracestate)
         VALUES (_user_id, _user_role, _user_email, _job_name, _request_body,
                 COALESCE(_priority, 0), COALESCE(_max_retries, _cfg_retries), _dedup_key,
-                _idempotency_key, COALESCE(_run_at, now()), COALESCE(_run_at <= now(), true))
+                _idempotency_key, COALESCE(_run_at, now()), COALESCE(_run_at <= now(), true),
+                _trace.traceparent, _trace.tracestate)
         ON CONFLICT DO NOTHING
         RETURNING id INTO _id;
         IF _id IS NOT NULL THEN
@@ -117,7 +188,7 @@ BEGIN
         USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
 END;
 $$;
-COMMENT ON FUNCTION jobrunner._enqueue(uuid, text, text, text, jsonb, int, timestamptz, text, text, int) IS
+COMMENT ON FUNCTION jobrunner._enqueue(uuid, text, text, text, jsonb, int, timestamptz, text, text, int, text, text) IS
     'internal: the one place jobs are inserted (dedup and idempotency through unique indexes)';
 
 -- public API
@@ -126,7 +197,9 @@ CREATE OR REPLACE FUNCTION jobrunner.queue_job(_job_name text, _request_body jso
                                     _run_at timestamptz DEFAULT NULL,
                                     _dedup_key text DEFAULT NULL,
                                     _idempotency_key text DEFAULT NULL,
-                                    _priority int DEFAULT 0)
+                                    _priority int DEFAULT 0,
+                                    _traceparent text DEFAULT NULL,
+                                    _tracestate text DEFAULT NULL)
     RETURNS uuid
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -147,11 +220,11 @@ BEGIN
     END IF;
     RETURN jobrunner._enqueue(_me.user_id, _me.user_role, _me.user_email, _job_name,
                               _request_body, _max_retries, _run_at, _dedup_key,
-                              _idempotency_key, _priority);
+                              _idempotency_key, _priority, _traceparent, _tracestate);
 END;
 $$;
-COMMENT ON FUNCTION jobrunner.queue_job(text, jsonb, int, timestamptz, text, text, int) IS
-    'queue a job owned by the caller (from request.jwt.claims) in the caller''s transaction; returns its id';
+COMMENT ON FUNCTION jobrunner.queue_job(text, jsonb, int, timestamptz, text, text, int, text, text) IS
+    'queue a job owned by the caller (from request.jwt.claims) in the caller''s transaction, in the caller''s trace; returns its id';
 
 -- public API (admin only)
 CREATE OR REPLACE FUNCTION jobrunner.queue_job_for(_user_id uuid, _user_role text, _user_email text,

@@ -88,11 +88,12 @@ COMMENT ON FUNCTION jobrunner._stored_size(jsonb) IS
 -- A body far past jobrunner.max_request_size (queued before the limit was
 -- lowered) is not read: its request_body is NULL and body_bytes says why.
 -- due_at: when the job became due (the later of its created_at and
--- next_run_at), for the commit-to-request histogram (metrics.sql).
+-- next_run_at), for the commit-to-request histogram (metrics.sql);
+-- traceparent and tracestate: the trace the attempt is sent in.
 CREATE OR REPLACE FUNCTION jobrunner._claim(_limit int, _worker bigint, _max_bytes bigint DEFAULT NULL)
     RETURNS TABLE (id uuid, job_name text, user_id uuid, user_role text, user_email text,
                    attempt int, request_body text, body_bytes bigint, url text, headers text,
-                   timeout_ms bigint, due_at timestamptz)
+                   timeout_ms bigint, due_at timestamptz, traceparent text, tracestate text)
     -- headers: the job_config headers as "Name: value" lines (values never
     -- hold CR or LF: job_config validation refuses them).
     LANGUAGE plpgsql
@@ -262,7 +263,7 @@ BEGIN
          WHERE j.ctid = ANY (ARRAY(SELECT l.row_ctid FROM locked l))
         RETURNING j.id, j.job_name, j.user_id, j.user_role, j.user_email, j.attempt_seq,
                   j.request_body, jobrunner._stored_size(j.request_body) AS body_size,
-                  GREATEST(j.created_at, j.next_run_at) AS due_at
+                  GREATEST(j.created_at, j.next_run_at) AS due_at, j.traceparent, j.tracestate
     ), logged AS (
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
         SELECT u.id, u.attempt_seq, 'info', 'started attempt ' || u.attempt_seq FROM upd u
@@ -286,7 +287,7 @@ BEGIN
     )
     SELECT u.id, u.job_name, u.user_id, u.user_role, u.user_email, u.attempt_seq,
            CASE WHEN u.body_size <= _readable THEN COALESCE(u.request_body::text, '{}') END,
-           u.body_size, c.url, c.headers, c.timeout_ms, u.due_at
+           u.body_size, c.url, c.headers, c.timeout_ms, u.due_at, u.traceparent, u.tracestate
       FROM upd u
       JOIN cfg c ON c.job_name = u.job_name;
 END;

@@ -59,7 +59,9 @@ CREATE TABLE jobrunner.job (
     response         jsonb,
     attempt_seq      int         NOT NULL DEFAULT 0,
     due              boolean     NOT NULL DEFAULT true,
-    sending_attempt  int
+    sending_attempt  int,
+    traceparent      text,
+    tracestate       text
 ) WITH (fillfactor = 70);
 COMMENT ON TABLE jobrunner.job IS
     'one row per job; users read their own rows; only the extension''s functions write';
@@ -71,6 +73,10 @@ COMMENT ON COLUMN jobrunner.job.due IS
     'pending and its next_run_at has come (as of the worker''s last look): only due jobs are claimed';
 COMMENT ON COLUMN jobrunner.job.sending_attempt IS
     'attempt whose request is still on the wire, if any: the job holds its slot and is not sent again until that request has ended';
+COMMENT ON COLUMN jobrunner.job.traceparent IS
+    'W3C trace context of the request that queued the job (explicit, or PostgREST''s request.headers): every attempt is sent in that trace, with a span id of its own';
+COMMENT ON COLUMN jobrunner.job.tracestate IS
+    'W3C tracestate sent with traceparent';
 COMMENT ON COLUMN jobrunner.job.acked_at IS
     'callback completion: when the endpoint acknowledged the current attempt';
 COMMENT ON COLUMN jobrunner.job.lease_expires_at IS

@@ -6,7 +6,9 @@
 ALTER TABLE jobrunner.job
     ADD COLUMN attempt_seq int NOT NULL DEFAULT 0,
     ADD COLUMN due boolean NOT NULL DEFAULT true,
-    ADD COLUMN sending_attempt int;
+    ADD COLUMN sending_attempt int,
+    ADD COLUMN traceparent text,
+    ADD COLUMN tracestate text;
 -- Jobs that may be attempted again continue their numbering; completed ones
 -- keep 0 (nothing fences them any more), so history is not rewritten.
 UPDATE jobrunner.job j
@@ -33,6 +35,10 @@ COMMENT ON COLUMN jobrunner.job.due IS
     'pending and its next_run_at has come (as of the worker''s last look): only due jobs are claimed';
 COMMENT ON COLUMN jobrunner.job.sending_attempt IS
     'attempt whose request is still on the wire, if any: the job holds its slot and is not sent again until that request has ended';
+COMMENT ON COLUMN jobrunner.job.traceparent IS
+    'W3C trace context of the request that queued the job (explicit, or PostgREST''s request.headers): every attempt is sent in that trace, with a span id of its own';
+COMMENT ON COLUMN jobrunner.job.tracestate IS
+    'W3C tracestate sent with traceparent';
 
 -- Functions whose signature or result changes: dropped here, created anew
 -- by the replayed files. The policies use _caller and come back with them.
@@ -45,6 +51,8 @@ DROP FUNCTION jobrunner._purge(interval, int);
 DROP FUNCTION jobrunner.worker_status();
 DROP FUNCTION jobrunner._lock_job_for_caller(uuid);
 DROP FUNCTION jobrunner._recover(bigint);
+DROP FUNCTION jobrunner.queue_job(text, jsonb, int, timestamptz, text, text, int);
+DROP FUNCTION jobrunner._enqueue(uuid, text, text, text, jsonb, int, timestamptz, text, text, int);
 
 -- Where this queue dispatches from (see tables.sql); recorded by
 -- sql/functions/backup.sql for a database that has none yet.

@@ -7,6 +7,10 @@
 #include "core/text_checks.hpp"
 #include "core/utf8.hpp"
 
+#include <openssl/evp.h>
+
+#include <stdexcept>
+
 namespace jobrunner {
 
 // Slack between an attempt's timeout and its token's expiry.
@@ -15,6 +19,8 @@ constexpr std::int64_t kTokenSlackS = 60;
 constexpr long kConnectTimeoutMs = 10000;
 // How much of an error response body is kept in last_error.
 constexpr std::size_t kErrorBodyBytes = 200;
+// "00-" + 32 hex + "-" + 16 hex + "-" + 2 hex.
+constexpr std::size_t kTraceparentChars = 55;
 
 namespace {
 
@@ -31,6 +37,28 @@ UserClaims claims_for(const ClaimedJob &job, std::string_view system_role) {
     claims.jti = job.id + "/" + std::to_string(job.attempt);
     claims.job = JobClaim{job.id, job.job_name, job.attempt};
     return claims;
+}
+
+// A span id of the attempt's own: the first 8 bytes of
+// SHA-256("<job id>/<attempt>"), in hex. Attempt numbers never repeat for a
+// job, so every attempt is a distinct span of the trace it was queued in.
+std::string attempt_span_id(const ClaimedJob &job) {
+    const std::string key = job.id + "/" + std::to_string(job.attempt);
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    if (!EVP_Digest(key.data(), key.size(), digest, &length, EVP_sha256(), nullptr)) {
+        throw std::runtime_error("SHA-256 of the attempt failed");
+    }
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string span;
+    bool all_zero = true;
+    for (int i = 0; i < 8; ++i) {
+        span.push_back(kHex[digest[i] >> 4]);
+        span.push_back(kHex[digest[i] & 0x0F]);
+        all_zero = all_zero && digest[i] == 0;
+    }
+    if (all_zero) span.back() = '1';  // an all-zero span id is invalid
+    return span;
 }
 
 }  // namespace
@@ -86,6 +114,15 @@ std::optional<std::string> build_request(const ClaimedJob &job, const MintContex
     out.headers.emplace_back("X-Job-Name: " + job.job_name);
     out.headers.emplace_back("X-Job-Attempt: " + std::to_string(job.attempt));
     out.headers.emplace_back("Idempotency-Key: " + job.id);
+    // The queueing request's trace (version-traceid-parentid-flags, checked
+    // at enqueue), continued by a span of this attempt.
+    if (job.traceparent && job.traceparent->size() == kTraceparentChars) {
+        out.headers.emplace_back("traceparent: 00-" + job.traceparent->substr(3, 32) + "-" +
+                                 attempt_span_id(job) + "-" + job.traceparent->substr(53, 2));
+        if (job.tracestate && is_safe_header_value(*job.tracestate)) {
+            out.headers.emplace_back("tracestate: " + *job.tracestate);
+        }
+    }
     for (const std::string &h : job.headers) out.headers.push_back(h);
     return std::nullopt;
 }

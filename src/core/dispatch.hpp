@@ -31,6 +31,9 @@ struct ClaimedJob {
     std::optional<std::string> url;    // nullopt: no url and no base_url
     std::vector<std::string> headers;  // job_config headers, "Name: value"
     std::int64_t timeout_ms = 300000;
+    // The W3C trace the job was queued in (validated at enqueue), if any.
+    std::optional<std::string> traceparent;
+    std::optional<std::string> tracestate;
 };
 
 // What an attempt came to, as the worker records it.

@@ -16,6 +16,7 @@ and prioritised jobs; wake-up at commit; rollback; worker_status().
 
 import base64
 import collections
+import json
 import time
 import unittest
 import uuid
@@ -144,6 +145,43 @@ class Delivery(DeliveryCase):
         odd = [r["messages"] for r in logs
                if r["messages"] != ["created", "started attempt 1", "completed with status 200"]]
         self.assertEqual(odd[:3], [], "%d jobs with other logs" % len(odd))
+
+    def test_every_attempt_continues_the_queueing_requests_trace(self):
+        """A job queued during a PostgREST request whose headers carry a W3C
+        traceparent is sent, attempt after attempt, in that trace: same trace
+        id and flags, a span id of each attempt's own, tracestate passed on."""
+        name = self.job_name("trace", "/flaky?fail=1", retry_backoff="50 ms", max_retries=2)
+        owner = user(1)
+        trace_id = "0af7651916cd43dd8448eb211c80319c"
+        headers = {"accept": "application/json", "tracestate": "rojo=00f067aa0ba902b7",
+                   "traceparent": "00-%s-b7ad6b7169203331-01" % trace_id}
+        # As PostgREST serves a request: login authenticator, the user's
+        # role and claims, the request's headers, all local to the request.
+        tx = harness.connect(user="authenticator", autocommit=False)
+        self.addCleanup(tx.close)
+        with tx.cursor() as cur:
+            cur.execute("SET LOCAL ROLE authenticated")
+            cur.execute("SELECT set_config('request.jwt.claims', %s, true), "
+                        "set_config('request.headers', %s, true)",
+                        (json.dumps({"sub": owner[0], "role": "authenticated"}), json.dumps(headers)))
+            cur.execute("SELECT jobrunner.queue_job(%s, '{}')::text", (name,))
+            jid = cur.fetchone()[0]
+        tx.commit()
+        wait_job_state(self.db, jid, "completed")
+        sent = self.sent(jid)
+        self.assertEqual([r.attempt for r in sent], [1, 2])
+        parents = [r.header("traceparent") for r in sent]
+        for value in parents:
+            self.assertRegex(value, r"^00-%s-[0-9a-f]{16}-01$" % trace_id)
+            self.assertNotIn(value.split("-")[2], ("b7ad6b7169203331", "0" * 16))
+        self.assertNotEqual(parents[0].split("-")[2], parents[1].split("-")[2],
+                            "each attempt is a span of its own")
+        self.assertEqual([r.header("tracestate") for r in sent], ["rojo=00f067aa0ba902b7"] * 2)
+        # Without a trace, no trace headers.
+        plain = self.queue(name, owner)
+        wait_job_state(self.db, plain, "completed")
+        self.assertEqual({r.header("traceparent") for r in self.sent(plain)}, {None})
+        self.ep.assert_no_violations()
 
     def test_system_job_token_has_no_sub_and_the_system_role(self):
         name = self.job_name("system", "/ok")

@@ -163,3 +163,45 @@ SELECT jobrunner.queue_job('q.mail', _idempotency_key => 'order-1') NOT IN (:'i1
 
 RESET request.jwt.claims;
 DROP ROLE regress_jr_mallory;
+
+------------------------------------------------------------------------------
+-- Trace context: an explicit traceparent (checked), else the one PostgREST
+-- put in request.headers (a malformed one ignored), else none.
+------------------------------------------------------------------------------
+SET request.jwt.claims = '{"sub": "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa", "role": "authenticated"}';
+-- The trace a job queued with these request.headers (NULL: unset) and
+-- explicit arguments carries.
+CREATE FUNCTION pg_temp.trace_of(_headers text, _traceparent text DEFAULT NULL, _tracestate text DEFAULT NULL)
+    RETURNS TABLE (traceparent text, tracestate text) LANGUAGE plpgsql AS $$
+DECLARE
+    _id uuid;
+BEGIN
+    PERFORM set_config('request.headers', COALESCE(_headers, ''), true);
+    _id := jobrunner.queue_job('q.mail', _traceparent => _traceparent, _tracestate => _tracestate);
+    RETURN QUERY SELECT j.traceparent, j.tracestate FROM jobrunner.job j WHERE j.id = _id;
+END $$;
+\set tp '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
+\set hdr '{"accept": "*/*", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00", "tracestate": "rojo=00f067aa0ba902b7"}'
+SELECT * FROM pg_temp.trace_of(NULL, :'tp', 'congo=t61rcWkgMzE') AS explicit;
+SELECT * FROM pg_temp.trace_of(:'hdr') AS from_request_headers;
+SELECT * FROM pg_temp.trace_of(:'hdr', :'tp') AS explicit_wins;
+SELECT * FROM pg_temp.trace_of(NULL) AS none;
+-- Malformed headers queue the job without a trace; a tracestate that could
+-- not be a header is dropped and the traceparent kept.
+SELECT left(h, 60) AS request_headers, t.*
+  FROM unnest(ARRAY['not json', '[1]', '{"traceparent": "00-XYZ-1-01"}',
+                    '{"traceparent": "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}',
+                    '{"traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-01"}',
+                    '{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"}',
+                    '{"traceparent": 42}',
+                    '{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "a=1\r\nX-Evil: 1"}',
+                    '{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "' || repeat('x', 513) || '"}'
+                   ]) AS h,
+       pg_temp.trace_of(h) t;
+-- An explicit value is checked and named.
+SELECT regress.err($$SELECT jobrunner.queue_job('q.mail', _traceparent => '00-abc-def-01')$$) AS bad_traceparent;
+SELECT regress.err($$SELECT jobrunner.queue_job('q.mail', _traceparent => upper('00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'))$$) AS uppercase;
+SELECT regress.err($$SELECT jobrunner.queue_job('q.mail', _tracestate => 'a=1')$$) AS tracestate_alone;
+-- job_config cannot set the trace headers itself.
+SELECT regress.err($$UPDATE jobrunner.job_config SET headers = '{"traceparent": "x"}' WHERE job_name = 'q.mail'$$) AS config_traceparent;
+RESET request.jwt.claims;

@@ -78,6 +78,53 @@ TEST(DispatchTest, RequestCarriesContractHeadersInOrder) {
     EXPECT_LE(r.connect_timeout_ms, r.timeout_ms);
 }
 
+TEST(DispatchTest, NoTraceContextNoTraceHeaders) {
+    HttpRequest r;
+    ASSERT_FALSE(build_request(user_job(), mint(), 1, r).has_value());
+    EXPECT_EQ(header(r, "traceparent"), "");
+    EXPECT_EQ(header(r, "tracestate"), "");
+}
+
+TEST(DispatchTest, EachAttemptIsASpanOfTheQueueingTrace) {
+    ClaimedJob j = user_job();
+    j.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    j.tracestate = "vendor=abc,other=1";
+    HttpRequest first, again, second;
+    ASSERT_FALSE(build_request(j, mint(), 1, first).has_value());
+    ASSERT_FALSE(build_request(j, mint(), 2, again).has_value());
+    j.attempt = 4;
+    ASSERT_FALSE(build_request(j, mint(), 3, second).has_value());
+    const std::string a = header(first, "traceparent"), b = header(second, "traceparent");
+    ASSERT_EQ(a.size(), 55u);
+    // Same trace id and flags; a span id of each attempt's own, stable for
+    // the attempt, never the caller's parent id, never all zeros.
+    EXPECT_EQ(a.substr(0, 36), "00-4bf92f3577b34da6a3ce929d0e0e4736-");
+    EXPECT_EQ(a.substr(52), "-01");
+    EXPECT_EQ(b.substr(0, 36), a.substr(0, 36));
+    EXPECT_EQ(header(again, "traceparent"), a);
+    EXPECT_NE(a.substr(36, 16), b.substr(36, 16));
+    EXPECT_NE(a.substr(36, 16), "00f067aa0ba902b7");
+    EXPECT_NE(a.substr(36, 16), std::string(16, '0'));
+    EXPECT_EQ(a.substr(36, 16).find_first_not_of("0123456789abcdef"), std::string::npos);
+    EXPECT_EQ(header(first, "tracestate"), "vendor=abc,other=1");
+}
+
+TEST(DispatchTest, MalformedTraceContextIsNotSent) {
+    ClaimedJob j = user_job();
+    j.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";  // no flags
+    j.tracestate = "a=1";
+    HttpRequest r;
+    ASSERT_FALSE(build_request(j, mint(), 1, r).has_value());
+    EXPECT_EQ(header(r, "traceparent"), "");
+    EXPECT_EQ(header(r, "tracestate"), "");
+    j.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    j.tracestate = "a=1\r\nX-Injected: yes";
+    ASSERT_FALSE(build_request(j, mint(), 2, r).has_value());
+    EXPECT_NE(header(r, "traceparent"), "");
+    EXPECT_EQ(header(r, "tracestate"), "");
+    EXPECT_EQ(header(r, "X-Injected"), "");
+}
+
 TEST(DispatchTest, TokenIsForTheJobsUserAndExpiresWithTheAttempt) {
     HttpRequest r;
     ASSERT_FALSE(build_request(user_job(), mint(), 1, r).has_value());
