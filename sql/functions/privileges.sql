@@ -26,6 +26,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobrunner FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     jobrunner.queue_job(text, jsonb, int, timestamptz, text, text, int, text, text),
     jobrunner.dequeue_job(uuid),
+    jobrunner.cancel_job(uuid),
     jobrunner.retry_job(uuid),
     jobrunner.complete_job(uuid, jsonb, int),
     jobrunner.fail_job(uuid, text, boolean, int),

@@ -212,6 +212,49 @@ $$;
 COMMENT ON FUNCTION jobrunner.dequeue_job(uuid) IS
     'cancel the caller''s job if it is still pending; false if it was already claimed or finished';
 
+CREATE OR REPLACE FUNCTION jobrunner._cancel_at_commit(_job_id uuid, _attempt int) RETURNS void
+    LANGUAGE c VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'jobrunner_cancel_at_commit';
+COMMENT ON FUNCTION jobrunner._cancel_at_commit(uuid, int) IS
+    'internal: have the worker abort this attempt''s request once the current transaction commits';
+
+-- public API
+-- A pending job is canceled as by dequeue_job. A running one is canceled
+-- too, and once this transaction commits the worker aborts its request in
+-- flight (the endpoint sees the connection close). Its request still holds
+-- the job's slot until it has ended (sending_attempt); whatever answer
+-- comes late changes nothing. An acknowledged callback job has no request
+-- left: it is canceled, and its endpoint's complete_job returns false.
+CREATE OR REPLACE FUNCTION jobrunner.cancel_job(_job_id uuid) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    _job jobrunner.job := jobrunner._lock_job_for_caller(_job_id, ARRAY['pending', 'running']);
+BEGIN
+    IF _job.state NOT IN ('pending', 'running') THEN
+        RETURN false;
+    END IF;
+    UPDATE jobrunner.job j
+       SET state = 'canceled', finished_at = now(), updated_at = now(), locked_at = NULL,
+           acked_at = NULL, lease_expires_at = NULL,
+           locked_by = CASE WHEN j.sending_attempt IS NULL THEN NULL ELSE j.locked_by END
+     WHERE j.id = _job_id;
+    INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
+    VALUES (_job_id, _job.attempt_seq, 'info',
+            CASE WHEN _job.state = 'running'
+                 THEN pg_catalog.format('canceled while attempt %s was running', _job.attempt_seq)
+                 ELSE 'canceled' END);
+    IF _job.sending_attempt IS NOT NULL THEN
+        PERFORM jobrunner._cancel_at_commit(_job_id, _job.sending_attempt);
+    END IF;
+    RETURN true;
+END;
+$$;
+COMMENT ON FUNCTION jobrunner.cancel_job(uuid) IS
+    'cancel the caller''s job, pending or running: a request in flight is aborted once the transaction commits';
+
 -- public API
 CREATE OR REPLACE FUNCTION jobrunner.retry_job(_job_id uuid) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER

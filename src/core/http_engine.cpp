@@ -358,6 +358,7 @@ struct HttpEngine::Impl {
     void fail_now(std::unique_ptr<Transfer> t, std::string error);
     void complete(CURL *easy, CURLcode code);
     void harvest();
+    bool cancel(std::uint64_t tag);
     void abort_all();
 };
 
@@ -601,6 +602,27 @@ void HttpEngine::Impl::harvest() {
     }
 }
 
+// Ends one transfer now, closing its connection; its result says so.
+bool HttpEngine::Impl::cancel(std::uint64_t tag) {
+    for (auto it = live.begin(); it != live.end(); ++it) {
+        if (it->second->result.tag != tag) continue;
+        std::unique_ptr<Transfer> t = std::move(it->second);
+        live.erase(it);
+        HttpResult r = std::move(t->result);
+        r.status = 0;
+        r.error = r.error_detail = kCanceled;
+        r.body.clear();
+        r.body_truncated = false;
+        r.duration_ms = elapsed_ms(t->started);
+        detach(*t);
+        t.reset();
+        sync_timer();
+        finished.push_back(std::move(r));
+        return true;
+    }
+    return false;
+}
+
 // Removes every transfer without producing results.
 void HttpEngine::Impl::abort_all() {
     for (auto &entry : live) detach(*entry.second);
@@ -715,6 +737,8 @@ void HttpEngine::set_max_connections(std::size_t n) {
 }
 
 // Drops in-flight transfers (shutdown); results already finished are kept.
+bool HttpEngine::cancel(std::uint64_t tag) { return impl_->cancel(tag); }
+
 void HttpEngine::abort_all() { impl_->abort_all(); }
 
 }  // namespace jobrunner

@@ -61,6 +61,9 @@ struct HttpResult {
     double duration_ms = 0;
 };
 
+// The error of a transfer ended by cancel().
+inline constexpr const char *kCanceled = "canceled";
+
 class HttpEngine {
 public:
     // max_body_bytes: response bytes kept per request; the rest is discarded
@@ -96,6 +99,12 @@ public:
     // follows the number of running transfers, so a queue that drains
     // closes most of them, and the next burst pays for new connections).
     void set_max_connections(std::size_t n);
+
+    // Ends the transfer with this tag at once (its connection closes, so
+    // the endpoint sees the request go away); its result, status 0 and error
+    // kCanceled, comes through take_finished(). False when no transfer has
+    // the tag (it finished already).
+    bool cancel(std::uint64_t tag);
 
     // Drops every transfer without results (used at shutdown).
     void abort_all();

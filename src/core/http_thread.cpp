@@ -85,6 +85,14 @@ void HttpThread::submit(std::vector<HttpRequest> &batch) {
     signal_fd(wake_fd_);
 }
 
+void HttpThread::cancel(std::uint64_t tag) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        cancels_.push_back(tag);
+    }
+    signal_fd(wake_fd_);
+}
+
 void HttpThread::set_max_active(std::size_t n) {
     n = std::max<std::size_t>(1, n);
     if (max_active_.exchange(n) != n) signal_fd(wake_fd_);  // a raised cap starts waiting ones
@@ -101,6 +109,7 @@ void HttpThread::take_finished(std::vector<HttpResult> &out) {
 // drive the engine; publish what finished.
 void HttpThread::run() {
     std::vector<HttpRequest> taken;
+    std::vector<std::uint64_t> cancels;
     std::vector<HttpResult> done;
     std::size_t connections_for = 0;  // the cap the connection cache was sized for
     while (!stopping_.load()) {
@@ -111,9 +120,25 @@ void HttpThread::run() {
             drain_fd(wake_fd_);
             std::lock_guard<std::mutex> lock(mutex_);
             taken.swap(incoming_);
+            cancels.swap(cancels_);
         }
         for (HttpRequest &r : taken) waiting_.push_back(std::move(r));
         taken.clear();
+        // A canceled request still waiting for a slot never starts.
+        for (std::uint64_t tag : cancels) {
+            auto it = std::find_if(waiting_.begin(), waiting_.end(),
+                                   [tag](const HttpRequest &r) { return r.tag == tag; });
+            if (it == waiting_.end()) {
+                engine_.cancel(tag);
+                continue;
+            }
+            HttpResult r;
+            r.tag = tag;
+            r.error = r.error_detail = kCanceled;
+            waiting_.erase(it);
+            done.push_back(std::move(r));
+        }
+        cancels.clear();
         // Finished transfers free slots for waiting ones, which start in the
         // same turn. Results are handed over on every pass, not once the
         // waiting ones have all started: the worker records and claims while

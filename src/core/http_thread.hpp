@@ -55,6 +55,11 @@ public:
     // Moves finished transfers into out (appends) and re-arms fd().
     void take_finished(std::vector<HttpResult> &out);
 
+    // Ends the transfer with this tag, running or waiting for a slot: its
+    // result (error kCanceled) comes through take_finished(). Nothing
+    // happens when it has finished already.
+    void cancel(std::uint64_t tag);
+
     // Drops every transfer without results and stops the thread.
     void stop();
 
@@ -69,9 +74,10 @@ private:
     int wake_fd_ = -1;  // main -> HTTP thread: new requests or stop
     int done_fd_ = -1;  // HTTP thread -> main: results ready
     std::mutex mutex_;
-    std::vector<HttpRequest> incoming_;  // guarded by mutex_
-    std::vector<HttpResult> finished_;   // guarded by mutex_
-    std::deque<HttpRequest> waiting_;    // HTTP thread only: not started yet
+    std::vector<HttpRequest> incoming_;   // guarded by mutex_
+    std::vector<std::uint64_t> cancels_;  // guarded by mutex_
+    std::vector<HttpResult> finished_;    // guarded by mutex_
+    std::deque<HttpRequest> waiting_;     // HTTP thread only: not started yet
     std::atomic<std::size_t> max_active_{256};
     std::atomic<std::size_t> active_{0};
     std::atomic<bool> stopping_{false};

@@ -90,6 +90,7 @@ void release_slot(int i) {
     slot.worker_pid = 0;
     slot.paused_reason[0] = '\0';
     slot.pause_cause = PauseCause::none;
+    slot.cancel_count = 0;
     SpinLockRelease(&slot.mutex);
     SpinLockAcquire(&state->mutex);
     state->database_oid[i] = InvalidOid;
@@ -127,6 +128,33 @@ void wake_worker() {
     Latch *latch = slot->worker_latch;
     SpinLockRelease(&slot->mutex);
     if (latch != nullptr) SetLatch(latch);
+}
+
+bool request_cancel(const char *job_id, int32 attempt) {
+    DispatcherSlot *slot = slot_for_database(MyDatabaseId);
+    if (slot == nullptr) return false;
+    bool queued = false;
+    SpinLockAcquire(&slot->mutex);
+    if (slot->cancel_count < kMaxPendingCancels) {
+        strlcpy(slot->cancel_job_id[slot->cancel_count], job_id, kJobIdChars);
+        slot->cancel_attempt[slot->cancel_count] = attempt;
+        slot->cancel_count++;
+        queued = true;
+    }
+    Latch *latch = slot->worker_latch;
+    SpinLockRelease(&slot->mutex);
+    if (latch != nullptr) SetLatch(latch);
+    return queued;
+}
+
+int take_cancels(DispatcherSlot *slot, char (*ids)[kJobIdChars], int32 *attempts) {
+    SpinLockAcquire(&slot->mutex);
+    int n = slot->cancel_count;
+    memcpy(ids, slot->cancel_job_id, sizeof(slot->cancel_job_id[0]) * n);
+    memcpy(attempts, slot->cancel_attempt, sizeof(slot->cancel_attempt[0]) * n);
+    slot->cancel_count = 0;
+    SpinLockRelease(&slot->mutex);
+    return n;
 }
 
 void wake_launcher() {

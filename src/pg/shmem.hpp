@@ -20,15 +20,28 @@ constexpr int kMaxDispatchers = 32;
 // in paused_reason).
 enum class PauseCause : int { none, read_only, other_version, copied_queue };
 
+// Attempts canceled while their request ran that a dispatcher has yet to
+// abort; more at once are not aborted (their requests run to their end, and
+// the job stays canceled).
+constexpr int kMaxPendingCancels = 64;
+
+// A job id as text, "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" and its NUL.
+constexpr int kJobIdChars = 37;
+
 // One database's dispatcher.
 struct DispatcherSlot {
-    slock_t mutex;        // guards the fields up to pause_cause
+    slock_t mutex;        // guards the fields up to cancel_count
     Latch *worker_latch;  // set while its dispatcher runs
     pid_t worker_pid;
     TimestampTz started_at;
     TimestampTz last_loop_at;
     char paused_reason[160];  // why it does not dispatch; "" while it does
     PauseCause pause_cause;
+    // cancel_job committed for these attempts: the dispatcher aborts their
+    // requests (cancel_count of them are set).
+    char cancel_job_id[kMaxPendingCancels][kJobIdChars];
+    int32 cancel_attempt[kMaxPendingCancels];
+    int cancel_count;
     pg_atomic_uint32 wake_pending;  // 1: a commit asked for a look at the queue
     pg_atomic_uint32 in_flight;
     pg_atomic_uint64 dispatched;
@@ -77,5 +90,14 @@ void wake_worker();
 
 // Wakes the launcher: the set of databases to serve may have changed.
 void wake_launcher();
+
+// Asks this database's dispatcher to abort the request of this attempt of
+// this job (cancel_job committed); false when none serves it or too many
+// wait already.
+bool request_cancel(const char *job_id, int32 attempt);
+
+// Moves the slot's pending cancels into ids and attempts (room for
+// kMaxPendingCancels); how many.
+int take_cancels(DispatcherSlot *slot, char (*ids)[kJobIdChars], int32 *attempts);
 
 }  // namespace jobrunner

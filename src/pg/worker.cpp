@@ -200,6 +200,7 @@ private:
     void pause(Pause cause, const std::string &reason);
     void resume(Pause cause, const char *log_line);
     void harvest();
+    void abort_canceled();
     void log_failure_detail(const std::string &job_name, const Outcome &outcome);
     bool ready_to_claim() const;
     // Jobs held at once: jobrunner.max_in_flight on the wire and as many
@@ -413,9 +414,14 @@ void Dispatcher::harvest() {
         if (it == held_.end()) continue;
         const ClaimedJob &job = it->second.job;
         outcomes_.push_back(outcome_from_result(job, r));
-        log_failure_detail(job.job_name, outcomes_.back());
-        (r.status >= 200 && r.status <= 299 ? ok : bad)++;
-        if (JobNameMetrics *m = metrics(job.job_name)) {
+        // An aborted request (cancel_job) is neither an outcome of the
+        // endpoint's nor a failure to report: it only gives the slot back.
+        const bool aborted = r.status == 0 && r.error == kCanceled;
+        if (!aborted) {
+            log_failure_detail(job.job_name, outcomes_.back());
+            (r.status >= 200 && r.status <= 299 ? ok : bad)++;
+        }
+        if (JobNameMetrics *m = aborted ? nullptr : metrics(job.job_name)) {
             count_outcome(m, r.status);
             observe(m->duration, static_cast<int64>(r.duration_ms * 1000.0));
             std::int64_t started = it->second.started_us->load(std::memory_order_relaxed);
@@ -427,6 +433,24 @@ void Dispatcher::harvest() {
     }
     pg_atomic_fetch_add_u64(&my_slot->completed, ok);
     pg_atomic_fetch_add_u64(&my_slot->failed, bad);
+}
+
+// Aborts the requests of attempts whose job cancel_job canceled (the
+// endpoint sees the connection close); their outcomes, error "canceled",
+// only give the jobs' slots back. Attempts that finished meanwhile are not
+// held any more and are skipped.
+void Dispatcher::abort_canceled() {
+    char ids[kMaxPendingCancels][kJobIdChars];
+    int32 attempts[kMaxPendingCancels];
+    int n = take_cancels(my_slot, ids, attempts);
+    for (int i = 0; i < n; i++) {
+        for (const auto &[tag, held] : held_) {
+            if (held.job.attempt == attempts[i] && held.job.id == ids[i]) {
+                http_.cancel(tag);
+                break;
+            }
+        }
+    }
 }
 
 // Starts an attempt for every claimed job; jobs that cannot be sent become
@@ -689,6 +713,7 @@ void Dispatcher::run() {
         TimestampTz now = GetCurrentTimestamp();
         publish_figures(now);
         http_.set_max_active(static_cast<std::size_t>(guc_max_in_flight));
+        abort_canceled();
         harvest();
         step(now);
         harvest();

@@ -183,6 +183,44 @@ class Delivery(DeliveryCase):
         self.assertEqual({r.header("traceparent") for r in self.sent(plain)}, {None})
         self.ep.assert_no_violations()
 
+    def test_cancel_job_aborts_the_request_in_flight(self):
+        """cancel_job by the job's user (through PostgREST) on a running job:
+        the endpoint sees the connection close at once, the job ends
+        canceled and stays so, and its slot goes to the user's next job."""
+        name = self.job_name("cancel", "/hold?ms=30000", concurrency_limit=1, max_retries=2)
+        owner = user(1)
+        first = self.queue(name, owner)
+        second = self.queue(name, owner)
+        self.ep.wait_for_current(1, job_name=name)
+        [held] = self.sent(first)
+        tx = harness.connect(user="authenticator", autocommit=False)
+        self.addCleanup(tx.close)
+        with tx.cursor() as cur:
+            cur.execute("SET LOCAL ROLE authenticated")
+            cur.execute("SELECT set_config('request.jwt.claims', %s, true)",
+                        (json.dumps({"sub": owner[0], "role": "authenticated"}),))
+            cur.execute("SELECT jobrunner.cancel_job(%s)", (first,))
+            self.assertTrue(cur.fetchone()[0])
+            # Not before the cancel commits.
+            time.sleep(0.3)
+            self.assertFalse(held.client_gone, "aborted before the cancel committed")
+        canceled_at = time.monotonic()
+        tx.commit()
+        wait_for(lambda: held.client_gone, 3, 0.02, "the endpoint's request was not aborted")
+        self.assertLess(time.monotonic() - canceled_at, 2.0)
+        # The slot is given back: the user's next job goes out; the canceled
+        # one is never sent again.
+        wait_for(lambda: self.sent(second), 5, 0.02, "the next job was not sent")
+        row = harness.job(self.db, first)
+        self.assertEqual((row["state"], row["sending_attempt"]), ("canceled", None))
+        self.ep.release()
+        wait_job_state(self.db, second, "completed")
+        self.assertEqual(len(self.sent(first)), 1)
+        self.assertEqual(harness.job(self.db, first)["state"], "canceled")
+        logs = [r["log_message"] for r in harness.job_logs(self.db, first)]
+        self.assertIn("canceled while attempt 1 was running", logs)
+        self.assertFalse([m for m in logs if m.startswith(("completed", "attempt"))], logs)
+
     def test_system_job_token_has_no_sub_and_the_system_role(self):
         name = self.job_name("system", "/ok")
         default_role = scalar(self.db, "SHOW jobrunner.system_role")

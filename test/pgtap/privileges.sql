@@ -45,7 +45,7 @@ SELECT set_eq(
     $$SELECT p.proname::text FROM pg_proc p
        WHERE p.pronamespace = 'jobrunner'::regnamespace AND p.proname NOT LIKE '\_%'
          AND has_function_privilege('authenticated', p.oid, 'EXECUTE')$$,
-    ARRAY['queue_job', 'dequeue_job', 'retry_job', 'complete_job', 'fail_job', 'sign_jwt', 'worker_status',
+    ARRAY['queue_job', 'dequeue_job', 'cancel_job', 'retry_job', 'complete_job', 'fail_job', 'sign_jwt', 'worker_status',
           'explain_job', 'resume_dispatch', 'retry_jobs'],
     'public functions authenticated may execute (resume_dispatch and retry_jobs check for an admin themselves)');
 

@@ -68,8 +68,8 @@ SELECT * FROM pg_temp.explain(:'o1');
 -- found, as for every other function), not an untrusted login claiming to
 -- be her.
 SET request.jwt.claims = '{"sub": "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa", "role": "authenticated"}';
-SET SESSION AUTHORIZATION authenticator;
-SET ROLE authenticated;
+SET SESSION AUTHORIZATION regress_authenticator;
+SET ROLE regress_authenticated;
 SELECT count(*) > 0 AS alice_sees_her_reasons FROM jobrunner.explain_job(:'a2');
 SELECT regress.err(format('SELECT * FROM jobrunner.explain_job(%L)', :'b1')) AS bob_job_for_alice;
 RESET ROLE;

@@ -72,6 +72,44 @@ SELECT jobrunner.fail_job(:'j4', NULL) AS failed_attempt;
 SELECT state, last_error FROM jobrunner.job WHERE id = :'j4';
 
 ------------------------------------------------------------------------------
+-- cancel_job: a pending job as dequeue_job would; a running one too, its
+-- request still holding the slot until it ends (the worker aborts it once
+-- the cancel commits); a finished one not.
+------------------------------------------------------------------------------
+SELECT jobrunner.queue_job('sm.task') AS c1 \gset
+SELECT jobrunner.cancel_job(:'c1') AS canceled_pending;
+SELECT * FROM regress.job(:'c1');
+SELECT jobrunner.queue_job('sm.task') AS c2 \gset
+SELECT regress.claim(:'c2') AS attempt;
+SELECT jobrunner.cancel_job(:'c2') AS canceled_running;
+SELECT * FROM regress.job(:'c2');
+SELECT sending_attempt AS request_still_holds_the_slot FROM jobrunner.job WHERE id = :'c2';
+SELECT log_message FROM regress.logs(:'c2') ORDER BY 1;
+-- The aborted request's outcome only gives the slot back; so would a late 200.
+SELECT regress.record(:'c2', 1, 0, 'canceled', NULL) AS logged;
+SELECT state, sending_attempt, response FROM jobrunner.job WHERE id = :'c2';
+SELECT jobrunner.cancel_job(:'c2') AS canceled_again;
+-- An acknowledged callback job has no request on the wire: canceled, and
+-- its endpoint's complete_job is refused.
+INSERT INTO jobrunner.job_config (job_name, url, completion, concurrency_limit)
+VALUES ('sm.cb', 'http://localhost/cb', 'callback', 10);
+SELECT jobrunner.queue_job('sm.cb') AS c3 \gset
+SELECT regress.claim(:'c3') AS attempt;
+SELECT regress.record(:'c3', 1, 202, NULL, NULL) AS acknowledged;
+SELECT jobrunner.cancel_job(:'c3') AS canceled_acked;
+SELECT state, sending_attempt, acked_at FROM jobrunner.job WHERE id = :'c3';
+SELECT jobrunner.complete_job(:'c3') AS completed_after_cancel;
+-- Another user's job, through PostgREST: not found; her own: canceled.
+SELECT jobrunner.queue_job_for('bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 'authenticated', NULL, 'sm.task') AS c4 \gset
+SELECT jobrunner.queue_job('sm.task') AS c5 \gset
+SET SESSION AUTHORIZATION regress_authenticator;
+SET ROLE regress_authenticated;
+SELECT regress.err(format('SELECT jobrunner.cancel_job(%L)', :'c4')) AS cancel_other_users_job;
+SELECT jobrunner.cancel_job(:'c5') AS cancel_own_job;
+RESET ROLE;
+RESET SESSION AUTHORIZATION;
+
+------------------------------------------------------------------------------
 -- Errors: a NULL id, and an id that does not exist (reported like another
 -- user's job: not found).
 ------------------------------------------------------------------------------
@@ -79,7 +117,7 @@ SELECT regress.err($$SELECT jobrunner.dequeue_job(NULL)$$) AS dequeue_null,
        regress.err($$SELECT jobrunner.complete_job(NULL)$$) AS complete_null;
 SELECT f, regress.err(format('SELECT jobrunner.%s(%L%s)', f, '00000000-0000-4000-8000-000000000001',
                              CASE WHEN f = 'fail_job' THEN ', ''x''' ELSE '' END)) AS unknown_id
-  FROM unnest(ARRAY['dequeue_job', 'retry_job', 'complete_job', 'fail_job']) AS f;
+  FROM unnest(ARRAY['dequeue_job', 'cancel_job', 'retry_job', 'complete_job', 'fail_job']) AS f;
 
 -- Every transition above is in job_logs, with its level.
 SELECT log_level, count(*) FROM jobrunner.job_logs GROUP BY 1 ORDER BY 1;

@@ -3,19 +3,29 @@
 -- extension, through --load-extension); a test run on its own needs it run
 -- before: make installcheck REGRESS="test_setup queue".
 \set SHOW_CONTEXT never
+-- PostgREST as the tests play it: login role regress_authenticator
+-- switches to regress_authenticated per request, and begin_test() makes
+-- it the role whose request.jwt.claims are believed. (Left by an earlier
+-- run, they own nothing: that run's database is gone.)
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS regress_authenticator, regress_authenticated;
+RESET client_min_messages;
+CREATE ROLE regress_authenticated NOLOGIN;
+CREATE ROLE regress_authenticator LOGIN NOINHERIT IN ROLE regress_authenticated;
 CREATE SCHEMA regress;
 -- Tests switch to ordinary roles and call these too.
 GRANT USAGE ON SCHEMA regress TO PUBLIC;
 
--- A test starts from an empty queue and no job_config, and shows times in
--- UTC and ISO form (pg_regress's own PGTZ and PGDATESTYLE are overridden for
--- the session).
+-- A test starts from an empty queue and no job_config, shows times in UTC
+-- and ISO form (pg_regress's own PGTZ and PGDATESTYLE are overridden for the
+-- session), and believes the claims regress_authenticator sets.
 CREATE FUNCTION regress.begin_test() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;
     DELETE FROM jobrunner.job_config;
     PERFORM pg_catalog.set_config('datestyle', 'ISO, YMD', false);
     PERFORM pg_catalog.set_config('timezone', 'UTC', false);
+    PERFORM pg_catalog.set_config('jobrunner.trusted_claim_roles', 'regress_authenticator', false);
 END $$;
 
 -- Timestamps and uuids in a message, masked: they differ on every run.

@@ -12,7 +12,9 @@
 
 #include <poll.h>
 
+#include <map>
 #include <set>
+#include <thread>
 
 namespace jobrunner {
 namespace {
@@ -150,6 +152,50 @@ TEST(HttpThreadTest, StopAbandonsSlowRequestsPromptly) {
     http.take_finished(results);
     EXPECT_TRUE(results.empty());
     EXPECT_FALSE(http.failed());
+}
+
+TEST(HttpThreadTest, CancelEndsARunningRequestAndDropsAWaitingOne) {
+    TestServer server;
+    HttpThread http(1 << 16, "pg_jobrunner/test");
+    ASSERT_EQ(http.init_error(), "");
+    http.set_max_active(1);
+    std::vector<HttpRequest> batch;
+    batch.push_back(post_to(server.url("/delay/5000"), 1));
+    batch.push_back(post_to(server.url("/ok"), 2));
+    batch.push_back(post_to(server.url("/ok"), 3));
+    const auto start = Clock::now();
+    http.submit(batch);
+    const auto deadline = start + milliseconds(3000);
+    while (server.accepted() < 1 && Clock::now() < deadline) {
+        std::this_thread::sleep_for(milliseconds(5));
+    }
+    ASSERT_EQ(server.accepted(), 1);
+    http.cancel(3);  // still waiting for the one slot
+    http.cancel(1);  // on the wire
+    std::vector<HttpResult> results;
+    ASSERT_TRUE(collect(http, results, 3, milliseconds(3000)));
+    std::map<std::uint64_t, HttpResult> by_tag;
+    for (HttpResult &r : results) by_tag[r.tag] = std::move(r);
+    EXPECT_EQ(by_tag[1].status, 0);
+    EXPECT_EQ(by_tag[1].error, kCanceled);
+    EXPECT_LT(by_tag[1].duration_ms, 3000.0);
+    EXPECT_EQ(by_tag[2].status, 200);  // took the freed slot
+    EXPECT_EQ(by_tag[3].status, 0);
+    EXPECT_EQ(by_tag[3].error, kCanceled);
+    EXPECT_LT(Clock::now() - start, milliseconds(3000));  // nobody waited for /delay/5000
+    // The endpoint sees the canceled request's connection go away.
+    while (server.closed() < 1 && Clock::now() < start + milliseconds(5000)) {
+        std::this_thread::sleep_for(milliseconds(5));
+    }
+    EXPECT_GE(server.closed(), 1);
+    // A tag that finished already: nothing happens.
+    http.cancel(2);
+    std::vector<HttpRequest> again = posts_to(server.url("/ok"), 1);
+    http.submit(again);
+    std::vector<HttpResult> more;
+    ASSERT_TRUE(collect(http, more, 1));
+    EXPECT_EQ(more.size(), 1u);
+    EXPECT_EQ(more[0].status, 200);
 }
 
 }  // namespace
