@@ -221,6 +221,24 @@ class Delivery(DeliveryCase):
         self.assertIn("canceled while attempt 1 was running", logs)
         self.assertFalse([m for m in logs if m.startswith(("completed", "attempt"))], logs)
 
+    def test_a_cancel_rolled_back_to_a_savepoint_aborts_nothing(self):
+        name = self.job_name("cancelsp", "/hold?ms=30000", concurrency_limit=1)
+        jid = self.queue(name, user(1))
+        self.ep.wait_for_current(1, job_name=name)
+        [held] = self.sent(jid)
+        tx = harness.connect(autocommit=False)
+        self.addCleanup(tx.close)
+        with tx.cursor() as cur:
+            cur.execute("SAVEPOINT before_cancel")
+            cur.execute("SELECT jobrunner.cancel_job(%s)", (jid,))
+            cur.execute("ROLLBACK TO SAVEPOINT before_cancel")
+        tx.commit()
+        harness.wait_worker_loops(self.db, 3)
+        self.assertFalse(held.client_gone, "a rolled-back cancel aborted the request")
+        self.assertEqual(harness.job(self.db, jid)["state"], "running")
+        self.ep.release()
+        wait_job_state(self.db, jid, "completed")
+
     def test_system_job_token_has_no_sub_and_the_system_role(self):
         name = self.job_name("system", "/ok")
         default_role = scalar(self.db, "SHOW jobrunner.system_role")
