@@ -4,7 +4,7 @@
 #
 #   bench/run.sh [--jobs N] [--runs R] [--soak-jobs N] [--latency-samples S]
 #                [--scrape-jobs N] [--skip-peers] [--skip-soak] [--skip-scaling]
-#                [--skip-scrape] [--profile] [--keep]
+#                [--skip-scrape] [--peer-grid] [--installed] [--profile] [--keep]
 #
 #   --jobs N             jobs per throughput run (default 10000, 100 users)
 #   --runs R             throughput runs per system; the median is reported (3)
@@ -17,6 +17,10 @@
 #   --skip-soak          no memory soak
 #   --skip-scaling       no scaling curve (jobs/s against users and job names)
 #   --skip-scrape        no timing of the exporter's queries at --scrape-jobs
+#   --peer-grid          run the peers over a grid of settings (the search
+#                        behind the settings in PEER_SETTINGS) instead
+#   --installed          benchmark the pg_jobrunner installed in the
+#                        PostgreSQL tree as it is: no build, no make install
 #   --profile            preload pg_stat_statements (track = all) and write
 #                        the worker's statement profile to results/; it costs
 #                        throughput, so the figures of such a run are not
@@ -57,6 +61,8 @@ SKIP_SCALING=0
 SKIP_SCRAPE=0
 PROFILE=0
 KEEP=0
+PEER_GRID=0
+INSTALLED=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --jobs) JOBS=$2; shift 2 ;;
@@ -68,9 +74,11 @@ while [[ $# -gt 0 ]]; do
     --skip-soak) SKIP_SOAK=1; shift ;;
     --skip-scaling) SKIP_SCALING=1; shift ;;
     --skip-scrape) SKIP_SCRAPE=1; shift ;;
+    --peer-grid) PEER_GRID=1; shift ;;
+    --installed) INSTALLED=1; shift ;;
     --profile) PROFILE=1; shift ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -109,10 +117,21 @@ done
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
-# The extension as built from this tree.
-log "installing pg_jobrunner into the PostgreSQL 15 tree"
-make --no-print-directory -s all >/dev/null
-as_root make --no-print-directory -s install >/dev/null
+# The extension as built from this tree, unless --installed.
+LIBRARY=/usr/lib/postgresql/15/lib/pg_jobrunner.so
+if [[ $INSTALLED -eq 1 ]]; then
+  [[ -f $LIBRARY ]] || die "--installed: no $LIBRARY"
+  log "benchmarking the pg_jobrunner installed in the PostgreSQL 15 tree (no build, no install)"
+else
+  log "installing pg_jobrunner into the PostgreSQL 15 tree"
+  make --no-print-directory -s all >/dev/null
+  as_root make --no-print-directory -s install >/dev/null
+fi
+# The library's identity, checked again at the end: if it is replaced while
+# the bench runs, the figures may mix two builds.
+library_stamp() { stat -c '%Y.%y %s' "$LIBRARY"; }
+LIBRARY_STAMP=$(library_stamp)
+LIBRARY_SHA=$(sha256sum "$LIBRARY" | cut -c1-12)
 
 # Node 22 and the peers, into bench/.node (gitignored), from the npm registry.
 PGBOSS_FALLBACK=12.35.0   # newest pg-boss whose dependencies resolved when last checked
@@ -248,6 +267,8 @@ json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')";
   printf '"nginx": %s, ' "$(json_str "$(nginx -v 2>&1 | sed 's/^nginx version: //')")"
   printf '"wrk": %s, ' "$(json_str "$(wrk --version 2>&1 | head -n 1 | awk '{print $1, $2}')")"
   printf '"node": %s, ' "$(json_str "$("$NODE" --version)")"
+  printf '"pg_jobrunner": %s, ' "$(json_str "$(psql_q -At -d bench -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_jobrunner'")")"
+  printf '"library": %s, ' "$(json_str "$LIBRARY_SHA, $(stat -c '%y' "$LIBRARY" | cut -c1-19)$([[ $INSTALLED -eq 1 ]] && echo ', as installed')")"
   printf '"commit": %s}\n' "$(json_str "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)")"
 } > "$RAW/machine.json"
 
@@ -338,21 +359,38 @@ printf '{"claim_record_jobs_per_s": %s, "claim_record_runs": [%s], "batch": 500,
 
 # --- throughput: pg_jobrunner and the peers, interleaved ---------------------------------
 #
-# Round k runs pg_jobrunner once, then each peer once, so that load from
-# elsewhere on a shared machine falls on every system alike; the report
-# takes the median over the rounds.
+# Round k runs pg_jobrunner once, then each peer setting once, so that load
+# from elsewhere on a shared machine falls on every system alike; the report
+# takes the median over the rounds and marks each peer's best setting.
 #
-# Peers: pg-boss with 4 pollers (2 x cores), each fetching a batch of 100 and
-# POSTing the batch concurrently; graphile-worker with 2 x cores jobs at once,
-# and with 64 at once (a setting for handlers that only wait on HTTP); both
-# fetch and complete in batches. See bench/README.md.
+# A setting is "system concurrency batch pool": pg-boss localConcurrency x
+# batchSize (pollers, each fetching and completing a batch), graphile-worker
+# concurrency x localQueue.size (completions batched: completeJobBatchDelay
+# and failJobBatchDelay 0); pool is the connection pool. See bench/README.md.
+# pg-boss documents no best setting: the three below led its grid
+# (--peer-grid; bench/RESULTS.md), within noise of each other, so each run
+# picks its best among them.
+PEER_SETTINGS=(
+  "pgboss 4 100 10"      # 2 x cores pollers, batches of 100
+  "pgboss 4 250 10"
+  "pgboss 2 500 8"
+  "graphile 4 16 10"     # 2 x cores jobs at once
+  "graphile 64 256 66"   # many jobs waiting on HTTP at once
+  "graphile 24 500 25"   # its performance page: concurrentJobs 24, maxPoolSize 25, localQueue 500, batch delays 0
+  "graphile 50 500 51"   # the same batching with 50 jobs at once
+)
+# --peer-grid: the search for each peer's best batch settings, one run per
+# point per round (pg-boss: pollers x batch; graphile-worker: jobs at once x
+# local queue, pool = jobs + 1 as its performance page has it). A first
+# pass also tried pg-boss with 1 poller and batches of 50 or 1,000 (none
+# ahead, on a busier machine); graphile-worker with 200 at once needs more
+# connections than max_connections (200) leaves.
+PEER_GRID_SETTINGS=()
+for c in 2 4 8 16; do for b in 100 250 500; do PEER_GRID_SETTINGS+=("pgboss $c $b $((c + 6))"); done; done
+for c in 24 50 100; do for b in 250 500 1000; do PEER_GRID_SETTINGS+=("graphile $c $b $((c + 1))"); done; done
 PEERS=()
 if [[ $SKIP_PEERS -eq 0 ]]; then
-  PEERS=(
-    "pgboss 4 100 10"
-    "graphile 4 16 10"
-    "graphile 64 256 66"
-  )
+  if [[ $PEER_GRID -eq 1 ]]; then PEERS=("${PEER_GRID_SETTINGS[@]}"); else PEERS=("${PEER_SETTINGS[@]}"); fi
 fi
 
 harness setup-jobrunner --nginx-url "http://127.0.0.1:$NGINX_PORT/bench" \
@@ -367,7 +405,7 @@ for round in $(seq 1 "$RUNS"); do
     harness peer --system "$system" --jobs "$JOBS" --users "$USERS" --runs 1 \
       --concurrency "$conc" --batch "$batch" --pool "$pool" \
       --url "http://127.0.0.1:$NGINX_PORT/bench" --postmaster "$POSTMASTER_PID" --nginx "$NGINX_PID" \
-      > "$RAW/peer_${system}_c${conc}_r$round.json"
+      > "$RAW/peer_${system}_c${conc}_b${batch}_r$round.json"
   done
 done
 if [[ $PROFILE -eq 1 ]]; then
@@ -426,3 +464,7 @@ else
 fi
 harness report --raw "$RAW" --out "$RESULTS/latest.md"
 log "written: bench/results/latest.md, charts bench/results/*.svg (raw figures in bench/results/raw/)"
+if [[ $(library_stamp) != "$LIBRARY_STAMP" ]]; then
+  log "WARNING: $LIBRARY was replaced while the bench ran; these figures may mix two builds: run again"
+  exit 3
+fi

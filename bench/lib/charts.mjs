@@ -18,9 +18,12 @@ const COLORS = { pg_jobrunner: '#1f77b4', 'pg-boss': '#ff7f0e', graphile: '#2ca0
 // The display name and colour of a raw result key.
 function systemOf(key, r) {
   if (key === 'jobrunner') return { name: 'pg_jobrunner', color: COLORS.pg_jobrunner };
-  if (r.system === 'pgboss') return { name: 'pg-boss', color: COLORS['pg-boss'] };
-  const c = r.settings?.concurrency;
-  return { name: `graphile-worker c${c ?? '?'}`, color: c > 8 ? COLORS.graphile : '#98df8a' };
+  const s = r.settings || {};
+  if (r.system === 'pgboss') {
+    return { name: `pg-boss ${s.localConcurrency}×${s.batchSize}`, color: COLORS['pg-boss'] };
+  }
+  const c = s.concurrency;
+  return { name: `graphile-worker c${c ?? '?'} q${s.localQueueSize ?? '?'}`, color: c > 8 ? COLORS.graphile : '#98df8a' };
 }
 
 // Runs gnuplot on script (a file path); returns an error string or null.
@@ -44,7 +47,7 @@ function throughputChart(r, out) {
   for (const key of peers) {
     const s = systemOf(key, r[key]);
     const v = r[key].median_jobs_per_s;
-    rows.push([s.name.replace('graphile-worker ', 'graphile-worker\\n'), v, s.color,
+    rows.push([s.name.replace(/^(graphile-worker|pg-boss) /, '$1\\n'), v, s.color,
                `pg_jobrunner ${(jr / v).toFixed(2)}×`]);
   }
   if (r.ceiling_b?.cycle_jobs_per_s) {
