@@ -3,8 +3,9 @@
 # ceilings and two peer job queues, all on this machine, loopback only.
 #
 #   bench/run.sh [--jobs N] [--runs R] [--soak-jobs N] [--latency-samples S]
-#                [--scrape-jobs N] [--skip-peers] [--skip-soak] [--skip-scaling]
-#                [--skip-scrape] [--peer-grid] [--installed] [--profile] [--keep]
+#                [--scrape-jobs N] [--skip-peers] [--skip-enqueue] [--skip-soak]
+#                [--skip-scaling] [--skip-scrape] [--peer-grid] [--installed]
+#                [--profile] [--keep]
 #
 #   --jobs N             jobs per throughput run (default 10000, 100 users)
 #   --runs R             throughput runs per system; the median is reported (3)
@@ -14,6 +15,8 @@
 #   --scrape-jobs N      jobs in the table when the exporter's queries are
 #                        timed (default 1000000, 10,000 users)
 #   --skip-peers         no pg-boss / graphile-worker (no Node install)
+#   --skip-enqueue       no enqueue cost (what queueing one job adds to an
+#                        application's transaction, pgbench, 16 clients)
 #   --skip-soak          no memory soak
 #   --skip-scaling       no scaling curve (jobs/s against users and job names)
 #   --skip-scrape        no timing of the exporter's queries at --scrape-jobs
@@ -56,6 +59,7 @@ SOAK_JOBS=${SOAK_JOBS:-200000}
 LAT_SAMPLES=${LAT_SAMPLES:-200}
 SCRAPE_JOBS=${SCRAPE_JOBS:-1000000}
 SKIP_PEERS=0
+SKIP_ENQUEUE=0
 SKIP_SOAK=0
 SKIP_SCALING=0
 SKIP_SCRAPE=0
@@ -71,6 +75,7 @@ while [[ $# -gt 0 ]]; do
     --latency-samples) LAT_SAMPLES=$2; shift 2 ;;
     --scrape-jobs) SCRAPE_JOBS=$2; shift 2 ;;
     --skip-peers) SKIP_PEERS=1; shift ;;
+    --skip-enqueue) SKIP_ENQUEUE=1; shift ;;
     --skip-soak) SKIP_SOAK=1; shift ;;
     --skip-scaling) SKIP_SCALING=1; shift ;;
     --skip-scrape) SKIP_SCRAPE=1; shift ;;
@@ -78,7 +83,7 @@ while [[ $# -gt 0 ]]; do
     --installed) INSTALLED=1; shift ;;
     --profile) PROFILE=1; shift ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,49p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -248,11 +253,12 @@ export BENCH_JWT_SECRET=$SECRET
 POSTMASTER_PID=$(head -n 1 "$RUN_DIR/pg/data/postmaster.pid")
 
 psql_q() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
-for db in bench ceiling boss graphile scrape; do psql_q -d postgres -c "CREATE DATABASE $db"; done
+for db in bench ceiling boss graphile scrape enqueue; do psql_q -d postgres -c "CREATE DATABASE $db"; done
 psql_q -d bench -c 'CREATE EXTENSION pg_jobrunner'
 [[ $PROFILE -eq 1 ]] && psql_q -d bench -c 'CREATE EXTENSION pg_stat_statements'
 psql_q -d ceiling -c 'CREATE EXTENSION pg_jobrunner'
 psql_q -d scrape -c 'CREATE EXTENSION pg_jobrunner'
+psql_q -d enqueue -c 'CREATE EXTENSION pg_jobrunner'
 
 # --- machine ------------------------------------------------------------------
 
@@ -428,6 +434,16 @@ if [[ $SKIP_PEERS -eq 0 ]]; then
     harness latency --system "$system" --samples "$LAT_SAMPLES" --port "$LAT_PORT" \
       --concurrency "$conc" --batch "$batch" --pool "$pool" > "$RAW/latency_${system}.json"
   done
+fi
+
+# --- enqueue cost: what one queued job adds to the application's transaction ------------
+
+if [[ $SKIP_ENQUEUE -eq 0 ]]; then
+  log "enqueue cost: pgbench, 16 clients, app INSERT + enqueue + COMMIT against the same without the enqueue, $RUNS rounds"
+  mkdir -p "$RUN_DIR/enqueue"
+  harness enqueue --clients 16 --seconds 5 --warmup 1 --rounds "$RUNS" --modes extended,prepared \
+    --pgbench "$PGBIN/pgbench" --dir "$RUN_DIR/enqueue" --nginx-url "http://127.0.0.1:$NGINX_PORT/bench" \
+    $([[ $SKIP_PEERS -eq 1 ]] && echo --no-peers) > "$RAW/enqueue.json"
 fi
 
 # --- scaling: throughput against users and job names -------------------------------------

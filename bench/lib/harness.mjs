@@ -184,6 +184,7 @@ async function peerAdapter(system) {
     if (!(await boss.getQueue('bench'))) await boss.createQueue('bench', { notify: true });
     return {
       db,
+      boss,
       version: JSON.parse(readFileSync(fileURLToPath(new URL('../.node/node_modules/pg-boss/package.json', import.meta.url)))).version,
       async clear() { await db.query('TRUNCATE pgboss.job'); },
       // Queued through the harness's connection, so that the caller's
@@ -495,6 +496,185 @@ async function soakBench() {
   };
 }
 
+// --- enqueue cost: what one queued job adds to an application's transaction ---
+//
+// pgbench, 16 clients, one transaction per iteration: the application's own
+// INSERT (an order, RETURNING its id and customer), then the job queued for
+// it, then COMMIT. The same transaction without the enqueue is the baseline;
+// what a system adds is its percentile minus the baseline's in the same
+// round. No worker consumes the jobs meanwhile (pg_jobrunner's are queued in
+// a database the worker does not serve, the peers' workers are stopped), so
+// only the cost inside the transaction is measured, on a machine not busy
+// sending them.
+
+const APP_TABLE = `
+  CREATE TABLE IF NOT EXISTS app_order (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer_id uuid NOT NULL,
+    amount_cents int NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now())`;
+
+const APP_INSERT = `INSERT INTO app_order (customer_id, amount_cents)
+  VALUES (('00000000-0000-4000-8000-' || lpad(:c::text, 12, '0'))::uuid, 1250)
+  RETURNING id AS order_id, customer_id \\gset`;
+
+// The statement pg-boss's send() runs for a queue, as the installed version
+// builds it, captured through its `db` option (the way an application hands
+// it its transaction). Its one parameter, the job array as JSON text, is
+// rebuilt in SQL with every field send() passed, the data being the order's
+// id (pgbench cannot bind a JSON text that changes per transaction).
+async function pgbossSendSql(boss, db, queue) {
+  const seen = [];
+  const recorder = { executeSql: (text, values) => { seen.push({ text, values }); return db.query(text, values); } };
+  await db.query('BEGIN');
+  try {
+    await boss.send(queue, { order_id: 0 }, { db: recorder });
+  } finally {
+    await db.query('ROLLBACK');
+  }
+  const insert = seen.find((x) => /INSERT INTO/i.test(x.text));
+  if (!insert || seen.length !== 1 || (insert.text.match(/\$1\b/g) || []).length !== 1 || /\$2\b/.test(insert.text)) {
+    throw new Error(`pg-boss send ran ${seen.length} statement(s), not one INSERT with one parameter`);
+  }
+  const jobs = JSON.parse(insert.values[0]);
+  if (jobs.length !== 1) throw new Error(`pg-boss send passed ${jobs.length} jobs`);
+  const literal = (v) => {
+    if (v === null) return 'NULL';
+    if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+    // A colon would read as a pgbench variable.
+    if (typeof v === 'string' && !/[:']/.test(v)) return `'${v}'`;
+    throw new Error(`pg-boss send passed a value the bench does not rebuild: ${JSON.stringify(v)}`);
+  };
+  const fields = Object.entries(jobs[0]).map(([k, v]) => (k === 'data'
+    ? "'data', json_build_object('order_id', :order_id::bigint)"
+    : `'${k}', ${literal(v)}`));
+  return insert.text.replace(/\$1\b/, `json_build_array(json_build_object(${fields.join(', ')}))`)
+    .replace(/\s+/g, ' ').trim();
+}
+
+// Per-transaction latencies (µs) from pgbench's -l logs, without the first
+// warmupS seconds (connections, first plans).
+function pgbenchLatencies(dir, prefix, warmupS) {
+  const rows = [];
+  for (const f of readdirSync(dir)) {
+    if (!f.startsWith(`${prefix}.`)) continue;
+    for (const line of readFileSync(`${dir}/${f}`, 'utf8').split('\n')) {
+      const x = line.trim().split(/\s+/);
+      if (x.length < 6 || !/^\d+$/.test(x[2])) continue;   // failed or skipped
+      rows.push({ us: Number(x[2]), end: Number(x[4]) + Number(x[5]) / 1e6 });
+    }
+  }
+  if (!rows.length) throw new Error(`pgbench wrote no transactions under ${dir}/${prefix}.*`);
+  const first = Math.min(...rows.map((r) => r.end));
+  const last = Math.max(...rows.map((r) => r.end));
+  const kept = rows.filter((r) => r.end >= first + warmupS).map((r) => r.us).sort((a, b) => a - b);
+  return { us: kept, seconds: last - first - warmupS };
+}
+
+function runPgbench(pgbench, args, env) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(pgbench, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`pgbench exited ${code}: ${out}`))));
+  });
+}
+
+async function enqueueBench() {
+  const clients = num('clients', 16), seconds = num('seconds', 5), warmupS = num('warmup', 1), rounds = num('rounds', 3);
+  const modes = String(args.modes || 'extended,prepared').split(',');
+  const dir = args.dir;
+  const pgbench = args.pgbench;
+  // pg_jobrunner: a database of its own with the extension, not served by the worker.
+  const jr = await connect('enqueue');
+  await jr.query(APP_TABLE);
+  await jr.query(`INSERT INTO jobrunner.job_config (job_name, url, concurrency_limit) VALUES ('send-receipt', $1, 1000)
+                  ON CONFLICT (job_name) DO NOTHING`, [args['nginx-url']]);
+  const peers = !args['no-peers'];
+  const graphile = peers ? await peerAdapter('graphile') : null;
+  const boss = peers ? await peerAdapter('pgboss') : null;
+  if (peers) {
+    await graphile.db.query(APP_TABLE);
+    await boss.db.query(APP_TABLE);
+    for (const [queue, notify] of [['receipt', false], ['receipt-notify', true]]) {
+      if (!(await boss.boss.getQueue(queue))) await boss.boss.createQueue(queue, { notify });
+    }
+  }
+  const enqueue = {
+    baseline: null,
+    jobrunner: `SELECT jobrunner.queue_job_for(:customer_id, 'authenticated', NULL, 'send-receipt',
+                  jsonb_build_object('order_id', :order_id::bigint));`,
+    jobrunner_dedup: `SELECT jobrunner.queue_job_for(:customer_id, 'authenticated', NULL, 'send-receipt',
+                        jsonb_build_object('order_id', :order_id::bigint), _dedup_key => 'receipt:' || :order_id::text);`,
+  };
+  if (peers) {
+    enqueue.graphile = `SELECT graphile_worker.add_job('send-receipt', json_build_object('order_id', :order_id::bigint));`;
+    enqueue.pgboss = `${await pgbossSendSql(boss.boss, boss.db, 'receipt')};`;
+    enqueue.pgboss_notify = `${await pgbossSendSql(boss.boss, boss.db, 'receipt-notify')};`;
+  }
+  const database = { baseline: 'enqueue', jobrunner: 'enqueue', jobrunner_dedup: 'enqueue', graphile: 'graphile',
+                     pgboss: 'boss', pgboss_notify: 'boss' };
+  const scripts = {};
+  for (const [k, sql] of Object.entries(enqueue)) {
+    scripts[k] = `${dir}/enqueue_${k}.sql`;
+    writeFileSync(scripts[k], ['\\set c random(0, 99)', 'BEGIN;', APP_INSERT, sql, 'COMMIT;']
+      .filter((x) => x !== null).join('\n') + '\n');
+  }
+  const variants = Object.keys(enqueue);
+  const results = [];   // {mode, variant, round, tps, p50_ms, p99_ms}
+  for (let k = 1; k <= rounds; k++) {
+    for (const mode of modes) {
+      // A different first variant each round, so that none always follows the same one.
+      const order = variants.map((_, i) => variants[(i + k - 1) % variants.length]);
+      for (const v of order) {
+        const prefix = `enqueue_${mode}_${v}_r${k}`;
+        await runPgbench(pgbench, ['-n', '-M', mode, '-c', String(clients), '-j', '2', '-T', String(seconds),
+                                   '-l', `--log-prefix=${dir}/${prefix}`, '-f', scripts[v]],
+                         { PGDATABASE: database[v] });
+        const { us, seconds: s } = pgbenchLatencies(dir, prefix, warmupS);
+        const r = { mode, variant: v, round: k, tps: round(us.length / s),
+                    p50_ms: round(percentile(us, 50) / 1000, 3), p99_ms: round(percentile(us, 99) / 1000, 3),
+                    transactions: us.length };
+        note(`enqueue ${mode} ${v} round ${k}: ${r.tps} tx/s, p50 ${r.p50_ms} ms, p99 ${r.p99_ms} ms`);
+        results.push(r);
+      }
+    }
+  }
+  // Per mode and variant: medians over the rounds, and what the enqueue adds
+  // to the baseline of the same round (median of the per-round differences).
+  const summary = [];
+  for (const mode of modes) {
+    for (const v of variants) {
+      const mine = results.filter((r) => r.mode === mode && r.variant === v);
+      const base = (k) => results.find((r) => r.mode === mode && r.variant === 'baseline' && r.round === k);
+      summary.push({
+        mode, variant: v, database: database[v],
+        tps: round(median(mine.map((r) => r.tps))),
+        p50_ms: round(median(mine.map((r) => r.p50_ms)), 3), p99_ms: round(median(mine.map((r) => r.p99_ms)), 3),
+        added_p50_ms: round(median(mine.map((r) => r.p50_ms - base(r.round).p50_ms)), 3),
+        added_p99_ms: round(median(mine.map((r) => r.p99_ms - base(r.round).p99_ms)), 3),
+      });
+    }
+  }
+  // Leave no queued job behind for the next parts of the run.
+  const rows = { jobrunner: Number((await jr.query('SELECT count(*) AS n FROM jobrunner.job')).rows[0].n) };
+  await jr.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  await jr.end();
+  if (peers) {
+    rows.graphile = Number((await graphile.db.query('SELECT count(*) AS n FROM graphile_worker._private_jobs')).rows[0].n);
+    rows.pgboss = Number((await boss.db.query(`SELECT count(*) AS n FROM pgboss.job WHERE name LIKE 'receipt%'`)).rows[0].n);
+    await graphile.clear();
+    await boss.clear();
+    await graphile.end();
+    await boss.end();
+  }
+  return { clients, seconds, warmup_s: warmupS, rounds, modes, scripts: Object.fromEntries(
+    Object.entries(scripts).map(([k, f]) => [k, readFileSync(f, 'utf8')])), jobs_queued: rows, runs: results, summary,
+    versions: peers ? { pgboss: boss.version, graphile: graphile.version } : {} };
+}
+
 // --- scaling: throughput against users and job names -------------------------
 
 // N jobs, job i for user i % U and job name scale.(i % K).
@@ -784,6 +964,34 @@ function report() {
   }
   lines.push('', 'Measured from sending the autocommit statement that queues the job (its own round trip, p50 ' +
              `${r.latency_jobrunner?.ms_commit_round_trip?.p50 ?? '?'} ms for pg_jobrunner, is included) to the endpoint parsing the request headers.`, '');
+  if (r.enqueue?.summary?.length) {
+    const e = r.enqueue;
+    const label = {
+      baseline: 'baseline: the application\'s INSERT alone',
+      jobrunner: 'pg_jobrunner `queue_job_for`',
+      jobrunner_dedup: 'pg_jobrunner `queue_job_for`, `_dedup_key`',
+      graphile: `graphile-worker ${e.versions.graphile} \`add_job\``,
+      pgboss: `pg-boss ${e.versions.pgboss} \`send\` (queue default, no NOTIFY)`,
+      pgboss_notify: `pg-boss ${e.versions.pgboss} \`send\` (queue \`notify: true\`)`,
+    };
+    lines.push(`## Enqueue cost: what one queued job adds to the application's transaction (${e.clients} clients)`, '');
+    lines.push(`pgbench, ${e.clients} clients, ${e.seconds} s per variant (the first ${e.warmup_s} s dropped), ` +
+               `${e.rounds} interleaved rounds; each transaction: BEGIN, INSERT an order RETURNING its id, the enqueue, COMMIT. ` +
+               'Added = the percentile minus the baseline\'s in the same round (median over the rounds).', '');
+    for (const mode of e.modes) {
+      const rows = e.summary.filter((x) => x.mode === mode);
+      const systems = rows.filter((x) => x.variant !== 'baseline');
+      const cheapest = Math.min(...systems.map((x) => x.added_p50_ms));
+      lines.push(`pgbench \`-M ${mode}\`:`, '');
+      lines.push('| transaction | tx/s | p50 ms | p99 ms | added p50 ms | added p99 ms |', '|---|---:|---:|---:|---:|---:|');
+      for (const x of rows) {
+        const mark = x.variant !== 'baseline' && x.added_p50_ms === cheapest ? ' **cheapest**' : '';
+        lines.push(`| ${label[x.variant] || x.variant}${mark} | ${fmt(x.tps)} | ${x.p50_ms.toFixed(2)} | ${x.p99_ms.toFixed(2)} | ` +
+                   `${x.variant === 'baseline' ? '—' : x.added_p50_ms.toFixed(2)} | ${x.variant === 'baseline' ? '—' : x.added_p99_ms.toFixed(2)} |`);
+      }
+      lines.push('');
+    }
+  }
   if (r.soak) {
     const s = r.soak;
     lines.push(`## Memory: worker RSS over a soak of ${fmt(s.jobs)} jobs`, '');
@@ -836,7 +1044,7 @@ function report() {
 
 const commands = {
   'setup-jobrunner': setupJobrunner, jobrunner: jobrunnerBench, peer: peerBench,
-  latency: latencyBench, soak: soakBench, scaling: scalingBench, scrape: scrapeBench,
+  latency: latencyBench, enqueue: enqueueBench, soak: soakBench, scaling: scalingBench, scrape: scrapeBench,
 };
 try {
   if (command === 'report') {
