@@ -18,7 +18,7 @@ PG_CONFIG ?= pg_config
 # Pure C++ units: never include Postgres headers, unit-tested alone.
 CORE_SRCS = src/core/jwt.cpp src/core/text_checks.cpp src/core/backoff.cpp \
             src/core/dispatch.cpp src/core/http_thread.cpp \
-            src/core/http_engine.cpp
+            src/core/http_engine.cpp src/core/destinations.cpp
 # The Postgres side: everything that includes postgres.h.
 PG_SRCS   = $(sort $(wildcard src/pg/*.cpp))
 

@@ -21,6 +21,7 @@ DECLARE
     _tokens double precision;
     _max_in_flight int := pg_catalog.current_setting('jobrunner.max_in_flight', true)::int;
     _blocked boolean := false;
+    _dest record;
 BEGIN
     IF _job.state <> 'pending' THEN
         reason := 'state';
@@ -101,6 +102,22 @@ BEGIN
                                         now() + pg_catalog.make_interval(secs => (1 - _tokens) / _cfg.rate_limit::float8))
                  ELSE pg_catalog.format('rate_limit %s per second: dispatches allowed now: %s', _cfg.rate_limit,
                                         floor(_tokens)) END;
+    END IF;
+
+    -- The destination as the worker sees it (not named: job_config, and so
+    -- where a job goes, is for admins).
+    SELECT d.* INTO _dest FROM jobrunner._destinations() d
+     WHERE d.destination = jobrunner._destination_of(
+               COALESCE(_cfg.url, NULLIF(pg_catalog.current_setting('jobrunner.base_url'), '') || '/' || _cfg.job_name));
+    IF _dest.destination IS NOT NULL THEN
+        _blocked := _blocked OR _dest.state <> 'closed';
+        RETURN QUERY SELECT 'destination', _dest.state <> 'closed',
+            CASE _dest.state
+                WHEN 'paused' THEN pg_catalog.format('its destination asked to wait (Retry-After) until %s', _dest.until)
+                WHEN 'open' THEN pg_catalog.format('its destination failed %s times in a row: nothing is sent to it until the next probe at %s',
+                                                   _dest.consecutive_failures, _dest.until)
+                WHEN 'half_open' THEN 'its destination is being probed after failures: jobs wait for the answer'
+                ELSE pg_catalog.format('its destination failed the last %s times', _dest.consecutive_failures) END;
     END IF;
 
     -- Jobs of the same user and job name that go first.

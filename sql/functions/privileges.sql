@@ -20,7 +20,9 @@ CREATE POLICY job_logs_read_own ON jobrunner.job_logs FOR SELECT TO PUBLIC
 
 REVOKE ALL ON ALL TABLES IN SCHEMA jobrunner FROM PUBLIC;
 GRANT SELECT ON jobrunner.job, jobrunner.job_logs, jobrunner.job_stats,
-                jobrunner.recent_failures TO PUBLIC;
+                jobrunner.recent_failures,
+                jobrunner.destinations  -- for admins: destination_health() checks
+TO PUBLIC;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobrunner FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
@@ -35,6 +37,7 @@ GRANT EXECUTE ON FUNCTION
     jobrunner.explain_job(uuid),
     jobrunner.resume_dispatch(),  -- checks for an admin itself
     jobrunner.retry_jobs(text, timestamptz, text),  -- likewise
+    jobrunner.destination_health(),  -- likewise
     -- row-level security policies evaluate these as the querying role
     jobrunner._caller(),
     jobrunner._caller_context(),

@@ -90,7 +90,10 @@ COMMENT ON FUNCTION jobrunner._stored_size(jsonb) IS
 -- due_at: when the job became due (the later of its created_at and
 -- next_run_at), for the commit-to-request histogram (metrics.sql);
 -- traceparent and tracestate: the trace the attempt is sent in.
-CREATE OR REPLACE FUNCTION jobrunner._claim(_limit int, _worker bigint, _max_bytes bigint DEFAULT NULL)
+-- _held_back: job names whose destination the worker may not send to now
+-- (circuit open, or paused by Retry-After): none of their jobs is claimed.
+CREATE OR REPLACE FUNCTION jobrunner._claim(_limit int, _worker bigint, _max_bytes bigint DEFAULT NULL,
+                                            _held_back text[] DEFAULT NULL)
     RETURNS TABLE (id uuid, job_name text, user_id uuid, user_role text, user_email text,
                    attempt int, request_body text, body_bytes bigint, url text, headers text,
                    timeout_ms bigint, due_at timestamptz, traceparent text, tracestate text)
@@ -171,6 +174,7 @@ BEGIN
                c.concurrency_limit - COALESCE(r.n, 0) AS free, t.served_at
           FROM grp g
           JOIN jobrunner.job_config c ON c.job_name = g.job_name AND c.enabled
+                                        AND (_held_back IS NULL OR c.job_name <> ALL (_held_back))
           LEFT JOIN running r ON r.job_name = g.job_name AND r.owner = g.owner
           LEFT JOIN jobrunner.group_turn t ON t.job_name = g.job_name AND t.owner = g.owner
          WHERE g.due
@@ -292,7 +296,7 @@ BEGIN
       JOIN cfg c ON c.job_name = u.job_name;
 END;
 $$;
-COMMENT ON FUNCTION jobrunner._claim(int, bigint, bigint) IS
+COMMENT ON FUNCTION jobrunner._claim(int, bigint, bigint, text[]) IS
     'internal: claim due jobs fairly within concurrency, max_concurrency and rate limits, and a byte budget';
 
 -- internal: record a batch of attempt outcomes from the worker. Fenced:
@@ -338,7 +342,8 @@ BEGIN
                        AND j.locked_by = _worker AND j.acked_at IS NULL
                        FOR UPDATE SKIP LOCKED) jj
               JOIN jobrunner.job_config c ON c.job_name = (jj.job).job_name
-             WHERE CASE WHEN x.status BETWEEN 200 AND 299
+             WHERE x.status <> -1  -- deferred: below
+               AND CASE WHEN x.status BETWEEN 200 AND 299
                         THEN c.on_complete IS NOT NULL OR c.completion = 'callback'
                         ELSE c.on_fail IS NOT NULL AND (jj.job).attempts > (jj.job).max_retries END
         LOOP
@@ -364,8 +369,11 @@ BEGIN
     ), t AS MATERIALIZED (
         -- retry_at: when a failed attempt's job is due again (unused when
         -- it has used up its retries).
-        SELECT x.*, j.row_ctid, (x.status BETWEEN 200 AND 299) AS ok,
-               CASE WHEN x.status NOT BETWEEN 200 AND 299
+        -- deferred (status -1): the worker did not send it (its
+        -- destination may not be sent to now): back to pending for
+        -- retry_after_ms, the attempt not counted.
+        SELECT x.*, j.row_ctid, (x.status BETWEEN 200 AND 299) AS ok, x.status = -1 AS deferred,
+               CASE WHEN x.status NOT BETWEEN 200 AND 299 AND x.status <> -1
                     THEN now() + jobrunner._retry_delay(j.attempts, COALESCE(c.retry_backoff, interval '10 seconds'),
                                                         COALESCE(c.retry_backoff_max, interval '1 hour'), x.ra)
                END AS retry_at
@@ -378,20 +386,25 @@ BEGIN
           LEFT JOIN jobrunner.job_config c ON c.job_name = j.job_name
     ), upd AS (
         UPDATE jobrunner.job j
-           SET state = CASE WHEN t.ok THEN 'completed'
+           SET state = CASE WHEN t.deferred THEN 'pending'
+                            WHEN t.ok THEN 'completed'
                             WHEN j.attempts > j.max_retries THEN 'failed'
                             ELSE 'pending' END,
-               finished_at = CASE WHEN t.ok OR j.attempts > j.max_retries THEN now() END,
-               next_run_at = CASE WHEN t.ok OR j.attempts > j.max_retries THEN j.next_run_at
+               attempts = CASE WHEN t.deferred THEN j.attempts - 1 ELSE j.attempts END,
+               finished_at = CASE WHEN NOT t.deferred AND (t.ok OR j.attempts > j.max_retries) THEN now() END,
+               next_run_at = CASE WHEN t.deferred
+                                  THEN now() + pg_catalog.make_interval(secs => GREATEST(t.ra, 1) / 1000.0)
+                                  WHEN t.ok OR j.attempts > j.max_retries THEN j.next_run_at
                                   ELSE t.retry_at END,
-               due = CASE WHEN t.ok OR j.attempts > j.max_retries THEN j.due
+               due = CASE WHEN t.deferred THEN false
+                          WHEN t.ok OR j.attempts > j.max_retries THEN j.due
                           ELSE t.retry_at <= now() END,
                updated_at = now(),
-               last_status = NULLIF(t.status, 0),
-               last_error = CASE WHEN t.ok THEN NULL ELSE t.err END,
+               last_status = CASE WHEN t.deferred THEN j.last_status ELSE NULLIF(t.status, 0) END,
+               last_error = CASE WHEN t.deferred THEN j.last_error WHEN t.ok THEN NULL ELSE t.err END,
                response = CASE WHEN t.ok THEN t.resp::jsonb ELSE j.response END,
                locked_at = NULL,
-               locked_by = CASE WHEN t.ok OR j.attempts > j.max_retries THEN j.locked_by END,
+               locked_by = CASE WHEN NOT t.deferred AND (t.ok OR j.attempts > j.max_retries) THEN j.locked_by END,
                sending_attempt = NULL
           FROM t
          -- By ctid, and = ANY (array) makes it a TID scan: joined on ctid
@@ -399,19 +412,22 @@ BEGIN
          -- over the whole table. The rows are locked by t, so they are as t
          -- read them.
          WHERE j.ctid = ANY (ARRAY(SELECT t2.row_ctid FROM t t2)) AND j.ctid = t.row_ctid
-        RETURNING j.id, j.job_name, j.attempt_seq, j.state, j.next_run_at, t.status, t.err, t.dur
+        RETURNING j.id, j.job_name, j.attempt_seq, j.state, j.next_run_at, t.status, t.err, t.dur, t.deferred
     ), logged AS (
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
         SELECT u.id, u.attempt_seq,
-               CASE u.state WHEN 'completed' THEN 'info' WHEN 'pending' THEN 'warning' ELSE 'error' END,
-               CASE WHEN u.state = 'completed'
+               CASE WHEN u.deferred THEN 'info'
+                    ELSE CASE u.state WHEN 'completed' THEN 'info' WHEN 'pending' THEN 'warning' ELSE 'error' END END,
+               CASE WHEN u.deferred
+                    THEN pg_catalog.format('attempt %s not sent: %s; next try at %s', u.attempt_seq, u.err, u.next_run_at)
+                    WHEN u.state = 'completed'
                     THEN 'completed with status ' || u.status
                     ELSE pg_catalog.format('attempt %s failed: %s', u.attempt_seq, u.err)
                          || CASE WHEN u.state = 'pending'
                                  THEN '; next attempt at ' || u.next_run_at
                                  ELSE '; failed permanently' END
                END,
-               NULLIF(u.status, 0), u.dur
+               CASE WHEN u.status > 0 THEN u.status END, CASE WHEN NOT u.deferred THEN u.dur END
           FROM upd u
     )
     -- Jobs finished here count in the metrics when this transaction commits.

@@ -36,6 +36,11 @@ struct ClaimedJob {
     std::optional<std::string> tracestate;
 };
 
+// The status of an outcome whose attempt was never sent (its destination
+// may not be sent to now): the job goes back to pending for retry_after_ms,
+// the attempt not counted.
+constexpr int kDeferredStatus = -1;
+
 // What an attempt came to, as the worker records it.
 struct Outcome {
     std::string id;

@@ -91,6 +91,7 @@ void release_slot(int i) {
     slot.paused_reason[0] = '\0';
     slot.pause_cause = PauseCause::none;
     slot.cancel_count = 0;
+    slot.destination_count = 0;
     SpinLockRelease(&slot.mutex);
     SpinLockAcquire(&state->mutex);
     state->database_oid[i] = InvalidOid;

@@ -28,9 +28,20 @@ constexpr int kMaxPendingCancels = 64;
 // A job id as text, "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" and its NUL.
 constexpr int kJobIdChars = 37;
 
+// Destinations a dispatcher shows (the troubled ones; more are not shown).
+constexpr int kMaxShownDestinations = 32;
+
+// A destination as the dispatcher last saw it (see core/destinations.hpp).
+struct ShownDestination {
+    char host[128];  // "host:port"
+    int state;       // a DestinationState
+    int consecutive_failures;
+    TimestampTz until;  // next probe, or end of the pause; 0: none
+};
+
 // One database's dispatcher.
 struct DispatcherSlot {
-    slock_t mutex;        // guards the fields up to cancel_count
+    slock_t mutex;        // guards the fields up to destination_count
     Latch *worker_latch;  // set while its dispatcher runs
     pid_t worker_pid;
     TimestampTz started_at;
@@ -42,6 +53,8 @@ struct DispatcherSlot {
     char cancel_job_id[kMaxPendingCancels][kJobIdChars];
     int32 cancel_attempt[kMaxPendingCancels];
     int cancel_count;
+    ShownDestination destinations[kMaxShownDestinations];
+    int destination_count;
     pg_atomic_uint32 wake_pending;  // 1: a commit asked for a look at the queue
     pg_atomic_uint32 in_flight;
     pg_atomic_uint64 dispatched;

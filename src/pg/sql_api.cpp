@@ -5,6 +5,7 @@
  * Each is a JOBRUNNER_FUNCTION: its C++ never throws into Postgres.
  */
 #include "core/backoff.hpp"
+#include "core/destinations.hpp"
 #include "core/jwt.hpp"
 #include "core/text_checks.hpp"
 
@@ -251,4 +252,37 @@ JOBRUNNER_FUNCTION(jobrunner_here) {
                        ObjectIdGetDatum(MyDatabaseId)};
     bool nulls[2] = {false, false};
     PG_RETURN_DATUM(result_row(fcinfo, values, nulls));
+}
+
+// _destination_of(url): "host:port", as the worker keys destinations.
+JOBRUNNER_FUNCTION(jobrunner_destination_of) {
+    text *url = PG_GETARG_TEXT_PP(0);
+    std::string host = destination_of({VARDATA_ANY(url), VARSIZE_ANY_EXHDR(url)});
+    if (host.empty()) PG_RETURN_NULL();
+    PG_RETURN_TEXT_P(palloc_text(host));
+}
+
+// _destinations(): what this database's dispatcher last published.
+JOBRUNNER_FUNCTION(jobrunner_destinations) {
+    static const char *const kStates[] = {"closed", "open", "half_open", "paused"};
+    InitMaterializedSRF(fcinfo, 0);
+    ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+    DispatcherSlot *s = slot_for_database(MyDatabaseId);
+    if (s == nullptr) return (Datum)0;
+    ShownDestination shown[kMaxShownDestinations];
+    SpinLockAcquire(&s->mutex);
+    int n = s->destination_count;
+    memcpy(shown, s->destinations, sizeof(shown[0]) * n);
+    SpinLockRelease(&s->mutex);
+    for (int i = 0; i < n; i++) {
+        Datum values[4];
+        bool nulls[4] = {false, false, false, shown[i].until == 0};
+        values[0] = CStringGetTextDatum(shown[i].host);
+        int state = shown[i].state;
+        values[1] = CStringGetTextDatum(state >= 0 && state < 4 ? kStates[state] : "unknown");
+        values[2] = Int32GetDatum(shown[i].consecutive_failures);
+        values[3] = TimestampTzGetDatum(shown[i].until);
+        tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+    }
+    return (Datum)0;
 }

@@ -10,6 +10,7 @@
  * overlap. Recording finished attempts and claiming new ones share a
  * transaction, so a busy worker commits once per round trip, not twice.
  */
+#include "core/destinations.hpp"
 #include "core/dispatch.hpp"
 #include "core/http_thread.hpp"
 
@@ -201,6 +202,7 @@ private:
     void resume(Pause cause, const char *log_line);
     void harvest();
     void abort_canceled();
+    void held_back(std::int64_t now_ms, std::vector<std::string> &names) const;
     void log_failure_detail(const std::string &job_name, const Outcome &outcome);
     bool ready_to_claim() const;
     // Jobs held at once: jobrunner.max_in_flight on the wire and as many
@@ -239,6 +241,9 @@ private:
     std::string paused_;               // that, in words ("" while it dispatches)
     // When a transport failure's detail was last logged, per job name.
     std::unordered_map<std::string, TimestampTz> detail_logged_at_;
+    Destinations destinations_;
+    // The destination of each job name, as its last claimed job had it.
+    std::unordered_map<std::string, std::string> destination_of_name_;
     std::vector<HttpResult> results_;
     std::vector<HttpRequest> requests_;
     std::uint64_t next_tag_ = 1;
@@ -408,11 +413,15 @@ void Dispatcher::harvest() {
     results_.clear();
     http_.take_finished(results_);
     if (results_.empty()) return;
+    const std::int64_t now_ms = GetCurrentTimestamp() / 1000;
     std::uint64_t ok = 0, bad = 0;
     for (const HttpResult &r : results_) {
         auto it = held_.find(r.tag);
         if (it == held_.end()) continue;
         const ClaimedJob &job = it->second.job;
+        if (job.url) {
+            destinations_.record(destination_of(*job.url), verdict_of(r), now_ms, r.retry_after_ms);
+        }
         outcomes_.push_back(outcome_from_result(job, r));
         // An aborted request (cancel_job) is neither an outcome of the
         // endpoint's nor a failure to report: it only gives the slot back.
@@ -453,6 +462,14 @@ void Dispatcher::abort_canceled() {
     }
 }
 
+// The job names whose destination may not be sent to now.
+void Dispatcher::held_back(std::int64_t now_ms, std::vector<std::string> &names) const {
+    names.clear();
+    for (const auto &[name, host] : destination_of_name_) {
+        if (destinations_.blocked(host, now_ms)) names.push_back(name);
+    }
+}
+
 // Starts an attempt for every claimed job; jobs that cannot be sent become
 // failed outcomes right away. due_us[i] is when claimed[i] became due.
 void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed,
@@ -461,8 +478,25 @@ void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed,
     mint.secret = guc_jwt_secret ? guc_jwt_secret : "";
     mint.system_role = guc_system_role ? guc_system_role : "service_role";
     std::uint64_t sent = 0;
+    const std::int64_t now_ms = GetCurrentTimestamp() / 1000;
     for (std::size_t i = 0; i < claimed.size(); i++) {
         ClaimedJob &job = claimed[i];
+        // A destination that may not be sent to now (circuit open, a probe
+        // out, or paused by Retry-After): the job goes back, not counted as
+        // an attempt, until it may; its job name is left out of the claims
+        // meanwhile.
+        if (job.url) {
+            std::string host = destination_of(*job.url);
+            destination_of_name_[job.job_name] = host;
+            if (!destinations_.may_send(host, now_ms)) {
+                Outcome o = outcome_from_error(job, "its destination is unavailable");
+                o.status = kDeferredStatus;
+                o.retry_after_ms =
+                    std::max<std::int64_t>(destinations_.blocked_until(host, now_ms) - now_ms, 100);
+                outcomes_.push_back(std::move(o));
+                continue;
+            }
+        }
         std::uint64_t tag = next_tag_++;
         HttpRequest request;
         if (auto error = build_request(job, mint, tag, request)) {
@@ -569,6 +603,7 @@ void Dispatcher::step(TimestampTz now) {
     in.retention_s = guc_retention_s;
     in.failed_retention_s = guc_failed_retention_s;
     in.next_wakeup = !claim || !backlog_;
+    held_back(now / 1000, in.held_back);
     CycleOutput out;
     if (!db_cycle(in, out)) {
         if (out.sqlstate == "25006") {  // read_only_sql_transaction: set meanwhile
@@ -672,8 +707,18 @@ void Dispatcher::wait(TimestampTz now) {
 
 // Updates what worker_status() shows.
 void Dispatcher::publish_figures(TimestampTz now) {
+    std::vector<Destinations::View> troubled = destinations_.troubled(now / 1000);
+    int shown = std::min<int>(static_cast<int>(troubled.size()), kMaxShownDestinations);
     SpinLockAcquire(&my_slot->mutex);
     my_slot->last_loop_at = now;
+    for (int i = 0; i < shown; i++) {
+        ShownDestination &d = my_slot->destinations[i];
+        strlcpy(d.host, troubled[i].host.c_str(), sizeof(d.host));
+        d.state = static_cast<int>(troubled[i].state);
+        d.consecutive_failures = troubled[i].consecutive_failures;
+        d.until = troubled[i].until_ms * 1000;
+    }
+    my_slot->destination_count = shown;
     SpinLockRelease(&my_slot->mutex);
     pg_atomic_write_u32(&my_slot->in_flight, static_cast<uint32>(http_.active()));
 }

@@ -148,7 +148,7 @@ Datum text_datum(const std::string &s) {
 
 constexpr Oid kRecordTypes[8] = {INT8OID,      TEXTARRAYOID, INT4ARRAYOID,   INT4ARRAYOID,
                                  TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, INT8ARRAYOID};
-constexpr Oid kClaimTypes[3] = {INT4OID, INT8OID, INT8OID};
+constexpr Oid kClaimTypes[4] = {INT4OID, INT8OID, INT8OID, TEXTARRAYOID};
 constexpr Oid kTwoInts[2] = {INT4OID, INT4OID};
 constexpr Oid kTwoOids[2] = {OIDOID, OIDOID};
 constexpr Oid kOneBigint[1] = {INT8OID};
@@ -208,15 +208,25 @@ void record_outcomes(std::int64_t worker_id, const std::vector<Outcome> &outcome
 }
 
 // SELECT * FROM jobrunner._claim(...), rows copied into raw.
-void claim_jobs(std::int64_t worker_id, int limit, std::int64_t max_bytes, RawClaims &raw) {
+void claim_jobs(std::int64_t worker_id, int limit, std::int64_t max_bytes,
+                const std::vector<std::string> &held_back, RawClaims &raw) {
     static KeptStatement claim(
         "SELECT id::pg_catalog.text, job_name, user_id::pg_catalog.text, user_role, user_email, "
         "attempt::pg_catalog.text, request_body, body_bytes::pg_catalog.text, url, headers, "
         "timeout_ms::pg_catalog.text, traceparent, tracestate, due_at "
-        "FROM jobrunner._claim($1, $2, $3)",
-        3, kClaimTypes);
-    Datum values[3] = {Int32GetDatum(limit), Int64GetDatum(worker_id), Int64GetDatum(max_bytes)};
-    int rc = claim.run(values, nullptr, 0);
+        "FROM jobrunner._claim($1, $2, $3, $4)",
+        4, kClaimTypes);
+    Datum values[4] = {Int32GetDatum(limit), Int64GetDatum(worker_id), Int64GetDatum(max_bytes),
+                       (Datum)0};
+    char nulls[4] = {' ', ' ', ' ', 'n'};
+    if (!held_back.empty()) {
+        int n = static_cast<int>(held_back.size());
+        Datum *names = static_cast<Datum *>(palloc(sizeof(Datum) * n));
+        for (int i = 0; i < n; i++) names[i] = text_datum(held_back[i]);
+        values[3] = make_array(names, nullptr, n, TEXTOID);
+        nulls[3] = ' ';
+    }
+    int rc = claim.run(values, nulls, 0);
     if (rc != SPI_OK_SELECT) elog(ERROR, "claiming jobs failed: SPI code %d", rc);
     raw.count = (int)SPI_processed;
     raw.rows = (char ***)MemoryContextAllocZero(raw.cxt, sizeof(char **) * (raw.count + 1));
@@ -374,7 +384,7 @@ bool db_cycle(const CycleInput &in, CycleOutput &out) {
                 if (reason != nullptr) {
                     strlcpy(foreign, reason, sizeof(foreign));
                 } else {
-                    claim_jobs(in.worker_id, in.claim_limit, in.claim_bytes, raw);
+                    claim_jobs(in.worker_id, in.claim_limit, in.claim_bytes, in.held_back, raw);
                 }
             }
             if (!in.next_wakeup) return;

@@ -23,6 +23,8 @@ struct CycleInput {
     int retention_s = 0;
     int failed_retention_s = 0;
     bool next_wakeup = true;  // also ask when the queue next needs a look
+    // Job names the claim must skip: their destination may not be sent to now.
+    std::vector<std::string> held_back;
 };
 
 // What the database holds of pg_jobrunner: the extension's version as

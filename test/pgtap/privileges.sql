@@ -46,8 +46,8 @@ SELECT set_eq(
        WHERE p.pronamespace = 'jobrunner'::regnamespace AND p.proname NOT LIKE '\_%'
          AND has_function_privilege('authenticated', p.oid, 'EXECUTE')$$,
     ARRAY['queue_job', 'dequeue_job', 'cancel_job', 'retry_job', 'complete_job', 'fail_job', 'sign_jwt', 'worker_status',
-          'explain_job', 'resume_dispatch', 'retry_jobs'],
-    'public functions authenticated may execute (resume_dispatch and retry_jobs check for an admin themselves)');
+          'explain_job', 'resume_dispatch', 'retry_jobs', 'destination_health'],
+    'public functions authenticated may execute (resume_dispatch, retry_jobs and destination_health check for an admin themselves)');
 
 ------------------------------------------------------------------------------
 -- SECURITY DEFINER functions pin search_path.

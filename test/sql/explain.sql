@@ -78,10 +78,15 @@ CREATE ROLE regress_jr_explain_plain LOGIN;
 SET SESSION AUTHORIZATION regress_jr_explain_plain;
 SELECT regress.err(format('SELECT * FROM jobrunner.explain_job(%L)', :'a2')) AS untrusted_login;
 SELECT regress.err('SELECT jobrunner.retry_jobs(NULL)') AS retry_jobs_as_plain;
+SELECT regress.err('SELECT * FROM jobrunner.destinations') AS destinations_as_plain;
 RESET SESSION AUTHORIZATION;
 RESET request.jwt.claims;
 DROP ROLE regress_jr_explain_plain;
 SELECT regress.err('SELECT * FROM jobrunner.explain_job(NULL)') AS null_id;
+-- No worker serves this database: no destination is held back.
+SELECT count(*) AS destinations FROM jobrunner.destinations;
+SELECT jobrunner._destination_of(u) AS destination
+  FROM unnest(ARRAY['https://API.example.com/x', 'http://127.0.0.1:8080/j', 'ftp://x/']) AS u;
 
 ------------------------------------------------------------------------------
 -- Dead letters: recent_failures groups by what broke, retry_jobs retries.
