@@ -38,7 +38,8 @@
 #
 # What it starts, all stopped by the EXIT trap: nginx (bench/nginx.conf.template),
 # a throwaway PostgreSQL 15 cluster (test/lib/cluster.sh, run as the postgres
-# OS user) with pg_jobrunner preloaded, and Node processes for the harness
+# OS user) with pg_jobrunner preloaded, from a private copy of the installed
+# PostgreSQL 15 tree taken at the start, and Node processes for the harness
 # and the peers. Node 22, pg-boss, graphile-worker and pg are installed into
 # bench/.node from the npm registry on first use.
 #
@@ -83,7 +84,7 @@ while [[ $# -gt 0 ]]; do
     --installed) INSTALLED=1; shift ;;
     --profile) PROFILE=1; shift ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,49p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -132,11 +133,6 @@ else
   make --no-print-directory -s all >/dev/null
   as_root make --no-print-directory -s install >/dev/null
 fi
-# The library's identity, checked again at the end: if it is replaced while
-# the bench runs, the figures may mix two builds.
-library_stamp() { stat -c '%Y.%y %s' "$LIBRARY"; }
-LIBRARY_STAMP=$(library_stamp)
-LIBRARY_SHA=$(sha256sum "$LIBRARY" | cut -c1-12)
 
 # Node 22 and the peers, into bench/.node (gitignored), from the npm registry.
 PGBOSS_FALLBACK=12.35.0   # newest pg-boss whose dependencies resolved when last checked
@@ -200,6 +196,32 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The cluster runs from a private copy of the PostgreSQL 15 installation,
+# pg_jobrunner included, taken now, so that the whole run (the library, the
+# extension's scripts, the build the report names) is one build whatever is
+# installed meanwhile. The installation is relocatable: its paths are found
+# relative to its bin/. A copy that raced an install is taken again.
+install_stamp() {
+  stat -c '%n %Y %s %i' /usr/lib/postgresql/15/lib/pg_jobrunner.so /usr/share/postgresql/15/extension/pg_jobrunner* 2>/dev/null
+}
+PGTREE=$RUN_DIR/pgtree
+for attempt in 1 2 3 4 5; do
+  before=$(install_stamp)
+  rm -rf "$PGTREE"
+  mkdir -p "$PGTREE/lib/postgresql" "$PGTREE/share/postgresql"
+  cp -a /usr/lib/postgresql/15 "$PGTREE/lib/postgresql/"
+  cp -a /usr/share/postgresql/15 "$PGTREE/share/postgresql/"
+  [[ $(install_stamp) == "$before" ]] && break
+  [[ $attempt -eq 5 ]] && die "pg_jobrunner's installed files kept changing while they were copied"
+  log "the installed pg_jobrunner changed while it was copied; copying again"
+  sleep 2
+done
+PGBIN=$PGTREE/lib/postgresql/15/bin
+export PGBIN   # test/lib/cluster.sh starts the cluster from it
+LIBRARY=$PGTREE/lib/postgresql/15/lib/pg_jobrunner.so
+LIBRARY_SHA=$(sha256sum "$LIBRARY" | cut -c1-12)
+log "pg_jobrunner library $LIBRARY_SHA (installed $(stat -c '%y' "$LIBRARY" | cut -c1-19)), run from a private copy of the installation"
+
 # harness CMD ARGS...: runs the Node harness (tracked, so the trap can stop it).
 harness() {
   "$NODE" "$BENCH/lib/harness.mjs" "$@" &
@@ -253,6 +275,9 @@ export BENCH_JWT_SECRET=$SECRET
 POSTMASTER_PID=$(head -n 1 "$RUN_DIR/pg/data/postmaster.pid")
 
 psql_q() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
+server_libdir=$(psql_q -At -d postgres -c "SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'")
+[[ $server_libdir == "$PGTREE/lib/postgresql/15/lib" ]] ||
+  die "the server loads its libraries from $server_libdir, not from the private copy"
 for db in bench ceiling boss graphile scrape enqueue; do psql_q -d postgres -c "CREATE DATABASE $db"; done
 psql_q -d bench -c 'CREATE EXTENSION pg_jobrunner'
 [[ $PROFILE -eq 1 ]] && psql_q -d bench -c 'CREATE EXTENSION pg_stat_statements'
@@ -480,7 +505,3 @@ else
 fi
 harness report --raw "$RAW" --out "$RESULTS/latest.md"
 log "written: bench/results/latest.md, charts bench/results/*.svg (raw figures in bench/results/raw/)"
-if [[ $(library_stamp) != "$LIBRARY_STAMP" ]]; then
-  log "WARNING: $LIBRARY was replaced while the bench ran; these figures may mix two builds: run again"
-  exit 3
-fi
