@@ -451,6 +451,7 @@ tier_integration() {
   done
   if (( ${#files[@]} == 0 )); then empty integration "no test/integration/test_*.py"; return; fi
   if [[ ! -x "$PY" ]]; then broken integration "$PY is missing"; return; fi
+  if (( ! CLUSTER_UP )); then broken integration "no cluster"; return; fi
   for f in "${files[@]}"; do
     mod=$(basename "$f" .py)
     log=$LOGS/integration-$mod.log

@@ -89,14 +89,16 @@ COMMENT ON FUNCTION jobrunner._stored_size(jsonb) IS
 -- lowered) is not read: its request_body is NULL and body_bytes says why.
 -- due_at: when the job became due (the later of its created_at and
 -- next_run_at), for the commit-to-request histogram (metrics.sql);
--- traceparent and tracestate: the trace the attempt is sent in.
+-- traceparent and tracestate: the trace the attempt is sent in;
+-- retry_cap_ms: retry_backoff_max, the longest Retry-After obeyed.
 -- _held_back: job names whose destination the worker may not send to now
 -- (circuit open, or paused by Retry-After): none of their jobs is claimed.
 CREATE OR REPLACE FUNCTION jobrunner._claim(_limit int, _worker bigint, _max_bytes bigint DEFAULT NULL,
                                             _held_back text[] DEFAULT NULL)
     RETURNS TABLE (id uuid, job_name text, user_id uuid, user_role text, user_email text,
                    attempt int, request_body text, body_bytes bigint, url text, headers text,
-                   timeout_ms bigint, due_at timestamptz, traceparent text, tracestate text)
+                   timeout_ms bigint, due_at timestamptz, traceparent text, tracestate text,
+                   retry_cap_ms bigint)
     -- headers: the job_config headers as "Name: value" lines (values never
     -- hold CR or LF: job_config validation refuses them).
     LANGUAGE plpgsql
@@ -285,13 +287,16 @@ BEGIN
         SELECT c.job_name, COALESCE(c.url, _base || '/' || c.job_name) AS url,
                (SELECT pg_catalog.string_agg(e.key || ': ' || (e.value #>> '{}'), E'\n')
                   FROM pg_catalog.jsonb_each(c.headers) e) AS headers,
-               (EXTRACT(epoch FROM c.timeout) * 1000)::bigint AS timeout_ms
+               (EXTRACT(epoch FROM c.timeout) * 1000)::bigint AS timeout_ms,
+               (EXTRACT(epoch FROM COALESCE(c.retry_backoff_max, interval '1 hour')) * 1000)::bigint
+                   AS retry_cap_ms
           FROM jobrunner.job_config c
          WHERE c.job_name IN (SELECT u.job_name FROM upd u)
     )
     SELECT u.id, u.job_name, u.user_id, u.user_role, u.user_email, u.attempt_seq,
            CASE WHEN u.body_size <= _readable THEN COALESCE(u.request_body::text, '{}') END,
-           u.body_size, c.url, c.headers, c.timeout_ms, u.due_at, u.traceparent, u.tracestate
+           u.body_size, c.url, c.headers, c.timeout_ms, u.due_at, u.traceparent, u.tracestate,
+           c.retry_cap_ms
       FROM upd u
       JOIN cfg c ON c.job_name = u.job_name;
 END;

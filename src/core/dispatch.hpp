@@ -34,6 +34,9 @@ struct ClaimedJob {
     // The W3C trace the job was queued in (validated at enqueue), if any.
     std::optional<std::string> traceparent;
     std::optional<std::string> tracestate;
+    // The longest Retry-After obeyed (job_config.retry_backoff_max), for
+    // the job and for the pause of its destination.
+    std::int64_t retry_cap_ms = 3600000;
 };
 
 // The status of an outcome whose attempt was never sent (its destination

@@ -420,7 +420,10 @@ void Dispatcher::harvest() {
         if (it == held_.end()) continue;
         const ClaimedJob &job = it->second.job;
         if (job.url) {
-            destinations_.record(destination_of(*job.url), verdict_of(r), now_ms, r.retry_after_ms);
+            // A Retry-After pauses the host as long as this job obeys it.
+            std::optional<std::int64_t> pause = r.retry_after_ms;
+            if (pause) pause = std::min(*pause, job.retry_cap_ms);
+            destinations_.record(destination_of(*job.url), verdict_of(r), now_ms, pause);
         }
         outcomes_.push_back(outcome_from_result(job, r));
         // An aborted request (cancel_job) is neither an outcome of the

@@ -34,7 +34,7 @@ namespace jobrunner {
 namespace {
 
 // Columns of _claim read as text; due_at, the last, is read as a timestamp.
-constexpr int kClaimCols = 13;
+constexpr int kClaimCols = 14;
 
 // Claimed rows copied out of SPI, in plain memory, until the C++ side takes them.
 struct RawClaims {
@@ -213,7 +213,8 @@ void claim_jobs(std::int64_t worker_id, int limit, std::int64_t max_bytes,
     static KeptStatement claim(
         "SELECT id::pg_catalog.text, job_name, user_id::pg_catalog.text, user_role, user_email, "
         "attempt::pg_catalog.text, request_body, body_bytes::pg_catalog.text, url, headers, "
-        "timeout_ms::pg_catalog.text, traceparent, tracestate, due_at "
+        "timeout_ms::pg_catalog.text, traceparent, tracestate, retry_cap_ms::pg_catalog.text, "
+        "due_at "
         "FROM jobrunner._claim($1, $2, $3, $4)",
         4, kClaimTypes);
     Datum values[4] = {Int32GetDatum(limit), Int64GetDatum(worker_id), Int64GetDatum(max_bytes),
@@ -291,6 +292,7 @@ void take_claims(const RawClaims &raw, CycleOutput &cycle) {
         j.timeout_ms = r[10] ? strtoll(r[10], nullptr, 10) : 300000;
         j.traceparent = opt(r[11]);
         j.tracestate = opt(r[12]);
+        if (r[13]) j.retry_cap_ms = strtoll(r[13], nullptr, 10);
         // No body: one too large to read (see _claim). A body over the
         // limit is never sent: the attempt fails, with the reason in the
         // job's log, and is retried (the limit may be raised meanwhile).
