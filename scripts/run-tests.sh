@@ -17,13 +17,17 @@
 # upgrade"; the cluster and log check always run), INTEGRATION_TESTS (only
 # these test/integration modules, e.g. "test_faults test_limits"),
 # SKIP_INSTALL=1 (test what is installed already; also skips the package
-# tier, which reinstalls).
+# tier, which reinstalls), PGBIN (the PostgreSQL 15 bin/ to build against,
+# install into and run: a private copy of the installation lets two trees be
+# tested side by side; the package tier is skipped then, as it installs the
+# system's).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd -P)
-PGBIN=/usr/lib/postgresql/15/bin
-PGXS_TEST=/usr/lib/postgresql/15/lib/pgxs/src/test
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+PGXS_TEST=$(dirname "$PGBIN")/lib/pgxs/src/test
+export PGBIN PG_CONFIG=$PGBIN/pg_config   # test/lib/cluster.sh and make read them
 PY=/usr/bin/python3            # Debian's python: it has psycopg2 and PyJWT
 BUILD=${TEST_OUTPUT:-$ROOT/build}  # logs and results; TEST_OUTPUT lets runs side by side keep theirs apart
 LOGS=$BUILD/logs
@@ -606,7 +610,7 @@ if (( CLUSTER_UP )); then
 fi
 # Last: it swaps the installed extension for the Debian package's and back,
 # so no other tier may run beside it.
-if wanted package && (( ! ${SKIP_INSTALL:-0} )); then
+if wanted package && (( ! ${SKIP_INSTALL:-0} )) && [[ $PGBIN == /usr/lib/postgresql/15/bin ]]; then
   tier_script package test/package/run.sh "the Debian package and the PGXN distribution of HEAD"
 fi
 
