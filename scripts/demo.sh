@@ -2,7 +2,9 @@
 # demo.sh — `make demo`: a throwaway PostgreSQL 15 cluster with pg_jobrunner,
 # a demo endpoint on 127.0.0.1, and jobs flowing: orders inserted by "users"
 # queue jobs from a trigger in the same transaction, one job name fails and
-# retries, a hook records receipts, and job_stats is shown live; Debian's
+# retries, a hook records receipts, a rate-limited job explains why it waits,
+# an autosave coalesces, job_stats is shown live, and a partner host goes
+# down (its circuit opens) and comes back; Debian's
 # postgres_exporter serves the queue's metrics (monitoring/) on 127.0.0.1
 # while it runs. Everything it starts is stopped when it ends (after
 # DEMO_SECONDS, default 20, plus DEMO_LINGER, default 0, to browse the
@@ -14,6 +16,7 @@ PY=/usr/bin/python3
 PORT=${DEMO_PORT:-54339}
 EP_PORT=${DEMO_ENDPOINT_PORT:-18089}
 EXPORTER_PORT=${DEMO_EXPORTER_PORT:-18187}
+PARTNER_PORT=${DEMO_PARTNER_PORT:-18090}  # a second endpoint, down at first
 EXPORTER=/usr/bin/prometheus-postgres-exporter
 SECONDS_TO_RUN=${DEMO_SECONDS:-20}
 
@@ -23,8 +26,10 @@ else sudo make --no-print-directory install >/dev/null; fi
 DEMO_DIR=$(mktemp -d /tmp/jobrunner-demo.XXXXXX)
 EP_PID=""
 EXPORTER_PID=""
+PARTNER_PID=""
 cleanup() {
   [[ -n "$EP_PID" ]] && kill "$EP_PID" 2>/dev/null || true
+  [[ -n "$PARTNER_PID" ]] && kill "$PARTNER_PID" 2>/dev/null || true
   [[ -n "$EXPORTER_PID" ]] && kill "$EXPORTER_PID" 2>/dev/null || true
   test/lib/cluster.sh stop "$DEMO_DIR" >/dev/null 2>&1 || true
   [[ -n "${DEMO_KEEP:-}" ]] || rm -rf "$DEMO_DIR"
@@ -40,6 +45,17 @@ EP_PID=$!
 
 psql() { /usr/lib/postgresql/15/bin/psql -X -q -v ON_ERROR_STOP=1 -d jobrunner_it "$@"; }
 /usr/lib/postgresql/15/bin/psql -X -q -d postgres -c 'CREATE DATABASE jobrunner_it'
+
+# wait_until <what> <query> [seconds]: until the query says t, or fail the demo.
+wait_until() {
+  local what=$1 query=$2 limit=${3:-20} i
+  for ((i = 0; i < limit * 10; i++)); do
+    [[ $(psql -At -c "$query") == t ]] && return 0
+    sleep 0.1
+  done
+  echo "demo: $what did not happen within ${limit} s" >&2
+  exit 1
+}
 
 # Wait (bounded) for the worker and the endpoint.
 for _ in $(seq 1 100); do
@@ -127,6 +143,26 @@ psql -c "SELECT e.* FROM jobrunner.job j, jobrunner.explain_job(j.id) e
           WHERE j.id = (SELECT id FROM jobrunner.job WHERE job_name = 'charge-card'
                          ORDER BY created_at DESC, id LIMIT 1)"
 
+echo "== a rate-limited job name (2 per second): why is its last job waiting? (explain_job)"
+psql -c "INSERT INTO jobrunner.job_config (job_name, url, rate_limit, concurrency_limit)
+         VALUES ('sync-crm', current_setting('jobrunner.base_url') || '/ok', 2, 10)"
+last=$(psql -At -c "SELECT max(jobrunner.queue_job_for(NULL, NULL, NULL, 'sync-crm', jsonb_build_object('n', g))::text)
+                     FROM generate_series(1, 8) g" >/dev/null;
+       psql -At -c "SELECT id FROM jobrunner.job WHERE job_name = 'sync-crm' ORDER BY request_body->>'n' DESC LIMIT 1")
+wait_until "a sync-crm job is sent" \
+  "SELECT count(*) > 0 FROM jobrunner.job WHERE job_name = 'sync-crm' AND state <> 'pending'"
+psql -c "SELECT * FROM jobrunner.explain_job('$last')"
+
+echo "== an autosave, coalesced: five edits in a row, one request with the last body"
+psql -c "INSERT INTO jobrunner.job_config (job_name, url) VALUES ('save-draft', current_setting('jobrunner.base_url') || '/ok')"
+for edit in 1 2 3 4 5; do
+  draft=$(psql -At -c "SELECT jobrunner.queue_job_for('00000000-0000-4000-8000-000000000001', 'authenticated', NULL,
+                         'save-draft', jsonb_build_object('text', 'draft v$edit'), _dedup_key => 'draft:42',
+                         _on_duplicate => 'replace', _run_at => now() + interval '1 second')")
+done
+wait_until "the draft is saved" "SELECT state = 'completed' FROM jobrunner.job WHERE id = '$draft'"
+psql -c "SELECT count(*) AS jobs, min(request_body->>'text') AS body_sent FROM jobrunner.job WHERE job_name = 'save-draft'"
+
 deadline=$((SECONDS + SECONDS_TO_RUN))
 while (( SECONDS < deadline )); do
   echo "-- job_stats at $(date +%T)"
@@ -149,6 +185,28 @@ psql -c "SELECT count(*) AS orders, count(receipt_at) AS receipts FROM app.order
 echo "== the endpoint verified every token independently"
 psql -c "SELECT * FROM jobrunner.worker_status()" -x
 grep -c '"violations": \[\]' "$DEMO_DIR/endpoint.log" | sed 's/^/requests without contract violations: /'
+
+echo "== a partner's host goes down, and comes back"
+psql -c "INSERT INTO jobrunner.job_config (job_name, url, concurrency_limit, max_retries, retry_backoff, retry_backoff_max)
+         VALUES ('notify-partner', 'http://127.0.0.1:$PARTNER_PORT/ok', 10, 20, '1 second', '2 seconds')" \
+     -c "SELECT count(jobrunner.queue_job_for(NULL, NULL, NULL, 'notify-partner', jsonb_build_object('n', g)))
+           FROM generate_series(1, 6) g" >/dev/null
+wait_until "the partner's circuit opens" \
+  "SELECT count(*) > 0 FROM jobrunner.destinations WHERE state IN ('open', 'half_open')"
+echo "-- nothing answers on 127.0.0.1:$PARTNER_PORT: after 5 failures in a row only one probe goes out, at growing intervals"
+psql -c "SELECT destination, state, consecutive_failures, until, job_names FROM jobrunner.destinations"
+psql -c "SELECT e.* FROM jobrunner.explain_job((SELECT id FROM jobrunner.job WHERE job_name = 'notify-partner'
+                                                  AND state = 'pending' LIMIT 1)) e WHERE e.blocking"
+echo "-- the partner starts answering"
+JOBRUNNER_SECRET=$(cat "$DEMO_DIR/jwt_secret") \
+  $PY test/integration/endpoint.py --host 127.0.0.1 --port "$PARTNER_PORT" \
+  > "$DEMO_DIR/partner.log" 2>&1 &
+PARTNER_PID=$!
+wait_until "every notify-partner job is delivered" \
+  "SELECT count(*) FILTER (WHERE state = 'completed') = 6 FROM jobrunner.job WHERE job_name = 'notify-partner'" 60
+psql -c "SELECT state, count(*), max(attempts) AS most_attempts FROM jobrunner.job WHERE job_name = 'notify-partner' GROUP BY 1"
+psql -At -c "SELECT CASE WHEN count(*) = 0 THEN 'jobrunner.destinations is empty again: every host is healthy' END
+               FROM jobrunner.destinations"
 
 if [[ -n "$METRICS_URL" ]]; then
   echo "== the queue as Prometheus sees it (a few lines of $METRICS_URL)"

@@ -20,6 +20,7 @@ SELECT pg_catalog.pg_extension_config_dump('jobrunner.schedule', '');
 SELECT pg_catalog.pg_extension_config_dump('jobrunner.rate_bucket', '');
 SELECT pg_catalog.pg_extension_config_dump('jobrunner.group_turn', '');
 SELECT pg_catalog.pg_extension_config_dump('jobrunner.dispatch_origin', '');
+SELECT pg_catalog.pg_extension_config_dump('jobrunner.job_successor', '');
 
 CREATE OR REPLACE FUNCTION jobrunner._here(OUT system_identifier numeric, OUT database_oid oid)
     LANGUAGE c STABLE PARALLEL SAFE

@@ -13,9 +13,9 @@ CREATE OR REPLACE FUNCTION jobrunner.explain_job(_job_id uuid)
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    _job jobrunner.job := jobrunner._lock_job_for_caller(_job_id, ARRAY[]::text[]);
+    _job jobrunner.job;
     _cfg jobrunner.job_config;
-    _owner uuid := COALESCE(_job.user_id, '00000000-0000-0000-0000-000000000000'::uuid);
+    _owner uuid;
     _worker record;
     _n bigint;
     _tokens double precision;
@@ -23,6 +23,26 @@ DECLARE
     _blocked boolean := false;
     _dest record;
 BEGIN
+    -- A body queued with _on_duplicate => 'replace' behind a job already
+    -- sent: shown to the holder's user and admins, like the holder.
+    SELECT s.holder_id, s.queued_at, s.run_at, j.user_id INTO _dest
+      FROM jobrunner.job_successor s JOIN jobrunner.job j ON j.id = s.holder_id
+     WHERE s.id = _job_id;
+    IF FOUND THEN
+        _worker := jobrunner._caller();
+        IF NOT COALESCE(_worker.is_admin OR _dest.user_id = _worker.user_id, false) THEN
+            RAISE EXCEPTION 'job % not found', _job_id
+                USING ERRCODE = 'no_data_found',
+                      HINT = 'A job can be acted on only by its own user or an administrator.';
+        END IF;
+        RETURN QUERY SELECT 'behind', true,
+            pg_catalog.format('queued at %s behind job %s (same dedup key, already sent): it becomes pending%s when that job ends',
+                              _dest.queued_at, _dest.holder_id,
+                              CASE WHEN _dest.run_at > now() THEN pg_catalog.format(' (due at %s)', _dest.run_at) ELSE '' END);
+        RETURN;
+    END IF;
+    _job := jobrunner._lock_job_for_caller(_job_id, ARRAY[]::text[]);
+    _owner := COALESCE(_job.user_id, '00000000-0000-0000-0000-000000000000'::uuid);
     IF _job.state <> 'pending' THEN
         reason := 'state';
         blocking := _job.state = 'running';

@@ -26,7 +26,7 @@ TO PUBLIC;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobrunner FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    jobrunner.queue_job(text, jsonb, int, timestamptz, text, text, int, text, text),
+    jobrunner.queue_job(text, jsonb, int, timestamptz, text, text, int, text, text, text),
     jobrunner.dequeue_job(uuid),
     jobrunner.cancel_job(uuid),
     jobrunner.retry_job(uuid),

@@ -88,7 +88,8 @@ CREATE OR REPLACE FUNCTION jobrunner._enqueue(_user_id uuid, _user_role text, _u
                                    _job_name text, _request_body jsonb, _max_retries int,
                                    _run_at timestamptz, _dedup_key text,
                                    _idempotency_key text, _priority int,
-                                   _traceparent text DEFAULT NULL, _tracestate text DEFAULT NULL)
+                                   _traceparent text DEFAULT NULL, _tracestate text DEFAULT NULL,
+                                   _on_duplicate text DEFAULT 'keep')
     RETURNS uuid
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -98,6 +99,7 @@ DECLARE
     _id uuid;
     _size bigint;
     _trace record;
+    _holder record;
 BEGIN
     IF _job_name IS NULL THEN
         RAISE EXCEPTION 'job name must not be null' USING ERRCODE = 'null_value_not_allowed';
@@ -126,6 +128,16 @@ BEGIN
     IF pg_catalog.length(_dedup_key) > 512 OR pg_catalog.length(_idempotency_key) > 512 THEN
         RAISE EXCEPTION 'dedup and idempotency keys are at most 512 characters'
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF _on_duplicate IS NULL OR _on_duplicate NOT IN ('keep', 'replace') THEN
+        RAISE EXCEPTION 'invalid _on_duplicate %', COALESCE(pg_catalog.quote_literal(pg_catalog.left(_on_duplicate, 100)), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = '''keep'' returns the job already queued with the dedup key; ''replace'' gives it the new body (or queues the body behind it once it has been sent).';
+    END IF;
+    IF _on_duplicate = 'replace' AND _dedup_key IS NULL THEN
+        RAISE EXCEPTION '_on_duplicate => ''replace'' needs a _dedup_key'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The dedup key names the job whose body the new one replaces.';
     END IF;
     IF _user_id IS NOT NULL AND _user_role IS NULL THEN
         RAISE EXCEPTION 'a job for user % needs a role', _user_id
@@ -172,15 +184,33 @@ BEGIN
            AND COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)
                = COALESCE(_user_id, '00000000-0000-0000-0000-000000000000'::uuid)
            AND j.idempotency_key = _idempotency_key;
-        IF _id IS NULL THEN
-            SELECT j.id INTO _id FROM jobrunner.job j
+        IF _id IS NOT NULL THEN
+            RETURN _id;
+        END IF;
+        -- The job holding the dedup key, locked when it is to be changed:
+        -- the claim skips a locked job, and a job the claim locked first is
+        -- seen here as running once the claim commits.
+        IF _on_duplicate = 'keep' THEN
+            SELECT j.id INTO _holder FROM jobrunner.job j
              WHERE _dedup_key IS NOT NULL AND j.job_name = _job_name
                AND COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)
                    = COALESCE(_user_id, '00000000-0000-0000-0000-000000000000'::uuid)
                AND j.dedup_key = _dedup_key AND j.state IN ('pending', 'running');
+        ELSE
+            SELECT j.id, j.state, j.attempt_seq INTO _holder FROM jobrunner.job j
+             WHERE j.job_name = _job_name
+               AND COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)
+                   = COALESCE(_user_id, '00000000-0000-0000-0000-000000000000'::uuid)
+               AND j.dedup_key = _dedup_key AND j.state IN ('pending', 'running')
+               FOR UPDATE;
         END IF;
-        IF _id IS NOT NULL THEN
-            RETURN _id;
+        IF _holder.id IS NOT NULL THEN
+            IF _on_duplicate = 'keep' THEN
+                RETURN _holder.id;
+            END IF;
+            RETURN jobrunner._coalesce(_holder.id, _holder.state = 'pending' AND _holder.attempt_seq = 0,
+                                       _request_body, _max_retries, _run_at, _priority,
+                                       _trace.traceparent, _trace.tracestate);
         END IF;
         -- The conflicting job finished between our insert and our look-up; try again.
     END LOOP;
@@ -188,7 +218,7 @@ BEGIN
         USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
 END;
 $$;
-COMMENT ON FUNCTION jobrunner._enqueue(uuid, text, text, text, jsonb, int, timestamptz, text, text, int, text, text) IS
+COMMENT ON FUNCTION jobrunner._enqueue(uuid, text, text, text, jsonb, int, timestamptz, text, text, int, text, text, text) IS
     'internal: the one place jobs are inserted (dedup and idempotency through unique indexes)';
 
 -- public API
@@ -199,7 +229,8 @@ CREATE OR REPLACE FUNCTION jobrunner.queue_job(_job_name text, _request_body jso
                                     _idempotency_key text DEFAULT NULL,
                                     _priority int DEFAULT 0,
                                     _traceparent text DEFAULT NULL,
-                                    _tracestate text DEFAULT NULL)
+                                    _tracestate text DEFAULT NULL,
+                                    _on_duplicate text DEFAULT 'keep')
     RETURNS uuid
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -220,10 +251,10 @@ BEGIN
     END IF;
     RETURN jobrunner._enqueue(_me.user_id, _me.user_role, _me.user_email, _job_name,
                               _request_body, _max_retries, _run_at, _dedup_key,
-                              _idempotency_key, _priority, _traceparent, _tracestate);
+                              _idempotency_key, _priority, _traceparent, _tracestate, _on_duplicate);
 END;
 $$;
-COMMENT ON FUNCTION jobrunner.queue_job(text, jsonb, int, timestamptz, text, text, int, text, text) IS
+COMMENT ON FUNCTION jobrunner.queue_job(text, jsonb, int, timestamptz, text, text, int, text, text, text) IS
     'queue a job owned by the caller (from request.jwt.claims) in the caller''s transaction, in the caller''s trace; returns its id';
 
 -- public API (admin only)
@@ -233,7 +264,8 @@ CREATE OR REPLACE FUNCTION jobrunner.queue_job_for(_user_id uuid, _user_role tex
                                         _run_at timestamptz DEFAULT NULL,
                                         _dedup_key text DEFAULT NULL,
                                         _idempotency_key text DEFAULT NULL,
-                                        _priority int DEFAULT 0)
+                                        _priority int DEFAULT 0,
+                                        _on_duplicate text DEFAULT 'keep')
     RETURNS uuid
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -248,8 +280,8 @@ BEGIN
     RETURN jobrunner._enqueue(_user_id, CASE WHEN _user_id IS NULL THEN NULL ELSE _user_role END,
                               CASE WHEN _user_id IS NULL THEN NULL ELSE _user_email END,
                               _job_name, _request_body, _max_retries, _run_at, _dedup_key,
-                              _idempotency_key, _priority);
+                              _idempotency_key, _priority, NULL, NULL, _on_duplicate);
 END;
 $$;
-COMMENT ON FUNCTION jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int) IS
+COMMENT ON FUNCTION jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int, text) IS
     'admin only: queue a job for the given user (NULL user: a system job)';

@@ -197,6 +197,9 @@ AS $$
 DECLARE
     _job jobrunner.job;
 BEGIN
+    IF jobrunner._drop_successor(_job_id) THEN
+        RETURN true;
+    END IF;
     _job := jobrunner._lock_job_for_caller(_job_id, ARRAY['pending']);
     IF _job.state <> 'pending' THEN
         RETURN false;
@@ -231,8 +234,12 @@ CREATE OR REPLACE FUNCTION jobrunner.cancel_job(_job_id uuid) RETURNS boolean
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    _job jobrunner.job := jobrunner._lock_job_for_caller(_job_id, ARRAY['pending', 'running']);
+    _job jobrunner.job;
 BEGIN
+    IF jobrunner._drop_successor(_job_id) THEN
+        RETURN true;
+    END IF;
+    _job := jobrunner._lock_job_for_caller(_job_id, ARRAY['pending', 'running']);
     IF _job.state NOT IN ('pending', 'running') THEN
         RETURN false;
     END IF;

@@ -116,6 +116,24 @@ CREATE UNIQUE INDEX job_idempotency_key_idx ON jobrunner.job
     (job_name, (COALESCE(user_id, '00000000-0000-0000-0000-000000000000'::uuid)), idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 
+-- Coalescing (queue_job's _on_duplicate => 'replace'): the newest body for a
+-- dedup key whose job has already been sent waits here, under the id it will
+-- have, and becomes a pending job when that job ends, however it ends. A
+-- request once sent is never changed, and the bodies keep their order.
+CREATE TABLE jobrunner.job_successor (
+    id           uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    holder_id    uuid        NOT NULL UNIQUE,
+    request_body jsonb,
+    run_at       timestamptz,
+    priority     int         NOT NULL DEFAULT 0,
+    max_retries  int,
+    traceparent  text,
+    tracestate   text,
+    queued_at    timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE jobrunner.job_successor IS
+    'the newest body queued with _on_duplicate => ''replace'' behind a job already sent; it becomes job id when holder_id ends';
+
 CREATE TABLE jobrunner.job_logs (
     id          bigint GENERATED ALWAYS AS IDENTITY,
     job_id      uuid        NOT NULL,

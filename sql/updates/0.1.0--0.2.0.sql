@@ -53,6 +53,30 @@ DROP FUNCTION jobrunner._lock_job_for_caller(uuid);
 DROP FUNCTION jobrunner._recover(bigint);
 DROP FUNCTION jobrunner.queue_job(text, jsonb, int, timestamptz, text, text, int);
 DROP FUNCTION jobrunner._enqueue(uuid, text, text, text, jsonb, int, timestamptz, text, text, int);
+-- queue_job_for gains _on_duplicate. The roles an administrator granted
+-- EXECUTE on it keep that right: they are read before the drop and granted
+-- it again on the new signature, created here (its body comes with the
+-- replayed files).
+DO $$
+DECLARE
+    _grantees text;
+BEGIN
+    SELECT pg_catalog.string_agg(DISTINCT a.grantee::pg_catalog.regrole::text, ', ') INTO _grantees
+      FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+     WHERE p.oid = 'jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int)'::pg_catalog.regprocedure
+       AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner;
+    DROP FUNCTION jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int);
+    CREATE FUNCTION jobrunner.queue_job_for(_user_id uuid, _user_role text, _user_email text,
+                                            _job_name text, _request_body jsonb, _max_retries int,
+                                            _run_at timestamptz, _dedup_key text, _idempotency_key text,
+                                            _priority int, _on_duplicate text)
+        RETURNS uuid LANGUAGE sql AS 'SELECT NULL::uuid';
+    IF _grantees IS NOT NULL THEN
+        EXECUTE 'GRANT EXECUTE ON FUNCTION jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int, text) TO '
+                || _grantees;
+    END IF;
+END;
+$$;
 
 -- Where this queue dispatches from (see tables.sql); recorded by
 -- sql/functions/backup.sql for a database that has none yet.
@@ -63,3 +87,18 @@ CREATE TABLE jobrunner.dispatch_origin (
 );
 COMMENT ON TABLE jobrunner.dispatch_origin IS
     'where this queue dispatches from (cluster and database); a row naming another place pauses dispatch until resume_dispatch()';
+
+-- Coalescing: bodies waiting behind a job already sent (see tables.sql).
+CREATE TABLE jobrunner.job_successor (
+    id           uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    holder_id    uuid        NOT NULL UNIQUE,
+    request_body jsonb,
+    run_at       timestamptz,
+    priority     int         NOT NULL DEFAULT 0,
+    max_retries  int,
+    traceparent  text,
+    tracestate   text,
+    queued_at    timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE jobrunner.job_successor IS
+    'the newest body queued with _on_duplicate => ''replace'' behind a job already sent; it becomes job id when holder_id ends';

@@ -28,12 +28,16 @@ extern "C" {
 
 namespace jobrunner {
 
-// jobrunner.queue_job_for's oid: EXECUTE on it is what makes an admin.
+// jobrunner.queue_job_for's oid: EXECUTE on it is what makes an admin. The
+// current signature has _on_duplicate last; 0.1.0's, without it, is what
+// this library finds until ALTER EXTENSION ... UPDATE has run, so admins
+// stay admins in between.
 static Oid queue_job_for_oid() {
-    Oid types[10] = {UUIDOID, TEXTOID,        TEXTOID, TEXTOID, JSONBOID,
-                     INT4OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, INT4OID};
+    Oid types[11] = {UUIDOID,        TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT4OID,
+                     TIMESTAMPTZOID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
     List *name = list_make2(makeString(pstrdup("jobrunner")), makeString(pstrdup("queue_job_for")));
-    return LookupFuncName(name, 10, types, true);
+    Oid fn = LookupFuncName(name, 11, types, true);
+    return OidIsValid(fn) ? fn : LookupFuncName(name, 10, types, true);
 }
 
 bool caller_is_admin() {

@@ -33,8 +33,11 @@ class BackupRestoreTest(harness.JobrunnerTestCase):
         wait_for(lambda: scalar(self.db, "SELECT count(*) FROM jobrunner.job WHERE job_name = %s "
                                          "AND state = 'completed'", (done,)) == 3,
                  30, 0.05, "the completed jobs did not complete")
-        jobs["running"] = [queue_for(self.db, bob, ROLE, None, held, {"n": 1})]
+        jobs["running"] = [queue_for(self.db, bob, ROLE, None, held, {"n": 1}, dedup_key="bk")]
         self.ep.wait_for_current(1, job_name=held, timeout=15)
+        # A newer body coalesced behind the running job (jobrunner.job_successor).
+        jobs["behind"] = [queue_for(self.db, bob, ROLE, None, held, {"n": 2}, dedup_key="bk",
+                                    on_duplicate="replace")]
         jobs["pending"] = [queue_for(self.db, alice, ROLE, None, later, {"n": i}) for i in range(4)]
         jobs["canceled"] = [queue_for(self.db, bob, ROLE, None, later, {"n": 9})]
         scalar(self.db, "SELECT jobrunner.dequeue_job(%s)", (jobs["canceled"][0],))
@@ -63,7 +66,8 @@ class BackupRestoreTest(harness.JobrunnerTestCase):
         restored = target.connect("restored")
         self.addCleanup(restored.close)
         after = self.snapshot(restored)
-        for table in ("job_config", "schedule"):
+        self.assertEqual(len(before["waiting"]), 1)
+        for table in ("job_config", "schedule", "waiting"):
             self.assertEqual(after[table], before[table], "%s came back as it was" % table)
         # Logs: every one dumped (the restored worker may add its own since).
         self.assertEqual(after["logs"][:len(before["logs"])], before["logs"], "logs came back as they were")
@@ -102,6 +106,13 @@ class BackupRestoreTest(harness.JobrunnerTestCase):
         running = jobs["running"][0]
         wait_for(lambda: scalar(restored, "SELECT state FROM jobrunner.job WHERE id = %s", (running,))
                  == "completed", 30, 0.05, "the job running at the dump was not attempted again")
+        # The body waiting behind it is queued when it ends, and delivered.
+        behind = jobs["behind"][0]
+        wait_for(lambda: scalar(restored, "SELECT state FROM jobrunner.job WHERE id = %s", (behind,))
+                 == "completed", 30, 0.05, "the body waiting behind the running job was not delivered")
+        # (The source cluster, whose held job was released too, sends it as well.)
+        bodies = [r.json() for r in self.ep.requests(correlation_id=behind)]
+        self.assertTrue(bodies and all(b == {"n": 2} for b in bodies), bodies)
         self.assertEqual(scalar(restored, "SELECT state FROM jobrunner.job WHERE id = %s",
                                 (jobs["canceled"][0],)), "canceled")
         self.assertIsNone(scalar(restored, "SELECT paused_reason FROM jobrunner.worker_status()"))
@@ -115,6 +126,8 @@ class BackupRestoreTest(harness.JobrunnerTestCase):
             "job_config": query(conn, "SELECT job_name, url, enabled, max_retries, timeout::text "
                                       "FROM jobrunner.job_config ORDER BY 1"),
             "schedule": query(conn, "SELECT schedule_name, cron, job_name FROM jobrunner.schedule ORDER BY 1"),
+            "waiting": query(conn, "SELECT id::text, holder_id::text, request_body::text "
+                                   "FROM jobrunner.job_successor ORDER BY 1"),
             "jobs": [(r["id"], r["job_name"], r["user_id"]) for r in
                      query(conn, "SELECT id::text, job_name, user_id::text FROM jobrunner.job ORDER BY 1")],
             "logs": query(conn, "SELECT id, job_id::text, attempt, log_message FROM jobrunner.job_logs "

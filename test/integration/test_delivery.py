@@ -239,6 +239,46 @@ class Delivery(DeliveryCase):
         self.ep.release()
         wait_job_state(self.db, jid, "completed")
 
+    def test_coalesced_bodies_are_sent_in_order_each_once(self):
+        """queue_job(_on_duplicate => 'replace') with the worker running:
+        while the first body's request is held, five more calls coalesce
+        into one body waiting behind it; nothing more is sent meanwhile, and
+        when the first ends only the newest body is sent, after it."""
+        name = self.job_name("coalesce", "/hold?ms=30000", concurrency_limit=5)
+        owner = user(1)
+        first = self.queue(name, owner, {"v": 0}, dedup_key="doc", on_duplicate="replace")
+        self.ep.wait_for_current(1, job_name=name)
+        ids = {self.queue(name, owner, {"v": v}, dedup_key="doc", on_duplicate="replace") for v in range(1, 6)}
+        self.assertEqual(len(ids), 1, "every call returns the one body waiting")
+        [behind] = ids
+        self.assertNotEqual(behind, first)
+        harness.wait_worker_loops(self.db, 3)
+        self.assertEqual(len(self.ep.requests(job_name=name)), 1, "a second body went out while the first ran")
+        self.ep.release()
+        wait_job_state(self.db, behind, "completed")
+        bodies = [r.json()["v"] for r in sorted(self.ep.requests(job_name=name), key=lambda r: r.started)]
+        self.assertEqual(bodies, [0, 5])
+        self.assertEqual(harness.job(self.db, first)["state"], "completed")
+
+    def test_debounced_key_sends_the_last_body_once_after_the_last_call(self):
+        """Each call pushes run_at one second past itself: a burst of calls
+        sends once, the last body, a second after the last call."""
+        name = self.job_name("debounce", "/ok")
+        owner = user(1)
+        ids = set()
+        for v in range(5):
+            ids.add(scalar(self.db, "SELECT jobrunner.queue_job_for(%s, 'authenticated', NULL, %s, "
+                                    "jsonb_build_object('v', %s), _dedup_key => 'doc', _on_duplicate => 'replace', "
+                                    "_run_at => now() + interval '1 second')::text", (owner[0], name, v)))
+            time.sleep(0.2)
+        [jid] = ids
+        run_at = harness.job(self.db, jid)["next_run_at"].timestamp()
+        wait_job_state(self.db, jid, "completed", timeout=10)
+        [req] = self.sent(jid)
+        self.assertEqual(req.json(), {"v": 4})
+        self.assertGreaterEqual(req.time, run_at, "sent before the last call's run_at")
+        self.assertEqual(len(self.ep.requests(job_name=name)), 1)
+
     def test_system_job_token_has_no_sub_and_the_system_role(self):
         name = self.job_name("system", "/ok")
         default_role = scalar(self.db, "SHOW jobrunner.system_role")

@@ -32,6 +32,10 @@ class UpgradeTest(unittest.TestCase):
             cur.execute("DROP EXTENSION IF EXISTS pg_jobrunner CASCADE")
             cur.execute("CREATE EXTENSION pg_jobrunner")
         harness.wait_for_worker()
+        # The worker has seen the current version (a pause for the old one
+        # ended), so the next test's old version is news to it again.
+        wait_for(lambda: harness.worker_status(self.db)["paused_reason"] is None, 20, 0.05,
+                 "the worker did not resume on the current version")
 
     def test_the_worker_idles_on_old_sql_and_jobs_finish_after_the_update(self):
         current = scalar(self.db, "SELECT default_version FROM pg_available_extensions "
@@ -81,6 +85,47 @@ class UpgradeTest(unittest.TestCase):
                                                           "WHERE job_id = %s ORDER BY id", (interrupted,))]
         self.assertIn("attempt interrupted by a worker restart; will be attempted again", logs)
         self.ep.assert_no_violations()
+
+    def test_roles_granted_queue_job_for_keep_it_after_the_update(self):
+        # The update changes queue_job_for's signature (drop and create): the
+        # right an administrator gave a role must survive it, and no other
+        # role may gain it.
+        old_sig = "jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int)"
+        new_sig = "jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int, text)"
+        role, other = "jr_upgrade_enqueuer", "jr_upgrade_other"
+        with self.db.cursor() as cur:
+            cur.execute("DROP EXTENSION pg_jobrunner CASCADE")
+            cur.execute("CREATE EXTENSION pg_jobrunner VERSION %s", (OLD,))
+            for r in (role, other):
+                cur.execute("DROP ROLE IF EXISTS %s" % r)
+                cur.execute("CREATE ROLE %s NOLOGIN" % r)
+                self.addCleanup(self.drop_role, r)
+            cur.execute("GRANT EXECUTE ON FUNCTION %s TO %s" % (old_sig, role))
+            # Before the update, this library is already loaded: the role is
+            # an admin for the old SQL too.
+            cur.execute("INSERT INTO jobrunner.job_config (job_name, url) VALUES ('upgrade.grant', %s)",
+                        (self.ep.url("/ok"),))
+            cur.execute("SET ROLE %s" % role)
+            cur.execute("SELECT jobrunner.queue_job_for(NULL, NULL, NULL, 'upgrade.grant')")
+            cur.execute("RESET ROLE")
+            cur.execute("ALTER EXTENSION pg_jobrunner UPDATE")
+        self.assertTrue(scalar(self.db, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", (role, new_sig)),
+                        "the granted role may still call queue_job_for")
+        self.assertFalse(scalar(self.db, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", (other, new_sig)),
+                         "a role never granted it may not")
+        self.assertFalse(scalar(self.db, "SELECT has_function_privilege('public', %s, 'EXECUTE')", (new_sig,)),
+                         "PUBLIC may not")
+        with self.db.cursor() as cur:
+            cur.execute("SET ROLE %s" % role)
+            cur.execute("SELECT jobrunner.queue_job_for(NULL, NULL, NULL, 'upgrade.grant', _dedup_key => 'k', "
+                        "_on_duplicate => 'replace')")
+            cur.execute("RESET ROLE")
+        self.assertEqual(scalar(self.db, "SELECT count(*) FROM jobrunner.job WHERE job_name = 'upgrade.grant'"), 2)
+
+    def drop_role(self, role):
+        with self.db.cursor() as cur:
+            cur.execute("DROP OWNED BY %s" % role)
+            cur.execute("DROP ROLE %s" % role)
 
 
 if __name__ == "__main__":

@@ -162,7 +162,7 @@ RESET SESSION AUTHORIZATION;
 -- An admin by grant: EXECUTE on queue_job_for makes a role an administrator.
 ------------------------------------------------------------------------------
 CREATE ROLE jr_admin NOLOGIN;
-GRANT EXECUTE ON FUNCTION jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int) TO jr_admin;
+GRANT EXECUTE ON FUNCTION jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int, text) TO jr_admin;
 SET ROLE jr_admin;
 SELECT is((SELECT is_admin FROM jobrunner._caller()), true, 'a role with EXECUTE on queue_job_for is an admin');
 SELECT is((SELECT count(*)::int FROM jobrunner.job), 2, 'the admin sees every user''s jobs');

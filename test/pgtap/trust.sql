@@ -10,7 +10,7 @@ SET LOCAL client_min_messages = warning;
 
 CREATE ROLE jr_trust_admin LOGIN;
 CREATE ROLE jr_trust_appowner LOGIN;
-GRANT EXECUTE ON FUNCTION jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int),
+GRANT EXECUTE ON FUNCTION jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int, text),
                           jobrunner.mint_user_jwt(uuid, text, text, interval)
    TO jr_trust_admin;
 GRANT CREATE ON SCHEMA public TO mallory, jr_trust_admin, jr_trust_appowner;
