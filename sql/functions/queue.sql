@@ -98,7 +98,8 @@ DECLARE
     _cfg_retries int;
     _id uuid;
     _size bigint;
-    _trace record;
+    _tp text;
+    _ts text;
     _holder record;
 BEGIN
     IF _job_name IS NULL THEN
@@ -109,14 +110,17 @@ BEGIN
             USING ERRCODE = 'read_only_sql_transaction',
                   HINT = 'Queue jobs on the primary; a standby reads the queue but never dispatches.';
     END IF;
-    -- Not only dots: with jobrunner.base_url the name is a path segment.
-    IF _job_name !~ '^[A-Za-z0-9._-]{1,128}$' OR _job_name ~ '^[.]+$' THEN
-        RAISE EXCEPTION 'invalid job name %', pg_catalog.quote_literal(pg_catalog.left(_job_name, 200))
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Job names are 1 to 128 letters, digits, ".", "_" or "-", and not only dots.';
-    END IF;
     SELECT c.max_retries INTO _cfg_retries FROM jobrunner.job_config c WHERE c.job_name = _job_name;
-    IF NOT FOUND THEN
+    -- A configured name passed job_config's own check (the pattern below:
+    -- matching it costs more than the rest of the checks together, so only
+    -- a name without a config is matched), except a name of dots only, which
+    -- 0.1.0 let through: with jobrunner.base_url the name is a path segment.
+    IF NOT FOUND OR pg_catalog.ltrim(_job_name, '.') = '' THEN
+        IF _job_name !~ '^[A-Za-z0-9._-]{1,128}$' OR pg_catalog.ltrim(_job_name, '.') = '' THEN
+            RAISE EXCEPTION 'invalid job name %', pg_catalog.quote_literal(pg_catalog.left(_job_name, 200))
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Job names are 1 to 128 letters, digits, ".", "_" or "-", and not only dots.';
+        END IF;
         RAISE EXCEPTION 'job "%" is not configured', _job_name
             USING ERRCODE = 'undefined_object',
                   HINT = 'An administrator inserts a row into jobrunner.job_config for it.';
@@ -160,18 +164,35 @@ BEGIN
                   HINT = 'Store large payloads in a table and queue their key; an administrator can raise jobrunner.max_request_size.';
     END IF;
 
-    _trace := jobrunner._trace_context(_traceparent, _tracestate);
+    -- Most calls carry no trace context: it is looked for only where there
+    -- can be one (an argument, or PostgREST's request.headers naming it).
+    IF _traceparent IS NOT NULL OR _tracestate IS NOT NULL
+       OR pg_catalog.strpos(pg_catalog.current_setting('request.headers', true), 'traceparent') > 0 THEN
+        SELECT t.traceparent, t.tracestate INTO _tp, _ts
+          FROM jobrunner._trace_context(_traceparent, _tracestate) t;
+    END IF;
 
     FOR _try IN 1..3 LOOP
-        INSERT INTO jobrunner.job (user_id, user_role, user_email, job_name, request_body,
-                                   priority, max_retries, dedup_key, idempotency_key, next_run_at,
-                                   due, traceparent, tracestate)
-        VALUES (_user_id, _user_role, _user_email, _job_name, _request_body,
-                COALESCE(_priority, 0), COALESCE(_max_retries, _cfg_retries), _dedup_key,
-                _idempotency_key, COALESCE(_run_at, now()), COALESCE(_run_at <= now(), true),
-                _trace.traceparent, _trace.tracestate)
-        ON CONFLICT DO NOTHING
-        RETURNING id INTO _id;
+        -- Without a key nothing can collide (ids are random uuids): a plain
+        -- insert, as ON CONFLICT's speculative insertion costs a probe of
+        -- every unique index and a WAL record more per job.
+        IF _dedup_key IS NULL AND _idempotency_key IS NULL THEN
+            INSERT INTO jobrunner.job (user_id, user_role, user_email, job_name, request_body,
+                                       priority, max_retries, next_run_at, due, traceparent, tracestate)
+            VALUES (_user_id, _user_role, _user_email, _job_name, _request_body,
+                    COALESCE(_priority, 0), COALESCE(_max_retries, _cfg_retries),
+                    COALESCE(_run_at, now()), COALESCE(_run_at <= now(), true), _tp, _ts)
+            RETURNING id INTO _id;
+        ELSE
+            INSERT INTO jobrunner.job (user_id, user_role, user_email, job_name, request_body,
+                                       priority, max_retries, dedup_key, idempotency_key, next_run_at,
+                                       due, traceparent, tracestate)
+            VALUES (_user_id, _user_role, _user_email, _job_name, _request_body,
+                    COALESCE(_priority, 0), COALESCE(_max_retries, _cfg_retries), _dedup_key,
+                    _idempotency_key, COALESCE(_run_at, now()), COALESCE(_run_at <= now(), true), _tp, _ts)
+            ON CONFLICT DO NOTHING
+            RETURNING id INTO _id;
+        END IF;
         IF _id IS NOT NULL THEN
             INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
             VALUES (_id, 0, 'info', 'created');
@@ -209,8 +230,7 @@ BEGIN
                 RETURN _holder.id;
             END IF;
             RETURN jobrunner._coalesce(_holder.id, _holder.state = 'pending' AND _holder.attempt_seq = 0,
-                                       _request_body, _max_retries, _run_at, _priority,
-                                       _trace.traceparent, _trace.tracestate);
+                                       _request_body, _max_retries, _run_at, _priority, _tp, _ts);
         END IF;
         -- The conflicting job finished between our insert and our look-up; try again.
     END LOOP;
@@ -272,7 +292,7 @@ CREATE OR REPLACE FUNCTION jobrunner.queue_job_for(_user_id uuid, _user_role tex
 AS $$
 BEGIN
     -- jobrunner._require_admin, inline: this is called per job.
-    IF NOT (SELECT c.is_admin FROM jobrunner._caller_context() c) THEN
+    IF NOT (jobrunner._caller_context()).is_admin THEN
         RAISE EXCEPTION 'queue_job_for is for administrators'
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Administrators are superusers and roles granted EXECUTE on jobrunner.queue_job_for, acting as themselves (not through another role''s SECURITY DEFINER function, nor inside VACUUM or ANALYZE).';

@@ -39,6 +39,15 @@ SELECT regress.err(format('SELECT jobrunner.queue_job(%L, _idempotency_key => %L
        AS long_idempotency_key;
 -- The hint says what to do.
 SELECT jobrunner.queue_job('q.nope');
+-- A name of dots only, configured under 0.1.0 (whose check let it through:
+-- here its trigger is bypassed), is refused: with jobrunner.base_url it
+-- would be a path segment.
+ALTER TABLE jobrunner.job_config DISABLE TRIGGER job_config_validate;
+INSERT INTO jobrunner.job_config (job_name, url) VALUES ('..', NULL);
+ALTER TABLE jobrunner.job_config ENABLE TRIGGER job_config_validate;
+SELECT regress.err($$SELECT jobrunner.queue_job('..')$$) AS configured_dots_only;
+SELECT regress.err($$SELECT jobrunner.queue_job('...')$$) AS unconfigured_dots_only;
+DELETE FROM jobrunner.job_config WHERE job_name = '..';
 
 -- Claims that cannot be believed or read.
 SET request.jwt.claims = '{"sub": "not-a-uuid", "role": "authenticated"}';
