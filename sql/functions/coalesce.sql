@@ -1,8 +1,8 @@
 -- coalesce.sql — queue_job's _on_duplicate => 'replace': a newer body for a
 -- dedup key replaces the body of the job holding the key while that job has
 -- never been sent, and otherwise waits behind it (jobrunner.job_successor)
--- until it ends. A request once sent is never changed, and bodies run in the
--- order they were queued.
+-- until it ends. A request once sent is never changed, and bodies are sent
+-- in the order they were queued.
 
 -- internal: called by _enqueue with the holder locked (FOR UPDATE), so the
 -- claim cannot take it meanwhile; returns the id the new body runs under.
@@ -106,15 +106,23 @@ CREATE OR REPLACE FUNCTION jobrunner._drop_successor(_job_id uuid)
 AS $$
 DECLARE
     _me record;
+    _holder_id uuid;
 BEGIN
-    IF NOT EXISTS (SELECT FROM jobrunner.job_successor s WHERE s.id = _job_id) THEN
+    SELECT s.holder_id INTO _holder_id FROM jobrunner.job_successor s WHERE s.id = _job_id;
+    IF NOT FOUND THEN
         RETURN false;
     END IF;
+    -- The job ahead is locked first, as a replace locks it: the worker,
+    -- which releases the body when that job ends, skips a locked job and
+    -- comes back to it, instead of waiting for this transaction.
     _me := jobrunner._caller();
-    DELETE FROM jobrunner.job_successor s
-     USING jobrunner.job j
-     WHERE s.id = _job_id AND j.id = s.holder_id
-       AND COALESCE(_me.is_admin OR j.user_id = _me.user_id, false);
+    PERFORM FROM jobrunner.job j
+      WHERE j.id = _holder_id AND COALESCE(_me.is_admin OR j.user_id = _me.user_id, false)
+        FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    DELETE FROM jobrunner.job_successor s WHERE s.id = _job_id AND s.holder_id = _holder_id;
     RETURN FOUND;
 END;
 $$;

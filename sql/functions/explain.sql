@@ -31,9 +31,8 @@ BEGIN
     IF FOUND THEN
         _worker := jobrunner._caller();
         IF NOT COALESCE(_worker.is_admin OR _dest.user_id = _worker.user_id, false) THEN
-            RAISE EXCEPTION 'job % not found', _job_id
-                USING ERRCODE = 'no_data_found',
-                      HINT = 'A job can be acted on only by its own user or an administrator.';
+            -- Raises not-found exactly as for an id that names nothing.
+            PERFORM jobrunner._lock_job_for_caller(_job_id, ARRAY[]::text[]);
         END IF;
         RETURN QUERY SELECT 'behind', true,
             pg_catalog.format('queued at %s behind job %s (same dedup key, already sent): it becomes pending%s when that job ends',

@@ -62,6 +62,13 @@ BEGIN
                 USING ERRCODE = 'invalid_authorization_specification',
                       HINT = 'Jobs belong to users identified by uuid, as auth.uid() returns.';
         END;
+        -- The nil uuid stands for "no user" (system jobs) in every key: a
+        -- token claiming it would act on system jobs.
+        IF user_id = '00000000-0000-0000-0000-000000000000'::uuid THEN
+            RAISE EXCEPTION 'claim "sub" is the nil uuid, which stands for system jobs'
+                USING ERRCODE = 'invalid_authorization_specification',
+                      HINT = 'Jobs belong to users identified by a uuid other than 00000000-0000-0000-0000-000000000000.';
+        END IF;
         user_role := COALESCE(_claims ->> 'role',
                               (SELECT r.rolname::text FROM pg_catalog.pg_roles r
                                 WHERE r.oid = jobrunner._outer_role()));

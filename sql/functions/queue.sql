@@ -143,6 +143,13 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'The dedup key names the job whose body the new one replaces.';
     END IF;
+    -- A replaced body is merged into another job: the key could not name
+    -- the job that sends it, and a repeated call would send it twice.
+    IF _on_duplicate = 'replace' AND _idempotency_key IS NOT NULL THEN
+        RAISE EXCEPTION '_on_duplicate => ''replace'' does not take an _idempotency_key'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Repeating a replace is harmless: the same body replaces itself.';
+    END IF;
     IF _user_id IS NOT NULL AND _user_role IS NULL THEN
         RAISE EXCEPTION 'a job for user % needs a role', _user_id
             USING ERRCODE = 'null_value_not_allowed';

@@ -325,7 +325,9 @@ BEGIN
            AND (_job_name IS NULL OR j.job_name = _job_name)
            AND (_since IS NULL OR j.finished_at >= _since)
            AND (_error_like IS NULL OR j.last_error LIKE _error_like)
-         ORDER BY j.finished_at, j.id
+         -- Newest first: of failed jobs sharing a dedup key only one can be
+         -- pending, and it must be the newest body (coalesced bodies).
+         ORDER BY j.created_at DESC, j.id
     LOOP
         BEGIN
             IF jobrunner.retry_job(_id) THEN

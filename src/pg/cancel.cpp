@@ -41,6 +41,17 @@ void on_xact(XactEvent event, void *) {
         case XACT_EVENT_PARALLEL_ABORT:
             pending_count = 0;
             break;
+        case XACT_EVENT_PRE_PREPARE:
+            // A prepared transaction may yet be rolled back, by another
+            // session, long after: its cancels could be neither kept here
+            // nor handed over.
+            if (pending_count > 0) {
+                ereport(ERROR,
+                        (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                         errmsg("cannot PREPARE a transaction that has canceled a running job"),
+                         errhint("Call cancel_job in a transaction that commits directly.")));
+            }
+            break;
         default:
             break;
     }

@@ -503,6 +503,9 @@ void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed,
         std::uint64_t tag = next_tag_++;
         HttpRequest request;
         if (auto error = build_request(job, mint, tag, request)) {
+            // Not sent: if it was to be a half-open destination's probe,
+            // the next request may be the probe.
+            if (job.url) destinations_.record(destination_of(*job.url), Verdict::none, now_ms, {});
             count_unsent(metrics(job.job_name));
             outcomes_.push_back(outcome_from_error(job, std::move(*error)));
             continue;

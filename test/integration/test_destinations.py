@@ -82,6 +82,34 @@ class DestinationsTest(harness.JobrunnerTestCase):
         self.assertFalse([r for r in query(self.db, "SELECT * FROM jobrunner.destinations")
                           if r["destination"] == "127.0.0.1:%d" % down.port])
 
+    def test_a_probe_that_could_not_be_built_does_not_block_its_host(self):
+        """The request that was to be an open circuit's probe fails before
+        it leaves (no secret to sign with): the host is not left half-open
+        for good; once requests can be built again the next one probes it,
+        and its jobs flow."""
+        ep = self.other_endpoint()
+        name = self.job_name("probe", ep.url("/fail"), max_retries=1000,
+                             retry_backoff="50 ms", retry_backoff_max="50 ms", concurrency_limit=5)
+        ids = self.queue_many(name, 6)
+        host = "127.0.0.1:%d" % ep.port
+        wait_for(lambda: [r for r in query(self.db, "SELECT * FROM jobrunner.destinations")
+                          if r["destination"] == host and r["state"] == "open"],
+                 10, 0.05, "the failing host's circuit did not open")
+        opened_at = scalar(self.db, "SELECT max(id) FROM jobrunner.job_logs")
+        self.set_setting("jobrunner.jwt_secret", "short")
+        # The probe's turn comes (1 s after opening): its request is not built.
+        wait_for(lambda: scalar(self.db, "SELECT count(*) FROM jobrunner.job_logs WHERE id > %s "
+                                         "AND job_id = ANY (%s::uuid[]) AND log_message LIKE '%%secret%%'",
+                                (opened_at, ids)) > 0,
+                 10, 0.05, "no probe was attempted while the secret was too short")
+        sent_before = len(ep.requests())
+        harness.set_setting(self.db, "jobrunner.jwt_secret", None)
+        with self.db.cursor() as cur:
+            cur.execute("UPDATE jobrunner.job_config SET url = %s WHERE job_name = %s", (ep.url("/ok"), name))
+        wait_for(lambda: self.states(ids).get("completed") == 6, 15, 0.05,
+                 "the host stayed blocked after a probe that never left")
+        self.assertGreater(len(ep.requests()), sent_before)
+
     def test_retry_after_pauses_every_job_name_sent_to_that_host(self):
         busy = self.other_endpoint()
         throttled = self.job_name("throttled", busy.url("/retry-after?s=3&times=1"), max_retries=3)

@@ -74,6 +74,7 @@ write_conf() {
     echo "logging_collector = off"
     echo "max_connections = 100"
     echo "max_worker_processes = 16"
+    echo "max_prepared_transactions = 4"  # cancel_job refuses PREPARE: tested
     echo "shared_preload_libraries = 'pg_jobrunner,pg_cron'"
     echo "cron.database_name = 'jobrunner_it'"
     echo "jobrunner.database_name = 'jobrunner_it'"

@@ -100,11 +100,25 @@ SELECT count(*) AS nothing_waits FROM jobrunner.job_successor;
 SELECT regress.record(:'s2', 1, 200, NULL, NULL) AS logs_written;
 SELECT count(*) AS no_new_job FROM jobrunner.job WHERE state = 'pending' AND user_id = :'user_a';
 
--- An idempotency key is stronger: its job is returned, nothing replaced.
-SELECT jobrunner.queue_job('c.doc', '{"i": 1}', _idempotency_key => 'once', _dedup_key => 'doc-2') AS i1 \gset
-SELECT jobrunner.queue_job('c.doc', '{"i": 2}', _idempotency_key => 'once', _dedup_key => 'doc-2',
-                           _on_duplicate => 'replace') = :'i1' AS same_job;
-SELECT request_body FROM jobrunner.job WHERE id = :'i1';
+-- An idempotency key does not go with 'replace' (the body would be merged
+-- into another job, and a repeated call would send it twice).
+SELECT regress.err($$SELECT jobrunner.queue_job('c.doc', '{"i": 2}', _idempotency_key => 'once',
+                                                _dedup_key => 'doc-2', _on_duplicate => 'replace')$$) AS with_idempotency_key;
+
+-- Coalesced bodies that all failed (an outage): retry_jobs retries the
+-- newest, not the first.
+UPDATE jobrunner.job_config SET max_retries = 0 WHERE job_name = 'c.doc';
+SELECT jobrunner.queue_job('c.doc', '{"rev": 1}', _dedup_key => 'doc-3', _on_duplicate => 'replace') AS r1 \gset
+SELECT regress.claim(:'r1') AS attempt;
+SELECT jobrunner.queue_job('c.doc', '{"rev": 2}', _dedup_key => 'doc-3', _on_duplicate => 'replace') AS r2 \gset
+SELECT regress.record(:'r1', 1, 500, 'HTTP 500', NULL) AS logs_written;
+SELECT regress.claim(:'r2') AS attempt;
+SELECT jobrunner.queue_job('c.doc', '{"rev": 3}', _dedup_key => 'doc-3', _on_duplicate => 'replace') AS r3 \gset
+SELECT regress.record(:'r2', 1, 500, 'HTTP 500', NULL) AS logs_written;
+SELECT regress.claim(:'r3') AS attempt;
+SELECT regress.record(:'r3', 1, 500, 'HTTP 500', NULL) AS logs_written;
+SELECT jobrunner.retry_jobs('c.doc', NULL, 'HTTP 500%') AS retried;
+SELECT request_body, state FROM jobrunner.job WHERE dedup_key = 'doc-3' ORDER BY created_at;
 
 -- An administrator coalesces system jobs the same way.
 SELECT jobrunner.queue_job_for(NULL, NULL, NULL, 'c.doc', '{"s": 1}', _dedup_key => 'sys') AS sys1 \gset

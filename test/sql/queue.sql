@@ -56,6 +56,9 @@ SET request.jwt.claims = 'not json';
 SELECT regress.err($$SELECT jobrunner.queue_job('q.mail')$$) AS claims_not_json;
 SET request.jwt.claims = '["a"]';
 SELECT regress.err($$SELECT jobrunner.queue_job('q.mail')$$) AS claims_not_object;
+-- The nil uuid stands for system jobs: no token may claim it.
+SET request.jwt.claims = '{"sub": "00000000-0000-0000-0000-000000000000", "role": "authenticated"}';
+SELECT regress.err($$SELECT jobrunner.queue_job('q.mail')$$) AS nil_sub;
 
 -- A login role that is neither a superuser nor in trusted_claim_roles: its
 -- claims are not believed, with or without them.
