@@ -108,6 +108,17 @@ AS $$
 DECLARE
     _ctids tid[];
     _ids uuid[];
+    _run_names text[];
+    _run_owners uuid[];
+    _run_n bigint[];
+    _names jsonb;
+    _full jsonb;
+    _cur_name text;
+    _cur_owner uuid;
+    _win_names text[];
+    _win_owners uuid[];
+    _room int;
+    _walked int;
     _base text := NULLIF(pg_catalog.current_setting('jobrunner.base_url'), '');
     -- Bodies are read only below this stored size: jsonb is at most a few
     -- times larger than its text, so every job within max_request_size is.
@@ -144,42 +155,151 @@ BEGIN
                                        WHERE c.job_name = b.job_name)::float8),
            refreshed_at = now();
 
-    -- grp: one probe per (job_name, owner) group with pending jobs; due says
-    -- whether it has due ones (they sort first within a group).
-    WITH RECURSIVE grp AS (
-        (SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
-                j.due
-           FROM jobrunner.job j
-          WHERE j.state = 'pending'
-          ORDER BY 1, 2, 3 DESC
-          LIMIT 1)
-        UNION ALL
-        SELECT n.job_name, n.owner, n.due
-          FROM grp g
-          CROSS JOIN LATERAL (
-                SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
-                       j.due
-                  FROM jobrunner.job j
-                 WHERE j.state = 'pending'
-                   AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
-                       > (g.job_name, g.owner)
-                 ORDER BY 1, 2, 3 DESC
-                 LIMIT 1) n
-    ), running AS (
-        SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
-               count(*) AS n
-          FROM jobrunner.job j
-         WHERE j.state = 'running' OR j.sending_attempt = j.attempt_seq
-         GROUP BY 1, 2
+    -- Jobs in flight per group (at most a few hundred rows: the running
+    -- index), read once.
+    SELECT pg_catalog.array_agg(r.job_name), pg_catalog.array_agg(r.owner), pg_catalog.array_agg(r.n)
+      INTO _run_names, _run_owners, _run_n
+      FROM (SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
+                   count(*) AS n
+              FROM jobrunner.job j
+             WHERE j.state = 'running' OR j.sending_attempt = j.attempt_seq
+             GROUP BY 1, 2) r;
+
+    -- Job names that may be given a job now (enabled, destination not held
+    -- back, below max_concurrency, a token left), as keys of a jsonb object:
+    -- looked up by binary search, however many names there are.
+    SELECT COALESCE(pg_catalog.jsonb_object_agg(c.job_name, true), '{}') INTO _names
+      FROM jobrunner.job_config c
+      LEFT JOIN jobrunner.rate_bucket b ON b.job_name = c.job_name
+      LEFT JOIN (SELECT r.job_name, sum(r.n) AS n FROM unnest(_run_names, _run_n) AS r(job_name, n)
+                  GROUP BY 1) rn ON rn.job_name = c.job_name
+     WHERE c.enabled AND (_held_back IS NULL OR c.job_name <> ALL (_held_back))
+       AND (c.rate_limit IS NULL OR COALESCE(b.tokens, 0) >= 1)
+       AND (c.max_concurrency IS NULL OR c.max_concurrency > COALESCE(rn.n, 0));
+    -- Groups at their concurrency_limit, as keys of a jsonb object (looked
+    -- up by binary search).
+    SELECT COALESCE(pg_catalog.jsonb_object_agg(r.job_name || '/' || r.owner, true), '{}')
+      INTO _full
+      FROM unnest(_run_names, _run_owners, _run_n) AS r(job_name, owner, n)
+      JOIN jobrunner.job_config c ON c.job_name = r.job_name
+     WHERE r.n >= c.concurrency_limit;
+
+    -- The window: the first _limit groups, in key order from where the last
+    -- claim stopped and round again, that have due jobs and may be given
+    -- one now. A skip scan of the pending index, one probe per group (a
+    -- group's due jobs sort first), a name that may not be served skipped
+    -- whole; it stops when the window is full, so a claim costs what it
+    -- takes, not what is queued. When every group fits, the window is all
+    -- of them and the cursor starts again from the first.
+    -- Priority orders jobs across groups too, so the groups of the most
+    -- urgent due jobs with a positive priority come first (their index holds
+    -- no job of priority 0, the common case).
+    SELECT pg_catalog.array_agg(p.job_name ORDER BY p.first), pg_catalog.array_agg(p.owner ORDER BY p.first)
+      INTO _win_names, _win_owners
+      FROM (SELECT x.job_name, x.owner, min(x.ord) AS first
+              FROM (SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
+                           row_number() OVER (ORDER BY j.priority DESC, j.next_run_at) AS ord
+                      FROM jobrunner.job j
+                     WHERE j.state = 'pending' AND j.due AND j.priority > 0
+                     ORDER BY j.priority DESC, j.next_run_at
+                     LIMIT _limit) x
+             WHERE _names ? x.job_name AND NOT _full ? (x.job_name || '/' || x.owner)
+             GROUP BY 1, 2) p;
+    _room := _limit - COALESCE(pg_catalog.cardinality(_win_names), 0);
+    IF _room > 0 THEN
+        SELECT _full || COALESCE(pg_catalog.jsonb_object_agg(w.job_name || '/' || w.owner, true), '{}')
+          INTO _full
+          FROM unnest(_win_names, _win_owners) AS w(job_name, owner);
+        SELECT t.job_name, t.owner INTO _cur_name, _cur_owner FROM jobrunner.claim_cursor t LIMIT 1;
+        SELECT COALESCE(_win_names, '{}') || pg_catalog.array_agg(w.job_name ORDER BY w.pos),
+               COALESCE(_win_owners, '{}') || pg_catalog.array_agg(w.owner ORDER BY w.pos),
+               count(*)
+          INTO _win_names, _win_owners, _walked
+          FROM (
+            WITH RECURSIVE after_cur AS (
+                (SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
+                        j.due
+                   FROM jobrunner.job j
+                  WHERE j.state = 'pending'
+                    -- (No cursor: from '', before every job name.)
+                    AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
+                        > (COALESCE(_cur_name, ''),
+                           COALESCE(_cur_owner, '00000000-0000-0000-0000-000000000000'::uuid))
+                  ORDER BY 1, 2, 3 DESC
+                  LIMIT 1)
+                UNION ALL
+                SELECT n.job_name, n.owner, n.due
+                  FROM after_cur g
+                 CROSS JOIN LATERAL (
+                        SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
+                               j.due
+                          FROM jobrunner.job j
+                         WHERE j.state = 'pending'
+                           AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
+                               > (g.job_name, CASE WHEN _names ? g.job_name THEN g.owner
+                                                   ELSE 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid END)
+                         ORDER BY 1, 2, 3 DESC
+                         LIMIT 1) n
+            ), before_cur AS (
+                (SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
+                        j.due
+                   FROM jobrunner.job j
+                  WHERE j.state = 'pending' AND _cur_name IS NOT NULL
+                    AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
+                        <= (_cur_name, _cur_owner)
+                  ORDER BY 1, 2, 3 DESC
+                  LIMIT 1)
+                UNION ALL
+                SELECT n.job_name, n.owner, n.due
+                  FROM before_cur g
+                 CROSS JOIN LATERAL (
+                        SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
+                               j.due
+                          FROM jobrunner.job j
+                         WHERE j.state = 'pending'
+                           AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
+                               > (g.job_name, CASE WHEN _names ? g.job_name THEN g.owner
+                                                   ELSE 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid END)
+                           AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
+                               <= (_cur_name, _cur_owner)
+                         ORDER BY 1, 2, 3 DESC
+                         LIMIT 1) n
+            )
+            SELECT g.job_name, g.owner, row_number() OVER () AS pos
+              FROM (SELECT a.job_name, a.owner, a.due FROM after_cur a
+                    UNION ALL
+                    SELECT b.job_name, b.owner, b.due FROM before_cur b) g
+             WHERE g.due AND _names ? g.job_name AND NOT _full ? (g.job_name || '/' || g.owner)
+             LIMIT _room) w;
+        -- A full window: the next claim goes on after it; otherwise every
+        -- group was seen, and the next starts from the first.
+        IF _walked = _room THEN
+            _cur_name := _win_names[_limit];
+            _cur_owner := _win_owners[_limit];
+        ELSE
+            _cur_name := NULL;
+            _cur_owner := NULL;
+        END IF;
+        -- A hint, never waited for: a concurrent claim holding it wins.
+        UPDATE jobrunner.claim_cursor t SET job_name = _cur_name, owner = _cur_owner
+         WHERE t.ctid = ANY (ARRAY(SELECT t2.ctid FROM jobrunner.claim_cursor t2
+                                    WHERE t2.job_name IS DISTINCT FROM _cur_name
+                                       OR t2.owner IS DISTINCT FROM _cur_owner
+                                      FOR UPDATE SKIP LOCKED));
+    END IF;
+    IF pg_catalog.cardinality(_win_names) IS NULL OR pg_catalog.cardinality(_win_names) = 0 THEN
+        RETURN;
+    END IF;
+
+    WITH running AS (
+        SELECT r.job_name, r.owner, r.n FROM unnest(_run_names, _run_owners, _run_n) AS r(job_name, owner, n)
     ), slots AS (
         SELECT g.job_name, g.owner, COALESCE(r.n, 0) AS held,
                c.concurrency_limit - COALESCE(r.n, 0) AS free, t.served_at
-          FROM grp g
-          JOIN jobrunner.job_config c ON c.job_name = g.job_name AND c.enabled
-                                        AND (_held_back IS NULL OR c.job_name <> ALL (_held_back))
+          FROM unnest(_win_names, _win_owners) AS g(job_name, owner)
+          JOIN jobrunner.job_config c ON c.job_name = g.job_name
           LEFT JOIN running r ON r.job_name = g.job_name AND r.owner = g.owner
           LEFT JOIN jobrunner.group_turn t ON t.job_name = g.job_name AND t.owner = g.owner
-         WHERE g.due
     ), fair_share AS (
         -- No group needs more than an even share of this claim: fetching
         -- more would only be sorted away. Groups left short are topped up by

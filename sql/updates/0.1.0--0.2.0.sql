@@ -63,3 +63,19 @@ CREATE TABLE jobrunner.dispatch_origin (
 );
 COMMENT ON TABLE jobrunner.dispatch_origin IS
     'where this queue dispatches from (cluster and database); a row naming another place pauses dispatch until resume_dispatch()';
+
+-- Where the last claim's window of groups ended (see _claim in
+-- worker.sql; tables.sql): the next claim goes on from there. One row, written only
+-- by the claim; NULL: start from the first group.
+CREATE TABLE jobrunner.claim_cursor (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    job_name text,
+    owner    uuid
+);
+INSERT INTO jobrunner.claim_cursor DEFAULT VALUES;
+COMMENT ON TABLE jobrunner.claim_cursor IS 'internal: the (job_name, owner) group the last claim stopped after';
+
+-- Due jobs with a positive priority, most urgent first: the claim takes
+-- their groups before walking the others (jobs of priority 0 have no entry).
+CREATE INDEX job_priority_idx ON jobrunner.job (priority DESC, next_run_at)
+    WHERE state = 'pending' AND due AND priority > 0;
