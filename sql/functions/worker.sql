@@ -119,6 +119,8 @@ DECLARE
     _win_owners uuid[];
     _room int;
     _walked int;
+    _served int;
+    _turns boolean;
     _base text := NULLIF(pg_catalog.current_setting('jobrunner.base_url'), '');
     -- Bodies are read only below this stored size: jsonb is at most a few
     -- times larger than its text, so every job within max_request_size is.
@@ -337,8 +339,8 @@ BEGIN
           FROM in_group g
          WHERE g.grp_rank <= g.free
     ), allowed AS (
-        SELECT i.row_ctid, i.id, i.held + i.grp_rank AS slot, i.served_at, i.priority, i.next_run_at,
-               LEAST(i.body_size, _readable) AS body_size
+        SELECT i.row_ctid, i.id, i.job_name, i.owner, i.held + i.grp_rank AS slot, i.served_at, i.priority,
+               i.next_run_at, LEAST(i.body_size, _readable) AS body_size
           FROM in_name i
           JOIN jobrunner.job_config c ON c.job_name = i.job_name
           LEFT JOIN (SELECT r.job_name, sum(r.n) AS n FROM running r GROUP BY 1) rn
@@ -349,13 +351,14 @@ BEGIN
     ), ordered AS (
         -- bytes_before: the bodies of the jobs ahead of this one. A job is
         -- taken while that is within the budget, so the first always is.
-        SELECT a.row_ctid, a.id, row_number() OVER w AS ord,
+        SELECT a.row_ctid, a.id, a.job_name, a.owner, row_number() OVER w AS ord,
                sum(a.body_size) OVER w - a.body_size AS bytes_before
           FROM allowed a
         WINDOW w AS (ORDER BY a.slot, a.served_at NULLS FIRST, a.priority DESC, a.next_run_at, a.id)
     )
-    SELECT pg_catalog.array_agg(o.row_ctid ORDER BY o.ord), pg_catalog.array_agg(o.id ORDER BY o.ord)
-      INTO _ctids, _ids
+    SELECT pg_catalog.array_agg(o.row_ctid ORDER BY o.ord), pg_catalog.array_agg(o.id ORDER BY o.ord),
+           count(DISTINCT (o.job_name, o.owner))
+      INTO _ctids, _ids, _served
       FROM (SELECT o.* FROM ordered o
              WHERE _max_bytes IS NULL OR o.bytes_before < GREATEST(_max_bytes, 1)
              ORDER BY o.ord
@@ -364,6 +367,10 @@ BEGIN
     IF _ctids IS NULL THEN
         RETURN;
     END IF;
+    -- When the groups were taken in turn by the cursor and every group of
+    -- the window was served, the cursor alone keeps the rotation: no turn
+    -- is written (with many groups, that is a new row per job).
+    _turns := _walked IS NULL OR _walked < _room OR _served < pg_catalog.cardinality(_win_names);
 
     -- Rows are found by ctid (TID scans) and checked by id. A row changed
     -- since it was read (dequeued, say) no longer matches and is skipped, as
@@ -401,6 +408,7 @@ BEGIN
         INSERT INTO jobrunner.group_turn AS t (job_name, owner, served_at)
         SELECT DISTINCT u.job_name, COALESCE(u.user_id, '00000000-0000-0000-0000-000000000000'::uuid), now()
           FROM upd u
+         WHERE _turns
         ON CONFLICT (job_name, owner) DO UPDATE SET served_at = EXCLUDED.served_at
     ), cfg AS (
         -- What the request needs from job_config, once per job name.
