@@ -119,6 +119,8 @@ DECLARE
     _win_owners uuid[];
     _room int;
     _walked int;
+    _last_name text;
+    _last_owner uuid;
     _served int;
     _turns boolean;
     _base text := NULLIF(pg_catalog.current_setting('jobrunner.base_url'), '');
@@ -168,11 +170,16 @@ BEGIN
              GROUP BY 1, 2) r;
 
     -- Job names that may be given a job now (enabled, destination not held
-    -- back, below max_concurrency, a token left), as keys of a jsonb object:
-    -- looked up by binary search, however many names there are.
-    SELECT COALESCE(pg_catalog.jsonb_object_agg(c.job_name, true), '{}') INTO _names
+    -- back, below max_concurrency, a token left), as keys of a jsonb object
+    -- (looked up by binary search, however many names there are); the value
+    -- is how many more jobs the name may start now, null when no
+    -- max_concurrency or rate_limit caps it.
+    SELECT COALESCE(pg_catalog.jsonb_object_agg(c.job_name, NULLIF(LEAST(
+               COALESCE(c.max_concurrency - COALESCE(rn.n, 0), 2147483647),
+               COALESCE(floor(b.tokens)::bigint, 2147483647)), 2147483647)), '{}')
+      INTO _names
       FROM jobrunner.job_config c
-      LEFT JOIN jobrunner.rate_bucket b ON b.job_name = c.job_name
+      LEFT JOIN jobrunner.rate_bucket b ON b.job_name = c.job_name AND c.rate_limit IS NOT NULL
       LEFT JOIN (SELECT r.job_name, sum(r.n) AS n FROM unnest(_run_names, _run_n) AS r(job_name, n)
                   GROUP BY 1) rn ON rn.job_name = c.job_name
      WHERE c.enabled AND (_held_back IS NULL OR c.job_name <> ALL (_held_back))
@@ -213,76 +220,106 @@ BEGIN
           INTO _full
           FROM unnest(_win_names, _win_owners) AS w(job_name, owner);
         SELECT t.job_name, t.owner INTO _cur_name, _cur_owner FROM jobrunner.claim_cursor t LIMIT 1;
-        SELECT COALESCE(_win_names, '{}') || pg_catalog.array_agg(w.job_name ORDER BY w.pos),
-               COALESCE(_win_owners, '{}') || pg_catalog.array_agg(w.owner ORDER BY w.pos),
-               count(*)
-          INTO _win_names, _win_owners, _walked
-          FROM (
-            WITH RECURSIVE after_cur AS (
-                (SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
-                        j.due
-                   FROM jobrunner.job j
-                  WHERE j.state = 'pending'
-                    -- (No cursor: from '', before every job name.)
-                    AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
-                        > (COALESCE(_cur_name, ''),
-                           COALESCE(_cur_owner, '00000000-0000-0000-0000-000000000000'::uuid))
-                  ORDER BY 1, 2, 3 DESC
-                  LIMIT 1)
-                UNION ALL
-                SELECT n.job_name, n.owner, n.due
-                  FROM after_cur g
-                 CROSS JOIN LATERAL (
-                        SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
-                               j.due
-                          FROM jobrunner.job j
-                         WHERE j.state = 'pending'
-                           AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
-                               > (g.job_name, CASE WHEN _names ? g.job_name THEN g.owner
+        -- Per group walked: ok, whether it may be given a job now; taken,
+        -- the groups of its name that may, so far; places, the window's
+        -- places filled so far. A group takes a place while its name has
+        -- room (max_concurrency, rate_limit) for one more job; past that, a
+        -- capped name's groups are still walked (the claim picks among them
+        -- by turn, group_turn) but take none: the places are for jobs that
+        -- can start, so a capped name never crowds the others out.
+        WITH RECURSIVE after_cur AS (
+            (SELECT n.job_name, n.owner, n.ok, n.ok::int AS taken, n.ok::int AS places, 1 AS pos
+               FROM (SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner, j.due,
+                               j.due AND _names ? j.job_name
+                               AND NOT _full ? (j.job_name || '/' || COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)) AS ok
+                       FROM jobrunner.job j
+                      WHERE j.state = 'pending'
+                        -- (No cursor: from '', before every job name.)
+                        AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
+                            > (COALESCE(_cur_name, ''), COALESCE(_cur_owner, '00000000-0000-0000-0000-000000000000'::uuid))
+                      ORDER BY 1, 2, 3 DESC
+                      LIMIT 1) n)
+            UNION ALL
+            SELECT n.job_name, n.owner, n.ok, t.taken,
+                   g.places + (n.ok AND (c.cap IS NULL OR t.taken <= c.cap))::int, g.pos + 1
+              FROM after_cur g
+             CROSS JOIN LATERAL (
+                    SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner, j.due,
+                               j.due AND _names ? j.job_name
+                               AND NOT _full ? (j.job_name || '/' || COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)) AS ok
+                      FROM jobrunner.job j
+                     WHERE j.state = 'pending'
+                       AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
+                           > (g.job_name, CASE WHEN _names ? g.job_name THEN g.owner
                                                    ELSE 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid END)
-                         ORDER BY 1, 2, 3 DESC
-                         LIMIT 1) n
-            ), before_cur AS (
-                (SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
-                        j.due
-                   FROM jobrunner.job j
-                  WHERE j.state = 'pending' AND _cur_name IS NOT NULL
-                    AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
-                        <= (_cur_name, _cur_owner)
-                  ORDER BY 1, 2, 3 DESC
-                  LIMIT 1)
-                UNION ALL
-                SELECT n.job_name, n.owner, n.due
-                  FROM before_cur g
-                 CROSS JOIN LATERAL (
-                        SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
-                               j.due
-                          FROM jobrunner.job j
-                         WHERE j.state = 'pending'
-                           AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
-                               > (g.job_name, CASE WHEN _names ? g.job_name THEN g.owner
+                     ORDER BY 1, 2, 3 DESC
+                     LIMIT 1) n
+             CROSS JOIN LATERAL (
+                    SELECT CASE WHEN n.job_name = g.job_name THEN g.taken ELSE 0 END + n.ok::int AS taken) t
+             CROSS JOIN LATERAL (SELECT (_names ->> n.job_name)::bigint AS cap) c
+             WHERE g.places < _room
+        ), after_end AS (
+            SELECT a.job_name, a.taken, a.places, a.pos FROM after_cur a ORDER BY a.pos DESC LIMIT 1
+        ), before_cur AS (
+            -- Round again, from the first group up to the cursor, while
+            -- places are left.
+            (SELECT n.job_name, n.owner, n.ok,
+                    CASE WHEN n.job_name = e.job_name THEN e.taken ELSE 0 END + n.ok::int AS taken,
+                    COALESCE(e.places, 0) + n.ok::int AS places, COALESCE(e.pos, 0) + 1 AS pos
+               FROM (SELECT 1) one
+               LEFT JOIN after_end e ON true
+              CROSS JOIN LATERAL (
+                    SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner, j.due,
+                               j.due AND _names ? j.job_name
+                               AND NOT _full ? (j.job_name || '/' || COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)) AS ok
+                      FROM jobrunner.job j
+                     WHERE j.state = 'pending'
+                       AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)) <= (_cur_name, _cur_owner)
+                     ORDER BY 1, 2, 3 DESC
+                     LIMIT 1) n
+              WHERE _cur_name IS NOT NULL AND COALESCE(e.places, 0) < _room)
+            UNION ALL
+            SELECT n.job_name, n.owner, n.ok, t.taken,
+                   g.places + (n.ok AND (c.cap IS NULL OR t.taken <= c.cap))::int, g.pos + 1
+              FROM before_cur g
+             CROSS JOIN LATERAL (
+                    SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner, j.due,
+                               j.due AND _names ? j.job_name
+                               AND NOT _full ? (j.job_name || '/' || COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)) AS ok
+                      FROM jobrunner.job j
+                     WHERE j.state = 'pending'
+                       AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
+                           > (g.job_name, CASE WHEN _names ? g.job_name THEN g.owner
                                                    ELSE 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid END)
-                           AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
-                               <= (_cur_name, _cur_owner)
-                         ORDER BY 1, 2, 3 DESC
-                         LIMIT 1) n
-            )
-            SELECT g.job_name, g.owner, row_number() OVER () AS pos
-              FROM (SELECT a.job_name, a.owner, a.due FROM after_cur a
-                    UNION ALL
-                    SELECT b.job_name, b.owner, b.due FROM before_cur b) g
-             WHERE g.due AND _names ? g.job_name AND NOT _full ? (g.job_name || '/' || g.owner)
-             LIMIT _room) w;
-        -- A full window: the next claim goes on after it; otherwise every
-        -- group was seen, and the next starts from the first.
-        IF _walked = _room THEN
-            _cur_name := _win_names[_limit];
-            _cur_owner := _win_owners[_limit];
+                       AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)) <= (_cur_name, _cur_owner)
+                     ORDER BY 1, 2, 3 DESC
+                     LIMIT 1) n
+             CROSS JOIN LATERAL (
+                    SELECT CASE WHEN n.job_name = g.job_name THEN g.taken ELSE 0 END + n.ok::int AS taken) t
+             CROSS JOIN LATERAL (SELECT (_names ->> n.job_name)::bigint AS cap) c
+             WHERE g.places < _room
+        ), walked AS (
+            SELECT a.job_name, a.owner, a.ok, a.places, a.pos FROM after_cur a
+            UNION ALL
+            SELECT b.job_name, b.owner, b.ok, b.places, b.pos FROM before_cur b
+        )
+        SELECT COALESCE(_win_names, '{}') || pg_catalog.array_agg(w.job_name ORDER BY w.pos) FILTER (WHERE w.ok),
+               COALESCE(_win_owners, '{}') || pg_catalog.array_agg(w.owner ORDER BY w.pos) FILTER (WHERE w.ok),
+               max(w.places), (pg_catalog.array_agg(w.job_name ORDER BY w.pos DESC))[1],
+               (pg_catalog.array_agg(w.owner ORDER BY w.pos DESC))[1]
+          INTO _win_names, _win_owners, _walked, _last_name, _last_owner
+          FROM walked w;
+        -- Places all filled: the next claim goes on after the last group
+        -- walked; otherwise every group was seen, and the next starts from
+        -- the first.
+        IF _walked >= _room THEN
+            _cur_name := _last_name;
+            _cur_owner := _last_owner;
         ELSE
             _cur_name := NULL;
             _cur_owner := NULL;
         END IF;
-        -- A hint, never waited for: a concurrent claim holding it wins.
+      -- A hint, never waited for: a concurrent claim holding it wins.
         UPDATE jobrunner.claim_cursor t SET job_name = _cur_name, owner = _cur_owner
          WHERE t.ctid = ANY (ARRAY(SELECT t2.ctid FROM jobrunner.claim_cursor t2
                                     WHERE t2.job_name IS DISTINCT FROM _cur_name

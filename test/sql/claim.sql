@@ -81,6 +81,15 @@ SELECT pg_temp.claimed(1) AS first, pg_temp.claimed(1) AS second;
 SELECT pg_temp.finish('a1') AS finished;
 SELECT pg_temp.claimed(2) AS third;
 UPDATE jobrunner.job_config SET concurrency_limit = 10 WHERE job_name = 'cl.fair';
+-- A name capped by max_concurrency does not crowd the others out of a
+-- claim: its groups beyond what it may start take no place (cl.max: 3 at
+-- once, five users ahead of cl.other's in key order).
+TRUNCATE jobrunner.job;
+SELECT string_agg(pg_temp.q('cl.max', u || '1'), ' ' ORDER BY u) AS queued
+  FROM unnest(ARRAY['a', 'b', 'c', 'd', 'e']) u;
+SELECT string_agg(pg_temp.q('cl.other', u || '2'), ' ' ORDER BY u) AS queued
+  FROM unnest(ARRAY['a', 'b']) u;
+SELECT pg_temp.claimed(5) AS three_and_two;
 
 ------------------------------------------------------------------------------
 -- concurrency_limit: running jobs per (user, job name).
