@@ -65,7 +65,7 @@ COMMENT ON TABLE jobrunner.dispatch_origin IS
     'where this queue dispatches from (cluster and database); a row naming another place pauses dispatch until resume_dispatch()';
 
 -- Where the last claim's window of groups ended (see _claim in
--- worker.sql; tables.sql): the next claim goes on from there. One row, written only
+-- worker.sql): the next claim goes on from there. One row, written only
 -- by the claim; NULL: start from the first group.
 CREATE TABLE jobrunner.claim_cursor (
     only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
