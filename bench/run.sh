@@ -106,7 +106,11 @@ PG_PORT=$PORT_BASE
 NGINX_PORT=$((PORT_BASE + 1))
 LAT_PORT=$((PORT_BASE + 2))
 EXPORTER_PORT=$((PORT_BASE + 3))
-PGBIN=/usr/lib/postgresql/15/bin
+# PGBIN: the PostgreSQL 15 installation to build against, install into and
+# copy (default: the system's).
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+SRC_PGTREE=$(cd "$PGBIN/../../../.." && pwd -P)   # the prefix holding lib/ and share/
+export PG_CONFIG=$PGBIN/pg_config
 NODE_DIR=$BENCH/.node
 NODE=$NODE_DIR/node_modules/.bin/node
 RESULTS=$BENCH/results
@@ -124,14 +128,18 @@ done
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 # The extension as built from this tree, unless --installed.
-LIBRARY=/usr/lib/postgresql/15/lib/pg_jobrunner.so
+LIBRARY=$SRC_PGTREE/lib/postgresql/15/lib/pg_jobrunner.so
 if [[ $INSTALLED -eq 1 ]]; then
   [[ -f $LIBRARY ]] || die "--installed: no $LIBRARY"
   log "benchmarking the pg_jobrunner installed in the PostgreSQL 15 tree (no build, no install)"
 else
   log "installing pg_jobrunner into the PostgreSQL 15 tree"
   make --no-print-directory -s all >/dev/null
-  as_root make --no-print-directory -s install >/dev/null
+  if [[ -w $SRC_PGTREE/lib/postgresql/15/lib ]]; then
+    make --no-print-directory -s install >/dev/null
+  else
+    as_root env PG_CONFIG="$PG_CONFIG" make --no-print-directory -s install >/dev/null
+  fi
 fi
 
 # Node 22 and the peers, into bench/.node (gitignored), from the npm registry.
@@ -202,15 +210,16 @@ trap 'exit 130' INT TERM
 # installed meanwhile. The installation is relocatable: its paths are found
 # relative to its bin/. A copy that raced an install is taken again.
 install_stamp() {
-  stat -c '%n %Y %s %i' /usr/lib/postgresql/15/lib/pg_jobrunner.so /usr/share/postgresql/15/extension/pg_jobrunner* 2>/dev/null
+  stat -c '%n %Y %s %i' "$SRC_PGTREE"/lib/postgresql/15/lib/pg_jobrunner.so \
+    "$SRC_PGTREE"/share/postgresql/15/extension/pg_jobrunner* 2>/dev/null
 }
 PGTREE=$RUN_DIR/pgtree
 for attempt in 1 2 3 4 5; do
   before=$(install_stamp)
   rm -rf "$PGTREE"
   mkdir -p "$PGTREE/lib/postgresql" "$PGTREE/share/postgresql"
-  cp -a /usr/lib/postgresql/15 "$PGTREE/lib/postgresql/"
-  cp -a /usr/share/postgresql/15 "$PGTREE/share/postgresql/"
+  cp -a "$SRC_PGTREE/lib/postgresql/15" "$PGTREE/lib/postgresql/"
+  cp -a "$SRC_PGTREE/share/postgresql/15" "$PGTREE/share/postgresql/"
   [[ $(install_stamp) == "$before" ]] && break
   [[ $attempt -eq 5 ]] && die "pg_jobrunner's installed files kept changing while they were copied"
   log "the installed pg_jobrunner changed while it was copied; copying again"
@@ -474,8 +483,8 @@ fi
 # --- scaling: throughput against users and job names -------------------------------------
 
 if [[ $SKIP_SCALING -eq 0 ]]; then
-  log "pg_jobrunner scaling: $JOBS jobs over 1-10,000 users and 1-100 job names (one run per point)"
-  harness scaling --jobs "$JOBS" --users 1,10,100,1000,10000 --names 1,10,100 \
+  log "pg_jobrunner scaling: $JOBS jobs over 1-10,000 users and 1-1,000 job names (one run per point)"
+  harness scaling --jobs "$JOBS" --users 1,10,100,1000,10000 --names 1,10,100,1000 \
     --nginx-url "http://127.0.0.1:$NGINX_PORT/bench" > "$RAW/scaling.json"
 fi
 

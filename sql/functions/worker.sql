@@ -108,6 +108,21 @@ AS $$
 DECLARE
     _ctids tid[];
     _ids uuid[];
+    _run_names text[];
+    _run_owners uuid[];
+    _run_n bigint[];
+    _names jsonb;
+    _full jsonb;
+    _cur_name text;
+    _cur_owner uuid;
+    _win_names text[];
+    _win_owners uuid[];
+    _room int;
+    _walked int;
+    _last_name text;
+    _last_owner uuid;
+    _served int;
+    _turns boolean;
     _base text := NULLIF(pg_catalog.current_setting('jobrunner.base_url'), '');
     -- Bodies are read only below this stored size: jsonb is at most a few
     -- times larger than its text, so every job within max_request_size is.
@@ -144,42 +159,186 @@ BEGIN
                                        WHERE c.job_name = b.job_name)::float8),
            refreshed_at = now();
 
-    -- grp: one probe per (job_name, owner) group with pending jobs; due says
-    -- whether it has due ones (they sort first within a group).
-    WITH RECURSIVE grp AS (
-        (SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
-                j.due
-           FROM jobrunner.job j
-          WHERE j.state = 'pending'
-          ORDER BY 1, 2, 3 DESC
-          LIMIT 1)
-        UNION ALL
-        SELECT n.job_name, n.owner, n.due
-          FROM grp g
-          CROSS JOIN LATERAL (
-                SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
-                       j.due
-                  FROM jobrunner.job j
-                 WHERE j.state = 'pending'
-                   AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
-                       > (g.job_name, g.owner)
-                 ORDER BY 1, 2, 3 DESC
-                 LIMIT 1) n
-    ), running AS (
-        SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
-               count(*) AS n
-          FROM jobrunner.job j
-         WHERE j.state = 'running' OR j.sending_attempt = j.attempt_seq
-         GROUP BY 1, 2
+    -- Jobs in flight per group (at most a few hundred rows: the running
+    -- index), read once.
+    SELECT pg_catalog.array_agg(r.job_name), pg_catalog.array_agg(r.owner), pg_catalog.array_agg(r.n)
+      INTO _run_names, _run_owners, _run_n
+      FROM (SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
+                   count(*) AS n
+              FROM jobrunner.job j
+             WHERE j.state = 'running' OR j.sending_attempt = j.attempt_seq
+             GROUP BY 1, 2) r;
+
+    -- Job names that may be given a job now (enabled, destination not held
+    -- back, below max_concurrency, a token left), as keys of a jsonb object
+    -- (looked up by binary search, however many names there are); the value
+    -- is how many more jobs the name may start now, null when no
+    -- max_concurrency or rate_limit caps it.
+    SELECT COALESCE(pg_catalog.jsonb_object_agg(c.job_name, NULLIF(LEAST(
+               COALESCE(c.max_concurrency - COALESCE(rn.n, 0), 2147483647),
+               COALESCE(floor(b.tokens)::bigint, 2147483647)), 2147483647)), '{}')
+      INTO _names
+      FROM jobrunner.job_config c
+      LEFT JOIN jobrunner.rate_bucket b ON b.job_name = c.job_name AND c.rate_limit IS NOT NULL
+      LEFT JOIN (SELECT r.job_name, sum(r.n) AS n FROM unnest(_run_names, _run_n) AS r(job_name, n)
+                  GROUP BY 1) rn ON rn.job_name = c.job_name
+     WHERE c.enabled AND (_held_back IS NULL OR c.job_name <> ALL (_held_back))
+       AND (c.rate_limit IS NULL OR COALESCE(b.tokens, 0) >= 1)
+       AND (c.max_concurrency IS NULL OR c.max_concurrency > COALESCE(rn.n, 0));
+    -- Groups at their concurrency_limit, as keys of a jsonb object (looked
+    -- up by binary search).
+    SELECT COALESCE(pg_catalog.jsonb_object_agg(r.job_name || '/' || r.owner, true), '{}')
+      INTO _full
+      FROM unnest(_run_names, _run_owners, _run_n) AS r(job_name, owner, n)
+      JOIN jobrunner.job_config c ON c.job_name = r.job_name
+     WHERE r.n >= c.concurrency_limit;
+
+    -- The window: the first _limit groups, in key order from where the last
+    -- claim stopped and round again, that have due jobs and may be given
+    -- one now. A skip scan of the pending index, one probe per group (a
+    -- group's due jobs sort first), a name that may not be served skipped
+    -- whole; it stops when the window is full, so a claim costs what it
+    -- takes, not what is queued. When every group fits, the window is all
+    -- of them and the cursor starts again from the first.
+    -- Priority orders jobs across groups too, so the groups of the most
+    -- urgent due jobs with a positive priority come first (their index holds
+    -- no job of priority 0, the common case).
+    SELECT pg_catalog.array_agg(p.job_name ORDER BY p.first), pg_catalog.array_agg(p.owner ORDER BY p.first)
+      INTO _win_names, _win_owners
+      FROM (SELECT x.job_name, x.owner, min(x.ord) AS first
+              FROM (SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner,
+                           row_number() OVER (ORDER BY j.priority DESC, j.next_run_at) AS ord
+                      FROM jobrunner.job j
+                     WHERE j.state = 'pending' AND j.due AND j.priority > 0
+                     ORDER BY j.priority DESC, j.next_run_at
+                     LIMIT _limit) x
+             WHERE _names ? x.job_name AND NOT _full ? (x.job_name || '/' || x.owner)
+             GROUP BY 1, 2) p;
+    _room := _limit - COALESCE(pg_catalog.cardinality(_win_names), 0);
+    IF _room > 0 THEN
+        SELECT _full || COALESCE(pg_catalog.jsonb_object_agg(w.job_name || '/' || w.owner, true), '{}')
+          INTO _full
+          FROM unnest(_win_names, _win_owners) AS w(job_name, owner);
+        SELECT t.job_name, t.owner INTO _cur_name, _cur_owner FROM jobrunner.claim_cursor t LIMIT 1;
+        -- Per group walked: ok, whether it may be given a job now; taken,
+        -- the groups of its name that may, so far; places, the window's
+        -- places filled so far. A group takes a place while its name has
+        -- room (max_concurrency, rate_limit) for one more job; past that, a
+        -- capped name's groups are still walked (the claim picks among them
+        -- by turn, group_turn) but take none: the places are for jobs that
+        -- can start, so a capped name never crowds the others out.
+        WITH RECURSIVE after_cur AS (
+            (SELECT n.job_name, n.owner, n.ok, n.ok::int AS taken, n.ok::int AS places, 1 AS pos
+               FROM (SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner, j.due,
+                               j.due AND _names ? j.job_name
+                               AND NOT _full ? (j.job_name || '/' || COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)) AS ok
+                       FROM jobrunner.job j
+                      WHERE j.state = 'pending'
+                        -- (No cursor: from '', before every job name.)
+                        AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
+                            > (COALESCE(_cur_name, ''), COALESCE(_cur_owner, '00000000-0000-0000-0000-000000000000'::uuid))
+                      ORDER BY 1, 2, 3 DESC
+                      LIMIT 1) n)
+            UNION ALL
+            SELECT n.job_name, n.owner, n.ok, t.taken,
+                   g.places + (n.ok AND (c.cap IS NULL OR t.taken <= c.cap))::int, g.pos + 1
+              FROM after_cur g
+             CROSS JOIN LATERAL (
+                    SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner, j.due,
+                               j.due AND _names ? j.job_name
+                               AND NOT _full ? (j.job_name || '/' || COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)) AS ok
+                      FROM jobrunner.job j
+                     WHERE j.state = 'pending'
+                       AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
+                           > (g.job_name, CASE WHEN _names ? g.job_name THEN g.owner
+                                                   ELSE 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid END)
+                     ORDER BY 1, 2, 3 DESC
+                     LIMIT 1) n
+             CROSS JOIN LATERAL (
+                    SELECT CASE WHEN n.job_name = g.job_name THEN g.taken ELSE 0 END + n.ok::int AS taken) t
+             CROSS JOIN LATERAL (SELECT (_names ->> n.job_name)::bigint AS cap) c
+             WHERE g.places < _room
+        ), after_end AS (
+            SELECT a.job_name, a.taken, a.places, a.pos FROM after_cur a ORDER BY a.pos DESC LIMIT 1
+        ), before_cur AS (
+            -- Round again, from the first group up to the cursor, while
+            -- places are left.
+            (SELECT n.job_name, n.owner, n.ok,
+                    CASE WHEN n.job_name = e.job_name THEN e.taken ELSE 0 END + n.ok::int AS taken,
+                    COALESCE(e.places, 0) + n.ok::int AS places, COALESCE(e.pos, 0) + 1 AS pos
+               FROM (SELECT 1) one
+               LEFT JOIN after_end e ON true
+              CROSS JOIN LATERAL (
+                    SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner, j.due,
+                               j.due AND _names ? j.job_name
+                               AND NOT _full ? (j.job_name || '/' || COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)) AS ok
+                      FROM jobrunner.job j
+                     WHERE j.state = 'pending'
+                       AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)) <= (_cur_name, _cur_owner)
+                     ORDER BY 1, 2, 3 DESC
+                     LIMIT 1) n
+              WHERE _cur_name IS NOT NULL AND COALESCE(e.places, 0) < _room)
+            UNION ALL
+            SELECT n.job_name, n.owner, n.ok, t.taken,
+                   g.places + (n.ok AND (c.cap IS NULL OR t.taken <= c.cap))::int, g.pos + 1
+              FROM before_cur g
+             CROSS JOIN LATERAL (
+                    SELECT j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner, j.due,
+                               j.due AND _names ? j.job_name
+                               AND NOT _full ? (j.job_name || '/' || COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)) AS ok
+                      FROM jobrunner.job j
+                     WHERE j.state = 'pending'
+                       AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid))
+                           > (g.job_name, CASE WHEN _names ? g.job_name THEN g.owner
+                                                   ELSE 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid END)
+                       AND (j.job_name, COALESCE(j.user_id, '00000000-0000-0000-0000-000000000000'::uuid)) <= (_cur_name, _cur_owner)
+                     ORDER BY 1, 2, 3 DESC
+                     LIMIT 1) n
+             CROSS JOIN LATERAL (
+                    SELECT CASE WHEN n.job_name = g.job_name THEN g.taken ELSE 0 END + n.ok::int AS taken) t
+             CROSS JOIN LATERAL (SELECT (_names ->> n.job_name)::bigint AS cap) c
+             WHERE g.places < _room
+        ), walked AS (
+            SELECT a.job_name, a.owner, a.ok, a.places, a.pos FROM after_cur a
+            UNION ALL
+            SELECT b.job_name, b.owner, b.ok, b.places, b.pos FROM before_cur b
+        )
+        SELECT COALESCE(_win_names, '{}') || pg_catalog.array_agg(w.job_name ORDER BY w.pos) FILTER (WHERE w.ok),
+               COALESCE(_win_owners, '{}') || pg_catalog.array_agg(w.owner ORDER BY w.pos) FILTER (WHERE w.ok),
+               max(w.places), (pg_catalog.array_agg(w.job_name ORDER BY w.pos DESC))[1],
+               (pg_catalog.array_agg(w.owner ORDER BY w.pos DESC))[1]
+          INTO _win_names, _win_owners, _walked, _last_name, _last_owner
+          FROM walked w;
+        -- Places all filled: the next claim goes on after the last group
+        -- walked; otherwise every group was seen, and the next starts from
+        -- the first.
+        IF _walked >= _room THEN
+            _cur_name := _last_name;
+            _cur_owner := _last_owner;
+        ELSE
+            _cur_name := NULL;
+            _cur_owner := NULL;
+        END IF;
+      -- A hint, never waited for: a concurrent claim holding it wins.
+        UPDATE jobrunner.claim_cursor t SET job_name = _cur_name, owner = _cur_owner
+         WHERE t.ctid = ANY (ARRAY(SELECT t2.ctid FROM jobrunner.claim_cursor t2
+                                    WHERE t2.job_name IS DISTINCT FROM _cur_name
+                                       OR t2.owner IS DISTINCT FROM _cur_owner
+                                      FOR UPDATE SKIP LOCKED));
+    END IF;
+    IF pg_catalog.cardinality(_win_names) IS NULL OR pg_catalog.cardinality(_win_names) = 0 THEN
+        RETURN;
+    END IF;
+
+    WITH running AS (
+        SELECT r.job_name, r.owner, r.n FROM unnest(_run_names, _run_owners, _run_n) AS r(job_name, owner, n)
     ), slots AS (
         SELECT g.job_name, g.owner, COALESCE(r.n, 0) AS held,
                c.concurrency_limit - COALESCE(r.n, 0) AS free, t.served_at
-          FROM grp g
-          JOIN jobrunner.job_config c ON c.job_name = g.job_name AND c.enabled
-                                        AND (_held_back IS NULL OR c.job_name <> ALL (_held_back))
+          FROM unnest(_win_names, _win_owners) AS g(job_name, owner)
+          JOIN jobrunner.job_config c ON c.job_name = g.job_name
           LEFT JOIN running r ON r.job_name = g.job_name AND r.owner = g.owner
           LEFT JOIN jobrunner.group_turn t ON t.job_name = g.job_name AND t.owner = g.owner
-         WHERE g.due
     ), fair_share AS (
         -- No group needs more than an even share of this claim: fetching
         -- more would only be sorted away. Groups left short are topped up by
@@ -217,8 +376,8 @@ BEGIN
           FROM in_group g
          WHERE g.grp_rank <= g.free
     ), allowed AS (
-        SELECT i.row_ctid, i.id, i.held + i.grp_rank AS slot, i.served_at, i.priority, i.next_run_at,
-               LEAST(i.body_size, _readable) AS body_size
+        SELECT i.row_ctid, i.id, i.job_name, i.owner, i.held + i.grp_rank AS slot, i.served_at, i.priority,
+               i.next_run_at, LEAST(i.body_size, _readable) AS body_size
           FROM in_name i
           JOIN jobrunner.job_config c ON c.job_name = i.job_name
           LEFT JOIN (SELECT r.job_name, sum(r.n) AS n FROM running r GROUP BY 1) rn
@@ -229,13 +388,14 @@ BEGIN
     ), ordered AS (
         -- bytes_before: the bodies of the jobs ahead of this one. A job is
         -- taken while that is within the budget, so the first always is.
-        SELECT a.row_ctid, a.id, row_number() OVER w AS ord,
+        SELECT a.row_ctid, a.id, a.job_name, a.owner, row_number() OVER w AS ord,
                sum(a.body_size) OVER w - a.body_size AS bytes_before
           FROM allowed a
         WINDOW w AS (ORDER BY a.slot, a.served_at NULLS FIRST, a.priority DESC, a.next_run_at, a.id)
     )
-    SELECT pg_catalog.array_agg(o.row_ctid ORDER BY o.ord), pg_catalog.array_agg(o.id ORDER BY o.ord)
-      INTO _ctids, _ids
+    SELECT pg_catalog.array_agg(o.row_ctid ORDER BY o.ord), pg_catalog.array_agg(o.id ORDER BY o.ord),
+           count(DISTINCT (o.job_name, o.owner))
+      INTO _ctids, _ids, _served
       FROM (SELECT o.* FROM ordered o
              WHERE _max_bytes IS NULL OR o.bytes_before < GREATEST(_max_bytes, 1)
              ORDER BY o.ord
@@ -244,6 +404,10 @@ BEGIN
     IF _ctids IS NULL THEN
         RETURN;
     END IF;
+    -- When the groups were taken in turn by the cursor and every group of
+    -- the window was served, the cursor alone keeps the rotation: no turn
+    -- is written (with many groups, that is a new row per job).
+    _turns := _walked IS NULL OR _walked < _room OR _served < pg_catalog.cardinality(_win_names);
 
     -- Rows are found by ctid (TID scans) and checked by id. A row changed
     -- since it was read (dequeued, say) no longer matches and is skipped, as
@@ -281,6 +445,7 @@ BEGIN
         INSERT INTO jobrunner.group_turn AS t (job_name, owner, served_at)
         SELECT DISTINCT u.job_name, COALESCE(u.user_id, '00000000-0000-0000-0000-000000000000'::uuid), now()
           FROM upd u
+         WHERE _turns
         ON CONFLICT (job_name, owner) DO UPDATE SET served_at = EXCLUDED.served_at
     ), cfg AS (
         -- What the request needs from job_config, once per job name.

@@ -92,6 +92,10 @@ CREATE INDEX job_pending_idx ON jobrunner.job
      due DESC, priority DESC, next_run_at)
     INCLUDE (created_at)
     WHERE state = 'pending';
+-- Due jobs with a positive priority, most urgent first: the claim takes
+-- their groups before walking the others (jobs of priority 0 have no entry).
+CREATE INDEX job_priority_idx ON jobrunner.job (priority DESC, next_run_at)
+    WHERE state = 'pending' AND due AND priority > 0;
 -- Delayed jobs and retries waiting for their time: the worker marks them due
 -- when it comes, and sleeps until the first of them.
 CREATE INDEX job_waiting_idx ON jobrunner.job (next_run_at) WHERE state = 'pending' AND NOT due;
@@ -170,6 +174,17 @@ CREATE TABLE jobrunner.group_turn (
     PRIMARY KEY (job_name, owner)
 );
 COMMENT ON TABLE jobrunner.group_turn IS 'internal: when each (job_name, owner) group was last served';
+
+-- Where the last claim's window of groups ended (see _claim in
+-- worker.sql): the next claim goes on from there. One row, written only
+-- by the claim; NULL: start from the first group.
+CREATE TABLE jobrunner.claim_cursor (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    job_name text,
+    owner    uuid
+);
+INSERT INTO jobrunner.claim_cursor DEFAULT VALUES;
+COMMENT ON TABLE jobrunner.claim_cursor IS 'internal: the (job_name, owner) group the last claim stopped after';
 
 -- Recurring jobs queued by pg_cron.
 CREATE TABLE jobrunner.schedule (

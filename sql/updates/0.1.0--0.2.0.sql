@@ -102,3 +102,19 @@ CREATE TABLE jobrunner.job_successor (
 );
 COMMENT ON TABLE jobrunner.job_successor IS
     'the newest body queued with _on_duplicate => ''replace'' behind a job already sent; it becomes job id when holder_id ends';
+
+-- Where the last claim's window of groups ended (see _claim in
+-- worker.sql): the next claim goes on from there. One row, written only
+-- by the claim; NULL: start from the first group.
+CREATE TABLE jobrunner.claim_cursor (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    job_name text,
+    owner    uuid
+);
+INSERT INTO jobrunner.claim_cursor DEFAULT VALUES;
+COMMENT ON TABLE jobrunner.claim_cursor IS 'internal: the (job_name, owner) group the last claim stopped after';
+
+-- Due jobs with a positive priority, most urgent first: the claim takes
+-- their groups before walking the others (jobs of priority 0 have no entry).
+CREATE INDEX job_priority_idx ON jobrunner.job (priority DESC, next_run_at)
+    WHERE state = 'pending' AND due AND priority > 0;

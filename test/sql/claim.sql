@@ -63,6 +63,33 @@ SELECT string_agg(pg_temp.q('cl.fair', 'a' || n), ' ') AS queued FROM generate_s
 SELECT string_agg(pg_temp.q('cl.fair', 'b' || n), ' ') AS queued FROM generate_series(1, 2) n;
 SELECT pg_temp.q('cl.fair', 'c1') AS queued;
 SELECT pg_temp.claimed(4) AS four_of_six;
+-- More groups than a claim takes: each claim looks only at the next groups
+-- in turn (from where the last one stopped, round again at the end), so
+-- every group gets its first job before any gets a second, and a claim
+-- costs what it takes rather than what is queued.
+TRUNCATE jobrunner.job;
+SELECT string_agg(pg_temp.q('cl.fair', u || n), ' ' ORDER BY u, n) AS queued
+  FROM unnest(ARRAY['a', 'b', 'c', 'd', 'e']) u, generate_series(1, 2) n;
+SELECT pg_temp.claimed(2) AS window_1, pg_temp.claimed(2) AS window_2, pg_temp.claimed(2) AS window_3;
+SELECT pg_temp.claimed(2) AS window_4, pg_temp.claimed(2) AS window_5, pg_temp.claimed(2) AS nothing_left;
+-- A group at its concurrency_limit is passed over without taking a place.
+UPDATE jobrunner.job_config SET concurrency_limit = 1 WHERE job_name = 'cl.fair';
+TRUNCATE jobrunner.job;
+SELECT string_agg(pg_temp.q('cl.fair', u || n), ' ' ORDER BY u, n) AS queued
+  FROM unnest(ARRAY['a', 'b', 'c']) u, generate_series(1, 2) n;
+SELECT pg_temp.claimed(1) AS first, pg_temp.claimed(1) AS second;
+SELECT pg_temp.finish('a1') AS finished;
+SELECT pg_temp.claimed(2) AS third;
+UPDATE jobrunner.job_config SET concurrency_limit = 10 WHERE job_name = 'cl.fair';
+-- A name capped by max_concurrency does not crowd the others out of a
+-- claim: its groups beyond what it may start take no place (cl.max: 3 at
+-- once, five users ahead of cl.other's in key order).
+TRUNCATE jobrunner.job;
+SELECT string_agg(pg_temp.q('cl.max', u || '1'), ' ' ORDER BY u) AS queued
+  FROM unnest(ARRAY['a', 'b', 'c', 'd', 'e']) u;
+SELECT string_agg(pg_temp.q('cl.other', u || '2'), ' ' ORDER BY u) AS queued
+  FROM unnest(ARRAY['a', 'b']) u;
+SELECT pg_temp.claimed(5) AS three_and_two;
 
 ------------------------------------------------------------------------------
 -- concurrency_limit: running jobs per (user, job name).
