@@ -560,7 +560,12 @@ BEGIN
                             WHEN t.ok THEN 'completed'
                             WHEN j.attempts > j.max_retries THEN 'failed'
                             ELSE 'pending' END,
+               -- A deferred attempt never left: its number is given to the
+               -- next one (nothing was sent under it, no token minted), so
+               -- attempt numbers stay those of requests, and a job never
+               -- sent still has attempt_seq 0 (it may be coalesced into).
                attempts = CASE WHEN t.deferred THEN j.attempts - 1 ELSE j.attempts END,
+               attempt_seq = CASE WHEN t.deferred THEN j.attempt_seq - 1 ELSE j.attempt_seq END,
                finished_at = CASE WHEN NOT t.deferred AND (t.ok OR j.attempts > j.max_retries) THEN now() END,
                next_run_at = CASE WHEN t.deferred
                                   THEN now() + pg_catalog.make_interval(secs => GREATEST(t.ra, 1) / 1000.0)
@@ -582,7 +587,8 @@ BEGIN
          -- over the whole table. The rows are locked by t, so they are as t
          -- read them.
          WHERE j.ctid = ANY (ARRAY(SELECT t2.row_ctid FROM t t2)) AND j.ctid = t.row_ctid
-        RETURNING j.id, j.job_name, j.attempt_seq, j.state, j.next_run_at, t.status, t.err, t.dur, t.deferred
+        RETURNING j.id, j.job_name, t.attempt AS attempt_seq, j.state, j.next_run_at, t.status, t.err, t.dur,
+                  t.deferred
     ), logged AS (
         INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
         SELECT u.id, u.attempt_seq,

@@ -125,3 +125,15 @@ SELECT jobrunner.queue_job_for(NULL, NULL, NULL, 'c.doc', '{"s": 1}', _dedup_key
 SELECT jobrunner.queue_job_for(NULL, NULL, NULL, 'c.doc', '{"s": 2}', _dedup_key => 'sys',
                                _on_duplicate => 'replace') = :'sys1' AS same_job;
 SELECT request_body FROM jobrunner.job WHERE id = :'sys1';
+
+-- A job claimed but never sent (its destination was unavailable, so the
+-- worker deferred it) keeps attempt 0: a replace still changes it in place,
+-- and its next attempt is number 1.
+SELECT jobrunner.queue_job('c.doc', '{"d": 1}', _dedup_key => 'doc-4', _on_duplicate => 'replace') AS f1 \gset
+SELECT regress.claim(:'f1') AS attempt;
+SELECT regress.record(:'f1', 1, -1, 'its destination is unavailable', NULL, 1000) AS logs_written;
+SELECT state, attempt_seq, attempts FROM jobrunner.job WHERE id = :'f1';
+SELECT jobrunner.queue_job('c.doc', '{"d": 2}', _dedup_key => 'doc-4', _on_duplicate => 'replace') = :'f1' AS in_place;
+SELECT request_body FROM jobrunner.job WHERE id = :'f1';
+UPDATE jobrunner.job SET next_run_at = now(), due = true WHERE id = :'f1';
+SELECT regress.claim(:'f1') AS attempt;
