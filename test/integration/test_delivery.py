@@ -279,6 +279,36 @@ class Delivery(DeliveryCase):
         self.assertGreaterEqual(req.time, run_at, "sent before the last call's run_at")
         self.assertEqual(len(self.ep.requests(job_name=name)), 1)
 
+    def test_a_transaction_that_canceled_a_running_job_cannot_be_prepared(self):
+        """Rolled back later, from any session, a prepared transaction's
+        cancel could not be withdrawn: PREPARE TRANSACTION is refused, and
+        the request goes on. One that canceled nothing running prepares."""
+        name = self.job_name("cancelprep", "/hold?ms=30000", concurrency_limit=1)
+        jid = self.queue(name, user(1))
+        self.ep.wait_for_current(1, job_name=name)
+        [held] = self.sent(jid)
+        tx = harness.connect(autocommit=False)
+        self.addCleanup(tx.close)
+        with tx.cursor() as cur:
+            cur.execute("SELECT jobrunner.cancel_job(%s)", (jid,))
+            with self.assertRaises(psycopg2.errors.FeatureNotSupported):
+                cur.execute("PREPARE TRANSACTION 'it_cancel_running'")
+        tx.rollback()
+        self.assertEqual(self.value("SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'it_cancel_running'"), 0)
+        harness.wait_worker_loops(self.db, 3)
+        self.assertFalse(held.client_gone, "the request was aborted")
+        self.assertEqual(harness.job(self.db, jid)["state"], "running")
+        other = self.queue(name, user(2))
+        with tx.cursor() as cur:
+            cur.execute("SELECT jobrunner.cancel_job(%s)", (other,))
+            cur.execute("PREPARE TRANSACTION 'it_cancel_pending'")
+        tx.rollback()
+        with self.db.cursor() as cur:
+            cur.execute("COMMIT PREPARED 'it_cancel_pending'")
+        self.assertEqual(harness.job(self.db, other)["state"], "canceled")
+        self.ep.release()
+        wait_job_state(self.db, jid, "completed")
+
     def test_system_job_token_has_no_sub_and_the_system_role(self):
         name = self.job_name("system", "/ok")
         default_role = scalar(self.db, "SHOW jobrunner.system_role")

@@ -13,6 +13,8 @@ again, each delivered once.
 import unittest
 import uuid
 
+import psycopg2
+
 import harness
 from harness import Endpoint, connect, query, scalar, wait_for
 
@@ -27,10 +29,25 @@ class UpgradeTest(unittest.TestCase):
         self.addCleanup(self.ep.shutdown)
         self.addCleanup(self.recreate_current)
 
+    def recreate(self, version=None):
+        """DROP and CREATE EXTENSION (of version, default the current one).
+        The running worker reads the tables the drop locks one by one, so
+        the deadlock detector may pick the drop: it is tried again."""
+        for attempt in range(5):
+            try:
+                with self.db.cursor() as cur:
+                    cur.execute("DROP EXTENSION IF EXISTS pg_jobrunner CASCADE")
+                    if version:
+                        cur.execute("CREATE EXTENSION pg_jobrunner VERSION %s", (version,))
+                    else:
+                        cur.execute("CREATE EXTENSION pg_jobrunner")
+                return
+            except psycopg2.errors.DeadlockDetected:
+                if attempt == 4:
+                    raise
+
     def recreate_current(self):
-        with self.db.cursor() as cur:
-            cur.execute("DROP EXTENSION IF EXISTS pg_jobrunner CASCADE")
-            cur.execute("CREATE EXTENSION pg_jobrunner")
+        self.recreate()
         harness.wait_for_worker()
         # The worker has seen the current version (a pause for the old one
         # ended), so the next test's old version is news to it again.
@@ -41,9 +58,8 @@ class UpgradeTest(unittest.TestCase):
         current = scalar(self.db, "SELECT default_version FROM pg_available_extensions "
                                   "WHERE name = 'pg_jobrunner'")
         log_start = harness.server_log_size()
+        self.recreate(OLD)
         with self.db.cursor() as cur:
-            cur.execute("DROP EXTENSION pg_jobrunner CASCADE")
-            cur.execute("CREATE EXTENSION pg_jobrunner VERSION %s", (OLD,))
             cur.execute("INSERT INTO jobrunner.job_config (job_name, url, max_retries) VALUES (%s, %s, 3)",
                         ("upgrade.it", self.ep.url("/ok")))
             user = str(uuid.uuid4())
@@ -93,9 +109,8 @@ class UpgradeTest(unittest.TestCase):
         old_sig = "jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int)"
         new_sig = "jobrunner.queue_job_for(uuid, text, text, text, jsonb, int, timestamptz, text, text, int, text)"
         role, other = "jr_upgrade_enqueuer", "jr_upgrade_other"
+        self.recreate(OLD)
         with self.db.cursor() as cur:
-            cur.execute("DROP EXTENSION pg_jobrunner CASCADE")
-            cur.execute("CREATE EXTENSION pg_jobrunner VERSION %s", (OLD,))
             for r in (role, other):
                 cur.execute("DROP ROLE IF EXISTS %s" % r)
                 cur.execute("CREATE ROLE %s NOLOGIN" % r)

@@ -89,20 +89,6 @@ SELECT log_message FROM regress.logs(:'c2') ORDER BY 1;
 SELECT regress.record(:'c2', 1, 0, 'canceled', NULL) AS logged;
 SELECT state, sending_attempt, response FROM jobrunner.job WHERE id = :'c2';
 SELECT jobrunner.cancel_job(:'c2') AS canceled_again;
--- A transaction that canceled a running job cannot be prepared: rolled
--- back later, from anywhere, its cancel could not be withdrawn.
-SELECT jobrunner.queue_job('sm.task') AS c6 \gset
-SELECT regress.claim(:'c6') AS attempt;
-BEGIN;
-SELECT jobrunner.cancel_job(:'c6') AS canceled_running;
-PREPARE TRANSACTION 'regress_cancel';
-SELECT state FROM jobrunner.job WHERE id = :'c6';
-SELECT count(*) AS prepared FROM pg_prepared_xacts WHERE gid = 'regress_cancel';
--- Prepared without a cancel, a transaction goes through as ever.
-BEGIN;
-SELECT jobrunner.cancel_job(jobrunner.queue_job('sm.task')) AS canceled_pending;
-PREPARE TRANSACTION 'regress_cancel_pending';
-COMMIT PREPARED 'regress_cancel_pending';
 -- An acknowledged callback job has no request on the wire: canceled, and
 -- its endpoint's complete_job is refused.
 INSERT INTO jobrunner.job_config (job_name, url, completion, concurrency_limit)
