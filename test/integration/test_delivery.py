@@ -298,7 +298,9 @@ class Delivery(DeliveryCase):
         harness.wait_worker_loops(self.db, 3)
         self.assertFalse(held.client_gone, "the request was aborted")
         self.assertEqual(harness.job(self.db, jid)["state"], "running")
-        other = self.queue(name, user(2))
+        # Due in an hour: still pending when it is canceled.
+        other = scalar(self.db, "SELECT jobrunner.queue_job_for(%s, 'authenticated', NULL, %s, '{}', "
+                                "_run_at => now() + interval '1 hour')::text", (user(2)[0], name))
         with tx.cursor() as cur:
             cur.execute("SELECT jobrunner.cancel_job(%s)", (other,))
             cur.execute("PREPARE TRANSACTION 'it_cancel_pending'")
