@@ -221,13 +221,19 @@ class Delivery(DeliveryCase):
         self.assertIn("canceled while attempt 1 was running", logs)
         self.assertFalse([m for m in logs if m.startswith(("completed", "attempt"))], logs)
 
-    def test_a_cancel_rolled_back_to_a_savepoint_aborts_nothing(self):
-        name = self.job_name("cancelsp", "/hold?ms=30000", concurrency_limit=1)
+    def held_job_and_a_transaction(self, what):
+        """A job whose request the endpoint holds, and an open transaction
+        (closed in cleanup): (job name, job id, the held request, connection)."""
+        name = self.job_name(what, "/hold?ms=30000", concurrency_limit=1)
         jid = self.queue(name, user(1))
         self.ep.wait_for_current(1, job_name=name)
         [held] = self.sent(jid)
         tx = harness.connect(autocommit=False)
         self.addCleanup(tx.close)
+        return name, jid, held, tx
+
+    def test_a_cancel_rolled_back_to_a_savepoint_aborts_nothing(self):
+        name, jid, held, tx = self.held_job_and_a_transaction("cancelsp")
         with tx.cursor() as cur:
             cur.execute("SAVEPOINT before_cancel")
             cur.execute("SELECT jobrunner.cancel_job(%s)", (jid,))
@@ -283,12 +289,7 @@ class Delivery(DeliveryCase):
         """Rolled back later, from any session, a prepared transaction's
         cancel could not be withdrawn: PREPARE TRANSACTION is refused, and
         the request goes on. One that canceled nothing running prepares."""
-        name = self.job_name("cancelprep", "/hold?ms=30000", concurrency_limit=1)
-        jid = self.queue(name, user(1))
-        self.ep.wait_for_current(1, job_name=name)
-        [held] = self.sent(jid)
-        tx = harness.connect(autocommit=False)
-        self.addCleanup(tx.close)
+        name, jid, held, tx = self.held_job_and_a_transaction("cancelprep")
         with tx.cursor() as cur:
             cur.execute("SELECT jobrunner.cancel_job(%s)", (jid,))
             with self.assertRaises(psycopg2.errors.FeatureNotSupported):
