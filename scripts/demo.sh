@@ -146,9 +146,8 @@ psql -c "SELECT e.* FROM jobrunner.job j, jobrunner.explain_job(j.id) e
 echo "== a rate-limited job name (2 per second): why is its last job waiting? (explain_job)"
 psql -c "INSERT INTO jobrunner.job_config (job_name, url, rate_limit, concurrency_limit)
          VALUES ('sync-crm', current_setting('jobrunner.base_url') || '/ok', 2, 10)"
-last=$(psql -At -c "SELECT max(jobrunner.queue_job_for(NULL, NULL, NULL, 'sync-crm', jsonb_build_object('n', g))::text)
-                     FROM generate_series(1, 8) g" >/dev/null;
-       psql -At -c "SELECT id FROM jobrunner.job WHERE job_name = 'sync-crm' ORDER BY request_body->>'n' DESC LIMIT 1")
+last=$(psql -At -c "SELECT (array_agg(jobrunner.queue_job_for(NULL, NULL, NULL, 'sync-crm', jsonb_build_object('n', g))
+                                ORDER BY g DESC))[1] FROM generate_series(1, 8) g")
 wait_until "a sync-crm job is sent" \
   "SELECT count(*) > 0 FROM jobrunner.job WHERE job_name = 'sync-crm' AND state <> 'pending'"
 psql -c "SELECT * FROM jobrunner.explain_job('$last')"

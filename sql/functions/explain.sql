@@ -22,22 +22,24 @@ DECLARE
     _max_in_flight int := pg_catalog.current_setting('jobrunner.max_in_flight', true)::int;
     _blocked boolean := false;
     _dest record;
+    _behind record;
+    _me record;
 BEGIN
     -- A body queued with _on_duplicate => 'replace' behind a job already
     -- sent: shown to the holder's user and admins, like the holder.
-    SELECT s.holder_id, s.queued_at, s.run_at, j.user_id INTO _dest
+    SELECT s.holder_id, s.queued_at, s.run_at, j.user_id INTO _behind
       FROM jobrunner.job_successor s JOIN jobrunner.job j ON j.id = s.holder_id
      WHERE s.id = _job_id;
     IF FOUND THEN
-        _worker := jobrunner._caller();
-        IF NOT COALESCE(_worker.is_admin OR _dest.user_id = _worker.user_id, false) THEN
+        _me := jobrunner._caller();
+        IF NOT COALESCE(_me.is_admin OR _behind.user_id = _me.user_id, false) THEN
             -- Raises not-found exactly as for an id that names nothing.
             PERFORM jobrunner._lock_job_for_caller(_job_id, ARRAY[]::text[]);
         END IF;
         RETURN QUERY SELECT 'behind', true,
             pg_catalog.format('queued at %s behind job %s (same dedup key, already sent): it becomes pending%s when that job ends',
-                              _dest.queued_at, _dest.holder_id,
-                              CASE WHEN _dest.run_at > now() THEN pg_catalog.format(' (due at %s)', _dest.run_at) ELSE '' END);
+                              _behind.queued_at, _behind.holder_id,
+                              CASE WHEN _behind.run_at > now() THEN pg_catalog.format(' (due at %s)', _behind.run_at) ELSE '' END);
         RETURN;
     END IF;
     _job := jobrunner._lock_job_for_caller(_job_id, ARRAY[]::text[]);

@@ -488,8 +488,8 @@ void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed,
         // out, or paused by Retry-After): the job goes back, not counted as
         // an attempt, until it may; its job name is left out of the claims
         // meanwhile.
+        const std::string host = job.url ? destination_of(*job.url) : std::string();
         if (job.url) {
-            std::string host = destination_of(*job.url);
             destination_of_name_[job.job_name] = host;
             if (!destinations_.may_send(host, now_ms)) {
                 Outcome o = outcome_from_error(job, "its destination is unavailable");
@@ -505,7 +505,7 @@ void Dispatcher::dispatch(std::vector<ClaimedJob> &claimed,
         if (auto error = build_request(job, mint, tag, request)) {
             // Not sent: if it was to be a half-open destination's probe,
             // the next request may be the probe.
-            if (job.url) destinations_.record(destination_of(*job.url), Verdict::none, now_ms, {});
+            if (job.url) destinations_.record(host, Verdict::none, now_ms, {});
             count_unsent(metrics(job.job_name));
             outcomes_.push_back(outcome_from_error(job, std::move(*error)));
             continue;
