@@ -331,13 +331,13 @@ psql_q -d ceiling -c "INSERT INTO jobrunner.job_config (job_name, url, concurren
 # analyzed and checkpointed, as before every timed run.
 queue_ceiling_jobs() {
   psql_q -d ceiling <<EOF
-TRUNCATE jobrunner.job, jobrunner.job_logs;
+TRUNCATE jobrunner.job, jobrunner.job_log_entry;
 SELECT count(jobrunner.queue_job_for(
          ('00000000-0000-4000-8000-' || lpad((i % $USERS)::text, 12, '0'))::uuid, 'authenticated',
          'user' || (i % $USERS) || '@example.com', 'bench',
          jsonb_build_object('user', '00000000-0000-4000-8000-' || lpad((i % $USERS)::text, 12, '0'), 'i', i)))
   FROM generate_series(1, $JOBS) i \g /dev/null
-ANALYZE jobrunner.job; ANALYZE jobrunner.job_logs; CHECKPOINT;
+ANALYZE jobrunner.job; ANALYZE jobrunner.job_log_entry; CHECKPOINT;
 EOF
 }
 CLAIM_RATES=()

@@ -14,8 +14,8 @@
 
 SELECT pg_catalog.pg_extension_config_dump('jobrunner.job_config', '');
 SELECT pg_catalog.pg_extension_config_dump('jobrunner.job', '');
-SELECT pg_catalog.pg_extension_config_dump('jobrunner.job_logs', '');
-SELECT pg_catalog.pg_extension_config_dump('jobrunner.job_logs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('jobrunner.job_log_entry', '');
+SELECT pg_catalog.pg_extension_config_dump('jobrunner.job_log_entry_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('jobrunner.schedule', '');
 SELECT pg_catalog.pg_extension_config_dump('jobrunner.rate_bucket', '');
 SELECT pg_catalog.pg_extension_config_dump('jobrunner.group_turn', '');

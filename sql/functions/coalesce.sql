@@ -70,7 +70,7 @@ BEGIN
             _s.priority, COALESCE(_s.max_retries, OLD.max_retries), OLD.dedup_key, _s.queued_at,
             COALESCE(_s.run_at, now()), COALESCE(_s.run_at <= now(), true),
             _s.traceparent, _s.tracestate);
-    INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
+    INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message)
     VALUES (_s.id, 0, 'info',
             pg_catalog.format('created: queued at %s behind job %s, which has ended', _s.queued_at, OLD.id));
     PERFORM jobrunner._wake_at_commit();

@@ -6,7 +6,7 @@
 GRANT USAGE ON SCHEMA jobrunner TO PUBLIC;
 
 ALTER TABLE jobrunner.job ENABLE ROW LEVEL SECURITY;
-ALTER TABLE jobrunner.job_logs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobrunner.job_log_entry ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS job_read_own ON jobrunner.job;
 -- A user reads her own jobs; an endpoint, with the token minted for an
 -- attempt, reads that attempt's job (a system job has no user to match).
@@ -14,12 +14,14 @@ CREATE POLICY job_read_own ON jobrunner.job FOR SELECT TO PUBLIC
     USING (user_id = (SELECT c.user_id FROM jobrunner._caller() c)
            OR id = (SELECT c.job_id FROM jobrunner._caller() c)
            OR (SELECT c.is_admin FROM jobrunner._caller() c));
-DROP POLICY IF EXISTS job_logs_read_own ON jobrunner.job_logs;
-CREATE POLICY job_logs_read_own ON jobrunner.job_logs FOR SELECT TO PUBLIC
-    USING (EXISTS (SELECT 1 FROM jobrunner.job j WHERE j.id = job_logs.job_id));
+-- The logs of the jobs she may read. job_logs reads its rows as the
+-- querying role (security_invoker), so both policies apply to it.
+DROP POLICY IF EXISTS job_log_entry_read_own ON jobrunner.job_log_entry;
+CREATE POLICY job_log_entry_read_own ON jobrunner.job_log_entry FOR SELECT TO PUBLIC
+    USING (EXISTS (SELECT 1 FROM jobrunner.job j WHERE j.id = job_log_entry.job_id));
 
 REVOKE ALL ON ALL TABLES IN SCHEMA jobrunner FROM PUBLIC;
-GRANT SELECT ON jobrunner.job, jobrunner.job_logs, jobrunner.job_stats,
+GRANT SELECT ON jobrunner.job, jobrunner.job_logs, jobrunner.job_log_entry, jobrunner.job_stats,
                 jobrunner.recent_failures,
                 jobrunner.destinations  -- for admins: destination_health() checks
 TO PUBLIC;

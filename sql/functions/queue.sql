@@ -185,24 +185,26 @@ BEGIN
         -- every unique index and a WAL record more per job.
         IF _dedup_key IS NULL AND _idempotency_key IS NULL THEN
             INSERT INTO jobrunner.job (user_id, user_role, user_email, job_name, request_body,
-                                       priority, max_retries, next_run_at, due, traceparent, tracestate)
+                                       priority, max_retries, next_run_at, due, traceparent, tracestate,
+                                       created_log_id)
             VALUES (_user_id, _user_role, _user_email, _job_name, _request_body,
                     COALESCE(_priority, 0), COALESCE(_max_retries, _cfg_retries),
-                    COALESCE(_run_at, now()), COALESCE(_run_at <= now(), true), _tp, _ts)
+                    COALESCE(_run_at, now()), COALESCE(_run_at <= now(), true), _tp, _ts,
+                    pg_catalog.nextval('jobrunner.job_log_entry_id_seq'))
             RETURNING id INTO _id;
         ELSE
             INSERT INTO jobrunner.job (user_id, user_role, user_email, job_name, request_body,
                                        priority, max_retries, dedup_key, idempotency_key, next_run_at,
-                                       due, traceparent, tracestate)
+                                       due, traceparent, tracestate, created_log_id)
             VALUES (_user_id, _user_role, _user_email, _job_name, _request_body,
                     COALESCE(_priority, 0), COALESCE(_max_retries, _cfg_retries), _dedup_key,
-                    _idempotency_key, COALESCE(_run_at, now()), COALESCE(_run_at <= now(), true), _tp, _ts)
+                    _idempotency_key, COALESCE(_run_at, now()), COALESCE(_run_at <= now(), true), _tp, _ts,
+                    pg_catalog.nextval('jobrunner.job_log_entry_id_seq'))
             ON CONFLICT DO NOTHING
             RETURNING id INTO _id;
         END IF;
+        -- Its "created" row in job_logs is the job row itself (created_log_id).
         IF _id IS NOT NULL THEN
-            INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
-            VALUES (_id, 0, 'info', 'created');
             PERFORM jobrunner._wake_at_commit();
             RETURN _id;
         END IF;

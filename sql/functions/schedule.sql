@@ -21,7 +21,7 @@ BEGIN
     _id := jobrunner._enqueue(_s.user_id, _s.user_role, NULL, _s.job_name, _s.request_body,
                               NULL, NULL, 'schedule:' || _schedule_name, NULL, 0);
     IF _before > 0 THEN
-        INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
+        INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message)
         VALUES (_id, 0, 'warning',
                 pg_catalog.format('scheduled run of "%s" skipped: the previous run is still pending or running',
                                   _schedule_name));

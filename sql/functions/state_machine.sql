@@ -57,7 +57,7 @@ BEGIN
        SET state = 'completed', finished_at = now(), updated_at = now(),
            last_status = COALESCE(_status, j.last_status), last_error = NULL,
            response = COALESCE(_response, j.response),
-           locked_at = NULL, lease_expires_at = NULL
+           locked_at = NULL, lease_expires_at = NULL, started_log_id = NULL
      WHERE j.id = _job.id
     RETURNING * INTO _done;
     IF _cfg.on_complete IS NOT NULL THEN
@@ -66,12 +66,13 @@ BEGIN
     -- Counted in the metrics at commit (and not if a savepoint around this
     -- rolls back: a hook that raised in the worker).
     PERFORM jobrunner._count_finished(ARRAY[_job.job_name], ARRAY['completed']);
-    INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
+    INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, status_code, duration_ms,
+                                         started_id, started_at)
     VALUES (_job.id, _job.attempt_seq, 'info',
             CASE WHEN _via = 'worker'
                  THEN pg_catalog.format('completed with status %s', _status)
                  ELSE pg_catalog.format('completed by %s', _via) END,
-            _status, _duration_ms);
+            _status, _duration_ms, _job.started_log_id, CASE WHEN _job.started_log_id IS NOT NULL THEN _job.last_run_at END);
 END;
 $$;
 COMMENT ON FUNCTION jobrunner._complete(jobrunner.job, jobrunner.job_config, int, jsonb, double precision, text) IS
@@ -97,13 +98,14 @@ BEGIN
         -- The request has ended: the job keeps its slot as a running job.
         UPDATE jobrunner.job j
            SET acked_at = now(), lease_expires_at = now() + _cfg.callback_lease,
-               last_status = _status, updated_at = now(), sending_attempt = NULL
+               last_status = _status, updated_at = now(), sending_attempt = NULL, started_log_id = NULL
          WHERE j.id = _job.id;
-        INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
+        INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, status_code, duration_ms,
+                                             started_id, started_at)
         VALUES (_job.id, _job.attempt_seq, 'info',
                 pg_catalog.format('acknowledged with status %s; waiting for complete_job until %s',
                                   _status, now() + _cfg.callback_lease),
-                _status, _duration_ms);
+                _status, _duration_ms, _job.started_log_id, CASE WHEN _job.started_log_id IS NOT NULL THEN _job.last_run_at END);
         RETURN false;
     END IF;
     IF _via <> 'worker' THEN
@@ -152,11 +154,13 @@ BEGIN
            SET state = 'pending', next_run_at = _next, due = _next <= now(), updated_at = now(),
                last_status = _status, last_error = _error, locked_at = NULL,
                locked_by = CASE WHEN j.sending_attempt IS NULL THEN NULL ELSE j.locked_by END,
-               acked_at = NULL, lease_expires_at = NULL
+               acked_at = NULL, lease_expires_at = NULL, started_log_id = NULL
          WHERE j.id = _job.id;
-        INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
+        INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, status_code, duration_ms,
+                                             started_id, started_at)
         VALUES (_job.id, _job.attempt_seq, 'warning',
-                pg_catalog.format('%s; next attempt at %s', _what, _next), _status, _duration_ms);
+                pg_catalog.format('%s; next attempt at %s', _what, _next), _status, _duration_ms,
+                _job.started_log_id, CASE WHEN _job.started_log_id IS NOT NULL THEN _job.last_run_at END);
         PERFORM jobrunner._wake_at_commit();
         RETURN;
     END IF;
@@ -164,7 +168,7 @@ BEGIN
         UPDATE jobrunner.job j
            SET state = 'failed', finished_at = now(), updated_at = now(),
                last_status = _status, last_error = _error,
-               locked_at = NULL, acked_at = NULL, lease_expires_at = NULL
+               locked_at = NULL, acked_at = NULL, lease_expires_at = NULL, started_log_id = NULL
          WHERE j.id = _job.id
         RETURNING * INTO _done;
         IF _cfg.on_fail IS NOT NULL THEN
@@ -176,14 +180,15 @@ BEGIN
            SET state = 'failed', finished_at = now(), updated_at = now(),
                last_status = _status,
                last_error = pg_catalog.format('%s; on_fail hook %s failed: %s', _error, _cfg.on_fail, SQLERRM),
-               locked_at = NULL, acked_at = NULL, lease_expires_at = NULL
+               locked_at = NULL, acked_at = NULL, lease_expires_at = NULL, started_log_id = NULL
          WHERE j.id = _job.id;
         _what := pg_catalog.format('%s; on_fail hook %s failed: %s', _what, _cfg.on_fail, SQLERRM);
     END;
     PERFORM jobrunner._count_finished(ARRAY[_job.job_name], ARRAY['failed']);
-    INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
+    INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, status_code, duration_ms,
+                                         started_id, started_at)
     VALUES (_job.id, _job.attempt_seq, 'error',
-            pg_catalog.format('%s; failed permanently', _what), _status, _duration_ms);
+            pg_catalog.format('%s; failed permanently', _what), _status, _duration_ms, _job.started_log_id, CASE WHEN _job.started_log_id IS NOT NULL THEN _job.last_run_at END);
 END;
 $$;
 COMMENT ON FUNCTION jobrunner._settle_fail(jobrunner.job, int, text, boolean, bigint, double precision) IS
@@ -207,7 +212,7 @@ BEGIN
     UPDATE jobrunner.job j
        SET state = 'canceled', finished_at = now(), updated_at = now()
      WHERE j.id = _job_id;
-    INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
+    INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message)
     VALUES (_job_id, _job.attempt_seq, 'info', 'canceled');
     RETURN true;
 END;
@@ -245,14 +250,15 @@ BEGIN
     END IF;
     UPDATE jobrunner.job j
        SET state = 'canceled', finished_at = now(), updated_at = now(), locked_at = NULL,
-           acked_at = NULL, lease_expires_at = NULL,
+           acked_at = NULL, lease_expires_at = NULL, started_log_id = NULL,
            locked_by = CASE WHEN j.sending_attempt IS NULL THEN NULL ELSE j.locked_by END
      WHERE j.id = _job_id;
-    INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
+    INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, started_id, started_at)
     VALUES (_job_id, _job.attempt_seq, 'info',
             CASE WHEN _job.state = 'running'
                  THEN pg_catalog.format('canceled while attempt %s was running', _job.attempt_seq)
-                 ELSE 'canceled' END);
+                 ELSE 'canceled' END,
+            _job.started_log_id, CASE WHEN _job.started_log_id IS NOT NULL THEN _job.last_run_at END);
     IF _job.sending_attempt IS NOT NULL THEN
         PERFORM jobrunner._cancel_at_commit(_job_id, _job.sending_attempt);
     END IF;
@@ -287,7 +293,7 @@ BEGIN
             USING ERRCODE = 'unique_violation',
                   HINT = 'Cancel or wait for the other job first.';
     END;
-    INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
+    INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message)
     VALUES (_job_id, _job.attempt_seq, 'info',
             pg_catalog.format('retried by hand after %s attempts', _job.attempts));
     PERFORM jobrunner._wake_at_commit();

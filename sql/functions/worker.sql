@@ -35,7 +35,7 @@ BEGIN
        AND (j.acked_at IS NULL OR j.sending_attempt = j.attempt_seq);
     _total := COALESCE(pg_catalog.array_length(_stale, 1), 0);
     WITH mine AS (
-        SELECT j.ctid AS row_ctid FROM jobrunner.job j
+        SELECT j.ctid AS row_ctid, j.id, j.started_log_id, j.last_run_at FROM jobrunner.job j
          WHERE j.ctid = ANY (_stale)
            AND (j.state = 'running' OR j.sending_attempt = j.attempt_seq)
            AND j.locked_by IS DISTINCT FROM _worker
@@ -53,13 +53,18 @@ BEGIN
                locked_by = CASE WHEN j.state = 'running' AND j.acked_at IS NOT NULL THEN j.locked_by END,
                lease_expires_at = CASE WHEN j.state = 'running' AND j.acked_at IS NULL
                                        THEN NULL ELSE j.lease_expires_at END,
-               sending_attempt = NULL
+               sending_attempt = NULL,
+               started_log_id = CASE WHEN j.state = 'running' AND j.acked_at IS NULL
+                                     THEN NULL ELSE j.started_log_id END
          WHERE j.ctid = ANY (ARRAY(SELECT m.row_ctid FROM mine m))  -- a TID scan
         RETURNING j.id, j.attempt_seq, j.state
     ), logged AS (
-        INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
-        SELECT r.id, r.attempt_seq, 'warning', 'attempt interrupted by a worker restart; will be attempted again'
+        -- The interrupted attempt's row carries its "started" row.
+        INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, started_id, started_at)
+        SELECT r.id, r.attempt_seq, 'warning', 'attempt interrupted by a worker restart; will be attempted again',
+               m.started_log_id, CASE WHEN m.started_log_id IS NOT NULL THEN m.last_run_at END
           FROM reset r
+          JOIN mine m ON m.id = r.id
          WHERE r.state = 'pending'
         RETURNING 1
     )
@@ -429,14 +434,14 @@ BEGIN
         UPDATE jobrunner.job j
            SET state = 'running', attempts = j.attempts + 1, attempt_seq = j.attempt_seq + 1,
                locked_at = now(), locked_by = _worker, last_run_at = now(), updated_at = now(),
-               acked_at = NULL, lease_expires_at = NULL, sending_attempt = j.attempt_seq + 1
+               acked_at = NULL, lease_expires_at = NULL, sending_attempt = j.attempt_seq + 1,
+               -- The "started attempt" row of job_logs, shown from here
+               -- until the attempt's first stored row carries it.
+               started_log_id = pg_catalog.nextval('jobrunner.job_log_entry_id_seq')
          WHERE j.ctid = ANY (ARRAY(SELECT l.row_ctid FROM locked l))
         RETURNING j.id, j.job_name, j.user_id, j.user_role, j.user_email, j.attempt_seq,
                   j.request_body, jobrunner._stored_size(j.request_body) AS body_size,
                   GREATEST(j.created_at, j.next_run_at) AS due_at, j.traceparent, j.tracestate
-    ), logged AS (
-        INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message)
-        SELECT u.id, u.attempt_seq, 'info', 'started attempt ' || u.attempt_seq FROM upd u
     ), spent AS (
         UPDATE jobrunner.rate_bucket b SET tokens = b.tokens - k.n
           FROM (SELECT u.job_name, count(*) AS n FROM upd u GROUP BY 1) k
@@ -542,14 +547,16 @@ BEGIN
         -- deferred (status -1): the worker did not send it (its
         -- destination may not be sent to now): back to pending for
         -- retry_after_ms, the attempt not counted.
-        SELECT x.*, j.row_ctid, (x.status BETWEEN 200 AND 299) AS ok, x.status = -1 AS deferred,
+        SELECT x.*, j.row_ctid, j.started_log_id, j.last_run_at,
+               (x.status BETWEEN 200 AND 299) AS ok, x.status = -1 AS deferred,
                CASE WHEN x.status NOT BETWEEN 200 AND 299 AND x.status <> -1
                     THEN now() + jobrunner._retry_delay(j.attempts, COALESCE(c.retry_backoff, interval '10 seconds'),
                                                         COALESCE(c.retry_backoff_max, interval '1 hour'), x.ra)
                END AS retry_at
           FROM x
          CROSS JOIN LATERAL (
-                SELECT j.ctid AS row_ctid, j.job_name, j.attempts FROM jobrunner.job j
+                SELECT j.ctid AS row_ctid, j.job_name, j.attempts, j.started_log_id, j.last_run_at
+                  FROM jobrunner.job j
                  WHERE j.id = x.id AND j.state = 'running' AND j.attempt_seq = x.attempt
                    AND j.locked_by = _worker AND j.acked_at IS NULL
                    FOR UPDATE SKIP LOCKED) j
@@ -580,7 +587,8 @@ BEGIN
                response = CASE WHEN t.ok THEN t.resp::jsonb ELSE j.response END,
                locked_at = NULL,
                locked_by = CASE WHEN NOT t.deferred AND (t.ok OR j.attempts > j.max_retries) THEN j.locked_by END,
-               sending_attempt = NULL
+               sending_attempt = NULL,
+               started_log_id = NULL  -- carried by the outcome's row
           FROM t
          -- By ctid, and = ANY (array) makes it a TID scan: joined on ctid
          -- alone, a batch of a few hundred would be planned as a hash join
@@ -588,9 +596,10 @@ BEGIN
          -- read them.
          WHERE j.ctid = ANY (ARRAY(SELECT t2.row_ctid FROM t t2)) AND j.ctid = t.row_ctid
         RETURNING j.id, j.job_name, t.attempt AS attempt_seq, j.state, j.next_run_at, t.status, t.err, t.dur,
-                  t.deferred
+                  t.deferred, t.started_log_id, t.last_run_at
     ), logged AS (
-        INSERT INTO jobrunner.job_logs (job_id, attempt, log_level, log_message, status_code, duration_ms)
+        INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, status_code, duration_ms,
+                                             started_id, started_at)
         SELECT u.id, u.attempt_seq,
                CASE WHEN u.deferred THEN 'info'
                     ELSE CASE u.state WHEN 'completed' THEN 'info' WHEN 'pending' THEN 'warning' ELSE 'error' END END,
@@ -603,7 +612,8 @@ BEGIN
                                  THEN '; next attempt at ' || u.next_run_at
                                  ELSE '; failed permanently' END
                END,
-               CASE WHEN u.status > 0 THEN u.status END, CASE WHEN NOT u.deferred THEN u.dur END
+               CASE WHEN u.status > 0 THEN u.status END, CASE WHEN NOT u.deferred THEN u.dur END,
+               u.started_log_id, CASE WHEN u.started_log_id IS NOT NULL THEN u.last_run_at END
           FROM upd u
     )
     -- Jobs finished here count in the metrics when this transaction commits.
@@ -732,7 +742,7 @@ BEGIN
     ), old AS (
         SELECT d.id FROM done d UNION ALL SELECT g.id FROM given_up g
     ), logs AS (
-        DELETE FROM jobrunner.job_logs l USING old WHERE l.job_id = old.id
+        DELETE FROM jobrunner.job_log_entry l USING old WHERE l.job_id = old.id
     ), gone AS (
         DELETE FROM jobrunner.job j USING old WHERE j.id = old.id RETURNING 1
     ), turns AS (

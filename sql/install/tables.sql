@@ -61,7 +61,9 @@ CREATE TABLE jobrunner.job (
     due              boolean     NOT NULL DEFAULT true,
     sending_attempt  int,
     traceparent      text,
-    tracestate       text
+    tracestate       text,
+    created_log_id   bigint,
+    started_log_id   bigint
 ) WITH (fillfactor = 70);
 COMMENT ON TABLE jobrunner.job IS
     'one row per job; users read their own rows; only the extension''s functions write';
@@ -81,6 +83,10 @@ COMMENT ON COLUMN jobrunner.job.acked_at IS
     'callback completion: when the endpoint acknowledged the current attempt';
 COMMENT ON COLUMN jobrunner.job.lease_expires_at IS
     'callback completion: the attempt fails if nobody completes the job by then';
+COMMENT ON COLUMN jobrunner.job.created_log_id IS
+    'id of the job''s "created" row in job_logs, which this row stands for (NULL: that row is stored)';
+COMMENT ON COLUMN jobrunner.job.started_log_id IS
+    'id of the "started attempt" row of the current attempt in job_logs, which this row stands for until the attempt''s first stored row carries it';
 
 -- The claim: a skip scan finds the (job_name, owner) groups with pending
 -- jobs (one probe per group: a group's due jobs sort first), then reads each
@@ -138,7 +144,12 @@ CREATE TABLE jobrunner.job_successor (
 COMMENT ON TABLE jobrunner.job_successor IS
     'the newest body queued with _on_duplicate => ''replace'' behind a job already sent; it becomes job id when holder_id ends';
 
-CREATE TABLE jobrunner.job_logs (
+-- The rows of job_logs that carry information of their own. The "created"
+-- and "started attempt N" rows say only when, and that is on the job row:
+-- job_logs (a view, sql/functions/job_logs.sql) shows them from there, and
+-- from the first row stored for an attempt (started_id, started_at), so a
+-- job writes one log row per outcome instead of three.
+CREATE TABLE jobrunner.job_log_entry (
     id          bigint GENERATED ALWAYS AS IDENTITY,
     job_id      uuid        NOT NULL,
     attempt     int         NOT NULL DEFAULT 0,
@@ -147,12 +158,18 @@ CREATE TABLE jobrunner.job_logs (
     status_code int,
     duration_ms double precision,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    -- One index is both the key and a job's logs in order: two rows are
-    -- written per attempt, so every index on this table is paid per job.
+    started_id  bigint,
+    started_at  timestamptz,
+    -- One index is both the key and a job's logs in order: a row is
+    -- written per outcome, so every index on this table is paid per job.
     PRIMARY KEY (job_id, id)
 );
-COMMENT ON TABLE jobrunner.job_logs IS
-    'one row per transition of a job; purged with the job';
+COMMENT ON TABLE jobrunner.job_log_entry IS
+    'the stored rows of job_logs: one per transition that is not on the job row; purged with the job';
+COMMENT ON COLUMN jobrunner.job_log_entry.started_id IS
+    'on the first row of an attempt: the id of its "started attempt" row in job_logs (NULL otherwise)';
+COMMENT ON COLUMN jobrunner.job_log_entry.started_at IS
+    'on the first row of an attempt: when the attempt started';
 
 -- Token buckets of rate-limited job names; written only by the claim, kept
 -- across restarts so a restart never grants a fresh burst.

@@ -118,3 +118,29 @@ COMMENT ON TABLE jobrunner.claim_cursor IS 'internal: the (job_name, owner) grou
 -- their groups before walking the others (jobs of priority 0 have no entry).
 CREATE INDEX job_priority_idx ON jobrunner.job (priority DESC, next_run_at)
     WHERE state = 'pending' AND due AND priority > 0;
+
+-- job_logs becomes a view (sql/functions/job_logs.sql) over the rows still
+-- stored, here, and the "created" and "started attempt N" rows shown from
+-- the job row and from each attempt's first stored row. The rows stored so
+-- far stay as they are, ids and all; the names follow the table's, so an
+-- updated database has what a fresh install has.
+ALTER TABLE jobrunner.job_logs RENAME TO job_log_entry;
+ALTER SEQUENCE jobrunner.job_logs_id_seq RENAME TO job_log_entry_id_seq;
+ALTER INDEX jobrunner.job_logs_pkey RENAME TO job_log_entry_pkey;
+ALTER TABLE jobrunner.job_log_entry RENAME CONSTRAINT job_logs_log_level_check TO job_log_entry_log_level_check;
+ALTER TABLE jobrunner.job_log_entry
+    ADD COLUMN started_id bigint,
+    ADD COLUMN started_at timestamptz;
+COMMENT ON TABLE jobrunner.job_log_entry IS
+    'the stored rows of job_logs: one per transition that is not on the job row; purged with the job';
+COMMENT ON COLUMN jobrunner.job_log_entry.started_id IS
+    'on the first row of an attempt: the id of its "started attempt" row in job_logs (NULL otherwise)';
+COMMENT ON COLUMN jobrunner.job_log_entry.started_at IS
+    'on the first row of an attempt: when the attempt started';
+ALTER TABLE jobrunner.job
+    ADD COLUMN created_log_id bigint,
+    ADD COLUMN started_log_id bigint;
+COMMENT ON COLUMN jobrunner.job.created_log_id IS
+    'id of the job''s "created" row in job_logs, which this row stands for (NULL: that row is stored)';
+COMMENT ON COLUMN jobrunner.job.started_log_id IS
+    'id of the "started attempt" row of the current attempt in job_logs, which this row stands for until the attempt''s first stored row carries it';

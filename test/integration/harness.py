@@ -399,7 +399,7 @@ def delete_job_names(conn, job_names):
     """Delete these job names' jobs, logs, limits state and configuration (test cleanup)."""
     names = (list(job_names),)
     with conn.cursor() as cur:
-        cur.execute("DELETE FROM jobrunner.job_logs l USING jobrunner.job j "
+        cur.execute("DELETE FROM jobrunner.job_log_entry l USING jobrunner.job j "
                     "WHERE l.job_id = j.id AND j.job_name = ANY (%s)", names)
         for table in ("job", "rate_bucket", "group_turn", "job_config"):
             cur.execute("DELETE FROM jobrunner.%s WHERE job_name = ANY (%%s)" % table, names)

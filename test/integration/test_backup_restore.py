@@ -77,7 +77,7 @@ class BackupRestoreTest(harness.JobrunnerTestCase):
         self.assertEqual(len(after["jobs"]), len(before["jobs"]), "no job was lost")
         # Log numbering goes on where it was: past every dumped row (the
         # restored worker may have written its own since, as may the source).
-        self.assertGreaterEqual(scalar(restored, "SELECT last_value FROM jobrunner.job_logs_id_seq"),
+        self.assertGreaterEqual(scalar(restored, "SELECT last_value FROM jobrunner.job_log_entry_id_seq"),
                                 max(r["id"] for r in before["logs"]),
                                 "log numbering goes on where it was")
 

@@ -59,7 +59,7 @@ class ManyDatabasesTest(unittest.TestCase):
                 cur.execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % db)
         conn = connect()
         with conn.cursor() as cur:
-            cur.execute("DELETE FROM jobrunner.job_logs l USING jobrunner.job j "
+            cur.execute("DELETE FROM jobrunner.job_log_entry l USING jobrunner.job j "
                         "WHERE l.job_id = j.id AND j.job_name = 'multi.ok'")
             cur.execute("DELETE FROM jobrunner.job WHERE job_name = 'multi.ok'")
             cur.execute("DELETE FROM jobrunner.job_config WHERE job_name = 'multi.ok'")

@@ -515,7 +515,7 @@ def exporter_checks(exporter, admin, db, endpoint, n):
     def survives_purge():
         before = exported_counters(exporter.scrape(), n("ok"))
         with db.cursor() as cur:
-            cur.execute("DELETE FROM jobrunner.job_logs l USING jobrunner.job j "
+            cur.execute("DELETE FROM jobrunner.job_log_entry l USING jobrunner.job j "
                         "WHERE l.job_id = j.id AND j.job_name = %s", (n("ok"),))
             cur.execute("DELETE FROM jobrunner.job WHERE job_name = %s", (n("ok"),))
         after = exported_counters(exporter.scrape(), n("ok"))

@@ -12,7 +12,7 @@ SET LOCAL client_min_messages = warning;
 
 CREATE ROLE jr_monitor NOLOGIN IN ROLE pg_monitor;
 
-DELETE FROM jobrunner.job_logs;
+DELETE FROM jobrunner.job_log_entry;
 DELETE FROM jobrunner.job;
 DELETE FROM jobrunner.job_config;
 INSERT INTO jobrunner.job_config (job_name, url, concurrency_limit)

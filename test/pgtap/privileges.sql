@@ -3,12 +3,12 @@
 -- admin and internal functions, the signing secret), and the pinned
 -- search_path of every SECURITY DEFINER function.
 BEGIN;
-SELECT plan(68);
+SELECT plan(73);
 SET LOCAL client_min_messages = warning;
 
 CREATE ROLE jr_settings_reader NOLOGIN IN ROLE pg_read_all_settings;
 
-DELETE FROM jobrunner.job_logs;
+DELETE FROM jobrunner.job_log_entry;
 DELETE FROM jobrunner.job;
 DELETE FROM jobrunner.job_config;
 INSERT INTO jobrunner.job_config (job_name, url) VALUES ('tap.priv', 'http://localhost/priv');
@@ -91,11 +91,21 @@ SELECT throws_ok($$INSERT INTO jobrunner.job (user_id, user_role, job_name, max_
                  '42501', NULL, 'cannot INSERT job');
 SELECT throws_ok($$UPDATE jobrunner.job SET state = 'completed'$$, '42501', NULL, 'cannot UPDATE job');
 SELECT throws_ok($$DELETE FROM jobrunner.job$$, '42501', NULL, 'cannot DELETE job');
+-- job_logs is a view that cannot be written at all; the table under it
+-- refuses writes as job does.
 SELECT throws_ok($$INSERT INTO jobrunner.job_logs (job_id, log_level, log_message)
                    VALUES ('bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 'info', 'forged')$$,
-                 '42501', NULL, 'cannot INSERT job_logs');
-SELECT throws_ok($$UPDATE jobrunner.job_logs SET log_message = 'x'$$, '42501', NULL, 'cannot UPDATE job_logs');
-SELECT throws_ok($$DELETE FROM jobrunner.job_logs$$, '42501', NULL, 'cannot DELETE job_logs');
+                 '55000', NULL, 'cannot INSERT job_logs');
+SELECT throws_ok($$UPDATE jobrunner.job_logs SET log_message = 'x'$$, '55000', NULL, 'cannot UPDATE job_logs');
+SELECT throws_ok($$DELETE FROM jobrunner.job_logs$$, '55000', NULL, 'cannot DELETE job_logs');
+SELECT throws_ok($$INSERT INTO jobrunner.job_log_entry (job_id, log_level, log_message)
+                   VALUES ('bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 'info', 'forged')$$,
+                 '42501', NULL, 'cannot INSERT job_log_entry');
+SELECT throws_ok($$UPDATE jobrunner.job_log_entry SET log_message = 'x'$$, '42501', NULL, 'cannot UPDATE job_log_entry');
+SELECT throws_ok($$DELETE FROM jobrunner.job_log_entry$$, '42501', NULL, 'cannot DELETE job_log_entry');
+SELECT throws_ok($$TRUNCATE jobrunner.job_log_entry$$, '42501', NULL, 'cannot TRUNCATE job_log_entry');
+SELECT throws_ok($$SELECT pg_catalog.nextval('jobrunner.job_log_entry_id_seq')$$, '42501', NULL,
+                 'cannot draw log ids');
 SELECT throws_ok($$TRUNCATE jobrunner.job$$, '42501', NULL, 'cannot TRUNCATE job');
 SELECT throws_ok($$SELECT * FROM jobrunner.rate_bucket$$, '42501', NULL, 'cannot SELECT rate_bucket');
 SELECT throws_ok($$SELECT * FROM jobrunner.schedule$$, '42501', NULL, 'cannot SELECT schedule');

@@ -3,10 +3,10 @@
 -- request.jwt.claims set per request. An untrusted login role (mallory)
 -- setting the same claims is not believed.
 BEGIN;
-SELECT plan(54);
+SELECT plan(55);
 SET LOCAL client_min_messages = warning;
 
-DELETE FROM jobrunner.job_logs;
+DELETE FROM jobrunner.job_log_entry;
 DELETE FROM jobrunner.job;
 DELETE FROM jobrunner.job_config;
 INSERT INTO jobrunner.job_config (job_name, url, concurrency_limit, max_retries)
@@ -25,11 +25,13 @@ VALUES ('tap.rls', 'http://localhost/rls', 100, 0), ('tap.rls2', 'http://localho
 -- The policies.
 ------------------------------------------------------------------------------
 SELECT ok((SELECT relrowsecurity FROM pg_class WHERE oid = 'jobrunner.job'::regclass), 'RLS is enabled on job');
-SELECT ok((SELECT relrowsecurity FROM pg_class WHERE oid = 'jobrunner.job_logs'::regclass), 'RLS is enabled on job_logs');
+SELECT ok((SELECT relrowsecurity FROM pg_class WHERE oid = 'jobrunner.job_log_entry'::regclass), 'RLS is enabled on job_log_entry');
+SELECT ok((SELECT 'security_invoker=true' = ANY (reloptions) FROM pg_class WHERE oid = 'jobrunner.job_logs'::regclass),
+          'job_logs reads as the querying role (the policies of job and job_log_entry apply)');
 SELECT policies_are('jobrunner', 'job', ARRAY['job_read_own'], 'job has only the read-own policy');
-SELECT policies_are('jobrunner', 'job_logs', ARRAY['job_logs_read_own'], 'job_logs has only the read-own policy');
+SELECT policies_are('jobrunner', 'job_log_entry', ARRAY['job_log_entry_read_own'], 'job_log_entry has only the read-own policy');
 SELECT policy_cmd_is('jobrunner', 'job', 'job_read_own', 'SELECT', 'the job policy is for SELECT only');
-SELECT policy_cmd_is('jobrunner', 'job_logs', 'job_logs_read_own', 'SELECT', 'the job_logs policy is for SELECT only');
+SELECT policy_cmd_is('jobrunner', 'job_log_entry', 'job_log_entry_read_own', 'SELECT', 'the job_log_entry policy is for SELECT only');
 
 ------------------------------------------------------------------------------
 -- A and B queue jobs through PostgREST.

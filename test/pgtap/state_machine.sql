@@ -6,7 +6,7 @@ BEGIN;
 SELECT plan(85);
 SET LOCAL client_min_messages = warning;
 
-DELETE FROM jobrunner.job_logs;
+DELETE FROM jobrunner.job_log_entry;
 DELETE FROM jobrunner.job;
 DELETE FROM jobrunner.job_config;
 INSERT INTO jobrunner.job_config (job_name, url, concurrency_limit, max_retries)

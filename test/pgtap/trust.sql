@@ -15,7 +15,7 @@ GRANT EXECUTE ON FUNCTION jobrunner.queue_job_for(uuid, text, text, text, jsonb,
    TO jr_trust_admin;
 GRANT CREATE ON SCHEMA public TO mallory, jr_trust_admin, jr_trust_appowner;
 
-DELETE FROM jobrunner.job_logs;
+DELETE FROM jobrunner.job_log_entry;
 DELETE FROM jobrunner.job;
 DELETE FROM jobrunner.job_config;
 INSERT INTO jobrunner.job_config (job_name, url, concurrency_limit, max_retries)

@@ -185,5 +185,5 @@ SELECT pg_temp.q('cl.shape', 'a1') AS queued;
 SELECT c.url, c.headers, c.timeout_ms, c.attempt, c.request_body FROM jobrunner._claim(10, 42) c;
 RESET jobrunner.base_url;
 
-TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;
+TRUNCATE jobrunner.job, jobrunner.job_log_entry, jobrunner.rate_bucket;
 DELETE FROM jobrunner.job_config;

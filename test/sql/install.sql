@@ -30,6 +30,10 @@ SELECT c.relname, c.relkind, c.relrowsecurity AS rls
  WHERE c.relnamespace = 'jobrunner'::regnamespace AND c.relkind IN ('r', 'v')
  ORDER BY c.relname;
 
+-- job_logs reads its rows as the querying role, so the policies of the
+-- tables under it decide what each user sees.
+SELECT c.relname, c.reloptions FROM pg_class c WHERE c.oid = 'jobrunner.job_logs'::regclass;
+
 -- The job table carries the columns the contract names.
 SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type
   FROM pg_attribute a

@@ -68,5 +68,5 @@ SELECT job_name, state, last_error FROM jobrunner.recent_failures ORDER BY last_
 SELECT regress.err($$SELECT jobrunner.schedule_job('nightly', '0 3 * * *', 'ob.a')$$) AS without_pg_cron;
 SELECT jobrunner.unschedule_job('nightly') AS unscheduled;
 
-TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket;
+TRUNCATE jobrunner.job, jobrunner.job_log_entry, jobrunner.rate_bucket;
 DELETE FROM jobrunner.job_config;

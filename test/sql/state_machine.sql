@@ -122,3 +122,42 @@ SELECT f, regress.err(format('SELECT jobrunner.%s(%L%s)', f, '00000000-0000-4000
 -- Every transition above is in job_logs, with its level.
 SELECT log_level, count(*) FROM jobrunner.job_logs GROUP BY 1 ORDER BY 1;
 RESET request.jwt.claims;
+
+------------------------------------------------------------------------------
+-- job_logs is a view: "created" and "started attempt N" are shown from the
+-- job row, then from the attempt's first stored row; a job stores one row
+-- per outcome. Ids follow the order of the transitions.
+------------------------------------------------------------------------------
+INSERT INTO jobrunner.job_config (job_name, url, max_retries, retry_backoff)
+VALUES ('sm.view', 'http://localhost/view', 3, '0 seconds'), ('sm.view2', 'http://localhost/view', 3, '0 seconds');
+SELECT jobrunner.queue_job('sm.view') AS v1 \gset
+SELECT regress.claim(:'v1') AS attempt;
+-- Running: created and started, neither stored.
+SELECT attempt, log_level, log_message FROM jobrunner.job_logs WHERE job_id = :'v1' ORDER BY id;
+SELECT count(*) AS stored_while_running FROM jobrunner.job_log_entry WHERE job_id = :'v1';
+SELECT regress.record(:'v1', 1, 500, 'HTTP 500', NULL) AS first_failed;
+SELECT regress.claim(:'v1') AS attempt;
+SELECT regress.record(:'v1', 2, 200, NULL, '{}') AS then_completed;
+SELECT attempt, log_level, regexp_replace(log_message, ' at .*$', ' at (time)') AS log_message, status_code
+  FROM jobrunner.job_logs WHERE job_id = :'v1' ORDER BY id;
+SELECT count(*) AS stored_rows, count(started_id) AS carrying_a_start
+  FROM jobrunner.job_log_entry WHERE job_id = :'v1';
+-- Each "started" row has the time its attempt started, before its outcome.
+SELECT bool_and(s.created_at <= o.created_at AND s.id < o.id) AS started_before_outcome
+  FROM jobrunner.job_logs s
+  JOIN jobrunner.job_logs o ON o.job_id = s.job_id AND o.attempt = s.attempt AND o.log_message LIKE 'attempt%failed%'
+                            OR o.job_id = s.job_id AND o.attempt = s.attempt AND o.log_message LIKE 'completed%'
+ WHERE s.job_id = :'v1' AND s.log_message LIKE 'started%';
+-- Ids are unique across stored and shown rows.
+SELECT count(*) = count(DISTINCT id) AS ids_unique FROM jobrunner.job_logs;
+-- A cancel while running, and a worker restart, carry the start too.
+SELECT jobrunner.queue_job('sm.view') AS v2 \gset
+SELECT regress.claim(:'v2') AS attempt;
+SELECT jobrunner.cancel_job(:'v2') AS canceled_running;
+SELECT jobrunner.queue_job('sm.view2') AS v3 \gset
+SELECT regress.claim(:'v3', 77) AS attempt;
+SELECT recovered >= 1 AS v3_recovered FROM jobrunner._recover(78);
+SELECT job_id = :'v2' AS is_v2, attempt, log_message FROM jobrunner.job_logs
+ WHERE job_id IN (:'v2', :'v3') ORDER BY job_id = :'v2' DESC, id;
+SELECT count(*) FILTER (WHERE started_log_id IS NOT NULL) AS still_shown_from_job_row
+  FROM jobrunner.job WHERE id IN (:'v1', :'v2', :'v3');

@@ -21,7 +21,7 @@ GRANT USAGE ON SCHEMA regress TO PUBLIC;
 -- session), and believes the claims regress_authenticator sets.
 CREATE FUNCTION regress.begin_test() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.rate_bucket, jobrunner.job_successor;
+    TRUNCATE jobrunner.job, jobrunner.job_log_entry, jobrunner.rate_bucket, jobrunner.job_successor;
     DELETE FROM jobrunner.job_config;
     PERFORM pg_catalog.set_config('datestyle', 'ISO, YMD', false);
     PERFORM pg_catalog.set_config('timezone', 'UTC', false);
