@@ -377,7 +377,7 @@ CYCLE_MEDIAN=$(median_of "${CYCLE_RATES[@]}")
 RECORD_MS=$(awk '$1 ~ /^[0-9.]+$/ && /jobrunner._record\(/ {print $1; exit}' "$RUN_DIR/pgbench_cycle_$RUNS.txt")
 CLAIM_MS=$(awk '$1 ~ /^[0-9.]+$/ && /array_agg\(c.id\)/ {print $1; exit}' "$RUN_DIR/pgbench_cycle_$RUNS.txt")
 COMMIT_MS=$(awk '$1 ~ /^[0-9.]+$/ && $NF == "COMMIT;" {print $1; exit}' "$RUN_DIR/pgbench_cycle_$RUNS.txt")
-psql_q -d ceiling -c 'TRUNCATE jobrunner.job, jobrunner.job_logs'
+psql_q -d ceiling -c 'TRUNCATE jobrunner.job, jobrunner.job_log_entry'
 
 log "ceiling B: pgbench single-row UPDATE + INSERT, 1 and 16 clients, 5 s each"
 psql_q -d ceiling <<'EOF'
