@@ -588,7 +588,12 @@ BEGIN
                locked_at = NULL,
                locked_by = CASE WHEN NOT t.deferred AND (t.ok OR j.attempts > j.max_retries) THEN j.locked_by END,
                sending_attempt = NULL,
-               started_log_id = NULL  -- carried by the outcome's row
+               -- A completion is shown from this row, with its attempt's
+               -- start (job_logs); any other outcome's row is stored and
+               -- carries the start.
+               finished_log_id = CASE WHEN t.ok THEN pg_catalog.nextval('jobrunner.job_log_entry_id_seq') END,
+               last_duration_ms = CASE WHEN t.ok THEN t.dur ELSE j.last_duration_ms END,
+               started_log_id = CASE WHEN t.ok THEN j.started_log_id END
           FROM t
          -- By ctid, and = ANY (array) makes it a TID scan: joined on ctid
          -- alone, a batch of a few hundred would be planned as a hash join
@@ -596,7 +601,7 @@ BEGIN
          -- read them.
          WHERE j.ctid = ANY (ARRAY(SELECT t2.row_ctid FROM t t2)) AND j.ctid = t.row_ctid
         RETURNING j.id, j.job_name, t.attempt AS attempt_seq, j.state, j.next_run_at, t.status, t.err, t.dur,
-                  t.deferred, t.started_log_id, t.last_run_at
+                  t.deferred, t.ok, t.started_log_id, t.last_run_at
     ), logged AS (
         INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, status_code, duration_ms,
                                              started_id, started_at)
@@ -615,6 +620,7 @@ BEGIN
                CASE WHEN u.status > 0 THEN u.status END, CASE WHEN NOT u.deferred THEN u.dur END,
                u.started_log_id, CASE WHEN u.started_log_id IS NOT NULL THEN u.last_run_at END
           FROM upd u
+         WHERE NOT u.ok
     )
     -- Jobs finished here count in the metrics when this transaction commits.
     SELECT _done || COALESCE(pg_catalog.array_agg(u.id), '{}'),

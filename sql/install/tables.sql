@@ -63,7 +63,9 @@ CREATE TABLE jobrunner.job (
     traceparent      text,
     tracestate       text,
     created_log_id   bigint,
-    started_log_id   bigint
+    started_log_id   bigint,
+    finished_log_id  bigint,
+    last_duration_ms double precision
 ) WITH (fillfactor = 70);
 COMMENT ON TABLE jobrunner.job IS
     'one row per job; users read their own rows; only the extension''s functions write';
@@ -87,6 +89,10 @@ COMMENT ON COLUMN jobrunner.job.created_log_id IS
     'id of the job''s "created" row in job_logs, which this row stands for (NULL: that row is stored)';
 COMMENT ON COLUMN jobrunner.job.started_log_id IS
     'id of the "started attempt" row of the current attempt in job_logs, which this row stands for until the attempt''s first stored row carries it';
+COMMENT ON COLUMN jobrunner.job.finished_log_id IS
+    'id of the "completed with status" row in job_logs, which this row stands for when the worker completed the job (NULL: that row is stored, or the job has not completed)';
+COMMENT ON COLUMN jobrunner.job.last_duration_ms IS
+    'how long the request that completed the job took, in milliseconds';
 
 -- The claim: a skip scan finds the (job_name, owner) groups with pending
 -- jobs (one probe per group: a group's due jobs sort first), then reads each

@@ -139,8 +139,14 @@ COMMENT ON COLUMN jobrunner.job_log_entry.started_at IS
     'on the first row of an attempt: when the attempt started';
 ALTER TABLE jobrunner.job
     ADD COLUMN created_log_id bigint,
-    ADD COLUMN started_log_id bigint;
+    ADD COLUMN started_log_id bigint,
+    ADD COLUMN finished_log_id bigint,
+    ADD COLUMN last_duration_ms double precision;
 COMMENT ON COLUMN jobrunner.job.created_log_id IS
     'id of the job''s "created" row in job_logs, which this row stands for (NULL: that row is stored)';
 COMMENT ON COLUMN jobrunner.job.started_log_id IS
     'id of the "started attempt" row of the current attempt in job_logs, which this row stands for until the attempt''s first stored row carries it';
+COMMENT ON COLUMN jobrunner.job.finished_log_id IS
+    'id of the "completed with status" row in job_logs, which this row stands for when the worker completed the job (NULL: that row is stored, or the job has not completed)';
+COMMENT ON COLUMN jobrunner.job.last_duration_ms IS
+    'how long the request that completed the job took, in milliseconds';

@@ -125,8 +125,9 @@ RESET request.jwt.claims;
 
 ------------------------------------------------------------------------------
 -- job_logs is a view: "created" and "started attempt N" are shown from the
--- job row, then from the attempt's first stored row; a job stores one row
--- per outcome. Ids follow the order of the transitions.
+-- job row, then from the attempt's first stored row; a failed attempt
+-- stores its row, the worker's completion is shown from the job row. Ids
+-- follow the order of the transitions.
 ------------------------------------------------------------------------------
 INSERT INTO jobrunner.job_config (job_name, url, max_retries, retry_backoff)
 VALUES ('sm.view', 'http://localhost/view', 3, '0 seconds'), ('sm.view2', 'http://localhost/view', 3, '0 seconds');
@@ -140,6 +141,7 @@ SELECT regress.claim(:'v1') AS attempt;
 SELECT regress.record(:'v1', 2, 200, NULL, '{}') AS then_completed;
 SELECT attempt, log_level, regexp_replace(log_message, ' at .*$', ' at (time)') AS log_message, status_code
   FROM jobrunner.job_logs WHERE job_id = :'v1' ORDER BY id;
+-- Stored: the failed attempt's row, which carries its start.
 SELECT count(*) AS stored_rows, count(started_id) AS carrying_a_start
   FROM jobrunner.job_log_entry WHERE job_id = :'v1';
 -- Each "started" row has the time its attempt started, before its outcome.
@@ -159,5 +161,7 @@ SELECT regress.claim(:'v3', 77) AS attempt;
 SELECT recovered >= 1 AS v3_recovered FROM jobrunner._recover(78);
 SELECT job_id = :'v2' AS is_v2, attempt, log_message FROM jobrunner.job_logs
  WHERE job_id IN (:'v2', :'v3') ORDER BY job_id = :'v2' DESC, id;
-SELECT count(*) FILTER (WHERE started_log_id IS NOT NULL) AS still_shown_from_job_row
-  FROM jobrunner.job WHERE id IN (:'v1', :'v2', :'v3');
+-- Only the completed job still shows its last start from its own row.
+SELECT id = :'v1' AS is_v1, started_log_id IS NOT NULL AS start_from_job_row,
+       finished_log_id IS NOT NULL AS completion_from_job_row
+  FROM jobrunner.job WHERE id IN (:'v1', :'v2', :'v3') ORDER BY 1 DESC, 2;
