@@ -327,17 +327,25 @@ tps_of() { awk '/^tps = / {print $3}' "$1"; }
 
 log "ceiling B: pgbench _claim(500) + _record(500), 1 client, $JOBS jobs pending at the start, $RUNS runs"
 psql_q -d ceiling -c "INSERT INTO jobrunner.job_config (job_name, url, concurrency_limit) VALUES ('bench', 'http://127.0.0.1:$NGINX_PORT/bench', 1000)"
+# QUEUE_TABLES (psql): sets :queue_tables to jobrunner.job and the stored
+# tables of its log (jobrunner.job_log_entry, and jobrunner.job_logs while it
+# is a table rather than a view), so that the queue is emptied whichever
+# schema of the log is installed.
+QUEUE_TABLES="SELECT concat_ws(', ', 'jobrunner.job', string_agg(n, ', ')) AS queue_tables
+  FROM unnest(ARRAY['jobrunner.job_log_entry', 'jobrunner.job_logs']) n
+  JOIN pg_class c ON c.oid = to_regclass(n) WHERE c.relkind = 'r' \\gset"
 # queue_ceiling_jobs: an empty queue, then $JOBS pending jobs for $USERS users,
 # analyzed and checkpointed, as before every timed run.
 queue_ceiling_jobs() {
   psql_q -d ceiling <<EOF
-TRUNCATE jobrunner.job, jobrunner.job_logs;
+$QUEUE_TABLES
+TRUNCATE :queue_tables;
 SELECT count(jobrunner.queue_job_for(
          ('00000000-0000-4000-8000-' || lpad((i % $USERS)::text, 12, '0'))::uuid, 'authenticated',
          'user' || (i % $USERS) || '@example.com', 'bench',
          jsonb_build_object('user', '00000000-0000-4000-8000-' || lpad((i % $USERS)::text, 12, '0'), 'i', i)))
   FROM generate_series(1, $JOBS) i \g /dev/null
-ANALYZE jobrunner.job; ANALYZE jobrunner.job_logs; CHECKPOINT;
+ANALYZE :queue_tables; CHECKPOINT;
 EOF
 }
 CLAIM_RATES=()
@@ -377,7 +385,10 @@ CYCLE_MEDIAN=$(median_of "${CYCLE_RATES[@]}")
 RECORD_MS=$(awk '$1 ~ /^[0-9.]+$/ && /jobrunner._record\(/ {print $1; exit}' "$RUN_DIR/pgbench_cycle_$RUNS.txt")
 CLAIM_MS=$(awk '$1 ~ /^[0-9.]+$/ && /array_agg\(c.id\)/ {print $1; exit}' "$RUN_DIR/pgbench_cycle_$RUNS.txt")
 COMMIT_MS=$(awk '$1 ~ /^[0-9.]+$/ && $NF == "COMMIT;" {print $1; exit}' "$RUN_DIR/pgbench_cycle_$RUNS.txt")
-psql_q -d ceiling -c 'TRUNCATE jobrunner.job, jobrunner.job_logs'
+psql_q -d ceiling <<EOF
+$QUEUE_TABLES
+TRUNCATE :queue_tables;
+EOF
 
 log "ceiling B: pgbench single-row UPDATE + INSERT, 1 and 16 clients, 5 s each"
 psql_q -d ceiling <<'EOF'

@@ -78,6 +78,20 @@ async function setupJobrunner() {
   return { worker_pid: status.pid };
 }
 
+// The stored tables of the job log: jobrunner.job_log_entry, and
+// jobrunner.job_logs while it is a table rather than a view over the former.
+async function logTables(db) {
+  const r = await db.query(`SELECT n FROM unnest(ARRAY['jobrunner.job_log_entry', 'jobrunner.job_logs']) n
+                              JOIN pg_class c ON c.oid = to_regclass(n) WHERE c.relkind = 'r'`);
+  return r.rows.map((x) => x.n);
+}
+
+// Empties the queue (jobrunner.job and its log) and the tables in extra,
+// whichever schema of the job log is installed.
+async function truncateQueue(db, extra = []) {
+  await db.query(`TRUNCATE ${['jobrunner.job', ...(await logTables(db)), ...extra].join(', ')}`);
+}
+
 // WAL bytes written (by the whole cluster) since lsn.
 async function walSince(db, lsn) {
   const r = await db.query('SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1)::bigint AS b', [lsn]);
@@ -107,7 +121,7 @@ async function activeJobs(db, jobName) {
 // planner and the disk are as an application's burst would find them.
 async function jobrunnerRun(db, n, users, postmaster, nginx) {
   await db.query(`UPDATE jobrunner.job_config SET enabled = true WHERE job_name = 'bench'`);
-  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  await truncateQueue(db);
   const wpid = await workerPid(db);
   const groups = {
     worker: [wpid],
@@ -151,7 +165,7 @@ async function jobrunnerBench() {
     results.push(r);
   }
   await db.query(`UPDATE jobrunner.job_config SET enabled = false WHERE job_name = 'bench'`);
-  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  await truncateQueue(db);
   await db.end();
   return { system: 'pg_jobrunner', jobs: n, users, runs: results,
            median_jobs_per_s: median(results.map((r) => r.jobs_per_s)) };
@@ -375,7 +389,7 @@ async function latencyBench() {
     let send, settled;
     if (system === 'jobrunner') {
       db = await connect('bench');
-      await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+      await truncateQueue(db);
       send = async (seq) => {
         const r = await db.query(`SELECT jobrunner.queue_job_for($1, 'authenticated', NULL, 'lat', $2::jsonb) AS id`,
                                  [userId(seq % 100), JSON.stringify({ user: userId(seq % 100), seq })]);
@@ -435,7 +449,7 @@ async function latencyBench() {
 async function soakBench() {
   const total = num('jobs', 200000), chunk = num('chunk', 10000), users = num('users', 100);
   const db = await connect('bench');
-  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  await truncateQueue(db);
   const wpid = await workerPid(db);
   const mem0 = memoryOf(wpid);
   let queued = 0;
@@ -480,9 +494,12 @@ async function soakBench() {
   const seconds = (nowMs() - t0) / 1000;
   const after = memoryOf(wpid);
   const pidAfter = await workerPid(db);
+  // The log's size is its stored table's (a view has none).
   const size = (await db.query(`SELECT pg_size_pretty(pg_total_relation_size('jobrunner.job')) AS job,
-                                       pg_size_pretty(pg_total_relation_size('jobrunner.job_logs')) AS logs`)).rows[0];
-  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+                                       pg_size_pretty((SELECT sum(pg_total_relation_size(n::regclass))
+                                                         FROM unnest($1::text[]) n)::bigint) AS logs`,
+  [await logTables(db)])).rows[0];
+  await truncateQueue(db);
   await db.end();
   const maxOf = (k) => Math.max(...samples.map((s) => s[k]), after[k]);
   return {
@@ -660,7 +677,7 @@ async function enqueueBench() {
   }
   // Leave no queued job behind for the next parts of the run.
   const rows = { jobrunner: Number((await jr.query('SELECT count(*) AS n FROM jobrunner.job')).rows[0].n) };
-  await jr.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  await truncateQueue(jr);
   await jr.end();
   if (peers) {
     rows.graphile = Number((await graphile.db.query('SELECT count(*) AS n FROM graphile_worker._private_jobs')).rows[0].n);
@@ -705,7 +722,7 @@ async function scalingBench() {
     for (const users of usersList) {
       await db.query(`UPDATE jobrunner.job_config SET enabled = true WHERE job_name LIKE 'scale.%'`);
       // Fairness turns too: each point starts from an empty queue.
-      await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.group_turn');
+      await truncateQueue(db, ['jobrunner.group_turn']);
       await db.query('BEGIN');
       await db.query(SCALE_QUEUE_SQL, [n, users, names]);
       const t0 = nowMs();
@@ -721,7 +738,7 @@ async function scalingBench() {
     }
   }
   await db.query(`UPDATE jobrunner.job_config SET enabled = false WHERE job_name LIKE 'scale.%'`);
-  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.group_turn');
+  await truncateQueue(db, ['jobrunner.group_turn']);
   await db.end();
   return { jobs: n, points };
 }
@@ -816,7 +833,7 @@ async function scrapeBench() {
   const db = await connect('scrape');
   const scenarios = [];
   for (const scenario of ['steady', 'backlog']) {
-    await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+    await truncateQueue(db);
     let t = nowMs();
     await db.query(SCRAPE_POPULATE[scenario], [total, users, names]);
     const loadS = (nowMs() - t) / 1000;
@@ -844,7 +861,7 @@ async function scrapeBench() {
     note(`scrape cost (${scenario}, ${total} jobs): ${JSON.stringify(timings)}; exporter ${JSON.stringify(exporter)}`);
     scenarios.push({ scenario, jobs: total, users, names, load_s: round(loadS, 1), states, timings, pending_plan: plan, exporter });
   }
-  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  await truncateQueue(db);
   await db.end();
   return { scenarios };
 }
