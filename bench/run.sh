@@ -510,9 +510,10 @@ fi
 
 # --- scaling: throughput and WAL against job count, users and job names -------------------
 #
-# The default grid (18 points, 864,000 jobs) takes about 3 minutes at 8,000
-# jobs/s, most of it in the eight 100,000-job points (about 13 s each to
-# drain, plus the queueing).
+# The default grid (18 points, 864,000 jobs) takes about 2 minutes on the
+# 2-core machine, most of it in the eight 100,000-job points (8-11 s each
+# to drain at 9,000-13,000 jobs/s, plus 3.5 s of queueing): slow enough to
+# show a claim that degrades with many groups, short enough for every run.
 
 if [[ $SKIP_SCALING -eq 0 ]]; then
   log "pg_jobrunner scaling: $SCALING_JOBS jobs × $SCALING_USERS users × $SCALING_NAMES job names (one run per point)"
