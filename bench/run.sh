@@ -3,9 +3,10 @@
 # ceilings and two peer job queues, all on this machine, loopback only.
 #
 #   bench/run.sh [--jobs N] [--runs R] [--soak-jobs N] [--latency-samples S]
-#                [--scrape-jobs N] [--skip-peers] [--skip-enqueue] [--skip-soak]
-#                [--skip-scaling] [--skip-scrape] [--peer-grid] [--installed]
-#                [--profile] [--keep]
+#                [--scrape-jobs N] [--scaling-jobs LIST] [--scaling-users LIST]
+#                [--scaling-names LIST] [--skip-peers] [--skip-enqueue]
+#                [--skip-soak] [--skip-scaling] [--skip-scrape] [--peer-grid]
+#                [--installed] [--profile] [--keep]
 #
 #   --jobs N             jobs per throughput run (default 10000, 100 users)
 #   --runs R             throughput runs per system; the median is reported (3)
@@ -14,11 +15,17 @@
 #   --latency-samples S  commit-to-request samples per system (default 200)
 #   --scrape-jobs N      jobs in the table when the exporter's queries are
 #                        timed (default 1000000, 10,000 users)
+#   --scaling-jobs LIST  job counts of the scaling grid (default 1000,10000,100000)
+#   --scaling-users LIST its users (default 1,100,10000,100000)
+#   --scaling-names LIST its job names (default 1,1000); one run per point,
+#                        points with more users than jobs skipped (also from
+#                        SCALING_JOBS, SCALING_USERS, SCALING_NAMES)
 #   --skip-peers         no pg-boss / graphile-worker (no Node install)
 #   --skip-enqueue       no enqueue cost (what queueing one job adds to an
 #                        application's transaction, pgbench, 16 clients)
 #   --skip-soak          no memory soak
-#   --skip-scaling       no scaling curve (jobs/s against users and job names)
+#   --skip-scaling       no scaling curve (jobs/s and WAL/job against job
+#                        count, users and job names)
 #   --skip-scrape        no timing of the exporter's queries at --scrape-jobs
 #   --peer-grid          run the peers over a grid of settings (the search
 #                        behind the settings in PEER_SETTINGS) instead
@@ -59,6 +66,9 @@ RUNS=${RUNS:-3}
 SOAK_JOBS=${SOAK_JOBS:-200000}
 LAT_SAMPLES=${LAT_SAMPLES:-200}
 SCRAPE_JOBS=${SCRAPE_JOBS:-1000000}
+SCALING_JOBS=${SCALING_JOBS:-1000,10000,100000}
+SCALING_USERS=${SCALING_USERS:-1,100,10000,100000}
+SCALING_NAMES=${SCALING_NAMES:-1,1000}
 SKIP_PEERS=0
 SKIP_ENQUEUE=0
 SKIP_SOAK=0
@@ -75,6 +85,9 @@ while [[ $# -gt 0 ]]; do
     --soak-jobs) SOAK_JOBS=$2; shift 2 ;;
     --latency-samples) LAT_SAMPLES=$2; shift 2 ;;
     --scrape-jobs) SCRAPE_JOBS=$2; shift 2 ;;
+    --scaling-jobs) SCALING_JOBS=$2; shift 2 ;;
+    --scaling-users) SCALING_USERS=$2; shift 2 ;;
+    --scaling-names) SCALING_NAMES=$2; shift 2 ;;
     --skip-peers) SKIP_PEERS=1; shift ;;
     --skip-enqueue) SKIP_ENQUEUE=1; shift ;;
     --skip-soak) SKIP_SOAK=1; shift ;;
@@ -84,12 +97,16 @@ while [[ $# -gt 0 ]]; do
     --installed) INSTALLED=1; shift ;;
     --profile) PROFILE=1; shift ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 for v in JOBS RUNS SOAK_JOBS LAT_SAMPLES SCRAPE_JOBS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: $v must be a positive integer" >&2; exit 2; }
+done
+for v in SCALING_JOBS SCALING_USERS SCALING_NAMES; do
+  [[ ${!v} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
+    { echo "run.sh: $v must be a comma-separated list of positive integers" >&2; exit 2; }
 done
 
 # port_in_use PORT: something accepts connections on 127.0.0.1:PORT.
@@ -327,17 +344,25 @@ tps_of() { awk '/^tps = / {print $3}' "$1"; }
 
 log "ceiling B: pgbench _claim(500) + _record(500), 1 client, $JOBS jobs pending at the start, $RUNS runs"
 psql_q -d ceiling -c "INSERT INTO jobrunner.job_config (job_name, url, concurrency_limit) VALUES ('bench', 'http://127.0.0.1:$NGINX_PORT/bench', 1000)"
+# QUEUE_TABLES (psql): sets :queue_tables to jobrunner.job and the stored
+# tables of its log (jobrunner.job_log_entry, and jobrunner.job_logs while it
+# is a table rather than a view), so that the queue is emptied whichever
+# schema of the log is installed.
+QUEUE_TABLES="SELECT concat_ws(', ', 'jobrunner.job', string_agg(n, ', ')) AS queue_tables
+  FROM unnest(ARRAY['jobrunner.job_log_entry', 'jobrunner.job_logs']) n
+  JOIN pg_class c ON c.oid = to_regclass(n) WHERE c.relkind = 'r' \\gset"
 # queue_ceiling_jobs: an empty queue, then $JOBS pending jobs for $USERS users,
 # analyzed and checkpointed, as before every timed run.
 queue_ceiling_jobs() {
   psql_q -d ceiling <<EOF
-TRUNCATE jobrunner.job, jobrunner.job_log_entry;
+$QUEUE_TABLES
+TRUNCATE :queue_tables;
 SELECT count(jobrunner.queue_job_for(
          ('00000000-0000-4000-8000-' || lpad((i % $USERS)::text, 12, '0'))::uuid, 'authenticated',
          'user' || (i % $USERS) || '@example.com', 'bench',
          jsonb_build_object('user', '00000000-0000-4000-8000-' || lpad((i % $USERS)::text, 12, '0'), 'i', i)))
   FROM generate_series(1, $JOBS) i \g /dev/null
-ANALYZE jobrunner.job; ANALYZE jobrunner.job_log_entry; CHECKPOINT;
+ANALYZE :queue_tables; CHECKPOINT;
 EOF
 }
 CLAIM_RATES=()
@@ -377,7 +402,10 @@ CYCLE_MEDIAN=$(median_of "${CYCLE_RATES[@]}")
 RECORD_MS=$(awk '$1 ~ /^[0-9.]+$/ && /jobrunner._record\(/ {print $1; exit}' "$RUN_DIR/pgbench_cycle_$RUNS.txt")
 CLAIM_MS=$(awk '$1 ~ /^[0-9.]+$/ && /array_agg\(c.id\)/ {print $1; exit}' "$RUN_DIR/pgbench_cycle_$RUNS.txt")
 COMMIT_MS=$(awk '$1 ~ /^[0-9.]+$/ && $NF == "COMMIT;" {print $1; exit}' "$RUN_DIR/pgbench_cycle_$RUNS.txt")
-psql_q -d ceiling -c 'TRUNCATE jobrunner.job, jobrunner.job_log_entry'
+psql_q -d ceiling <<EOF
+$QUEUE_TABLES
+TRUNCATE :queue_tables;
+EOF
 
 log "ceiling B: pgbench single-row UPDATE + INSERT, 1 and 16 clients, 5 s each"
 psql_q -d ceiling <<'EOF'
@@ -480,11 +508,16 @@ if [[ $SKIP_ENQUEUE -eq 0 ]]; then
     $([[ $SKIP_PEERS -eq 1 ]] && echo --no-peers) > "$RAW/enqueue.json"
 fi
 
-# --- scaling: throughput against users and job names -------------------------------------
+# --- scaling: throughput and WAL against job count, users and job names -------------------
+#
+# The default grid (18 points, 864,000 jobs) takes about 2 minutes on the
+# 2-core machine, most of it in the eight 100,000-job points (8-11 s each
+# to drain at 9,000-13,000 jobs/s, plus 3.5 s of queueing): slow enough to
+# show a claim that degrades with many groups, short enough for every run.
 
 if [[ $SKIP_SCALING -eq 0 ]]; then
-  log "pg_jobrunner scaling: $JOBS jobs over 1-10,000 users and 1-1,000 job names (one run per point)"
-  harness scaling --jobs "$JOBS" --users 1,10,100,1000,10000 --names 1,10,100,1000 \
+  log "pg_jobrunner scaling: $SCALING_JOBS jobs × $SCALING_USERS users × $SCALING_NAMES job names (one run per point)"
+  harness scaling --jobs-list "$SCALING_JOBS" --users "$SCALING_USERS" --names "$SCALING_NAMES" \
     --nginx-url "http://127.0.0.1:$NGINX_PORT/bench" > "$RAW/scaling.json"
 fi
 

@@ -7,8 +7,9 @@
 //                   to each peer, and the SQL-only ceiling B′ for reference
 //   latency.svg     commit-to-request latency of each system, as the share
 //                   of jobs sent within x ms (a cumulative distribution)
-//   scaling.svg     pg_jobrunner jobs/s against the number of users, one
-//                   line per number of job names
+//   scaling.svg     pg_jobrunner jobs/s and WAL bytes per job against the
+//                   number of users, one line per job count and number of
+//                   job names
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 
@@ -109,35 +110,53 @@ plot ${plots.join(', \\\n     ')}
   return gnuplot(`${out}/latency.gp`) || 'latency.svg';
 }
 
+// Two panels over users (log scale): jobs/s above, WAL bytes per job below;
+// one line per (job count, job names), coloured by job count, dashed by names.
 function scalingChart(r, out) {
   const s = r.scaling;
   if (!s?.points?.length) return null;
-  const byNames = new Map();
-  for (const p of s.points) {
-    if (!byNames.has(p.names)) byNames.set(p.names, []);
-    byNames.get(p.names).push(p);
+  const points = s.points.map((p) => ({ ...p, jobs: p.jobs ?? s.jobs }));
+  const sorted = (xs) => [...new Set(xs)].sort((a, b) => a - b);
+  const jobsList = sorted(points.map((p) => p.jobs));
+  const namesList = sorted(points.map((p) => p.names));
+  const palette = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#8c564b', '#e377c2'];
+  const lines = [];
+  for (const [i, n] of jobsList.entries()) {
+    for (const [j, k] of namesList.entries()) {
+      const mine = points.filter((p) => p.jobs === n && p.names === k).sort((a, b) => a.users - b.users);
+      if (!mine.length) continue;
+      const dat = `${out}/scaling_j${n}_n${k}.dat`;
+      writeFileSync(dat, '# users\tjobs_per_s\twal_bytes_per_job\n' +
+        mine.map((p) => `${p.users}\t${p.jobs_per_s}\t${p.wal_bytes_per_job ?? 'NaN'}`).join('\n') + '\n');
+      lines.push({ dat, style: `lw 2.5 pt ${7 + 2 * j} ps 1.1 dt ${j + 1} lc rgb '${palette[i % palette.length]}'`,
+                   title: `${thousands(n)} jobs, ${thousands(k)} name${k === 1 ? '' : 's'}` });
+    }
   }
-  const palette = ['#1f77b4', '#d62728', '#9467bd', '#8c564b', '#e377c2'];
-  const plots = [];
-  let i = 0;
-  for (const [names, points] of [...byNames.entries()].sort((a, b) => a[0] - b[0])) {
-    const dat = `${out}/scaling_names${names}.dat`;
-    writeFileSync(dat, '# users\tjobs_per_s\n' +
-      points.sort((a, b) => a.users - b.users).map((p) => `${p.users}\t${p.jobs_per_s}`).join('\n') + '\n');
-    plots.push(`'${dat}' using 1:2 with linespoints lw 2.5 pt 7 ps 1.2 lc rgb '${palette[i++ % palette.length]}' ` +
-               `title '${names} job name${names === 1 ? '' : 's'}'`);
-  }
-  writeFileSync(`${out}/scaling.gp`, `${SVG}
+  const plot = (col, titles) => lines.map((l) => `'${l.dat}' using 1:${col} with linespoints ${l.style} ` +
+    (titles ? `title '${l.title}'` : 'notitle')).join(', \\\n     ');
+  // Results from before WAL was measured have only the first panel.
+  const wal = points.some((p) => p.wal_bytes_per_job !== undefined);
+  const xlabel = "set xlabel 'users (log scale): each (user, job name) is a fairness group'";
+  writeFileSync(`${out}/scaling.gp`, `${SVG.replace('size 1000,520', `size 1000,${wal ? 820 : 520}`)}
 set output '${out}/scaling.svg'
-set title "pg_jobrunner: ${s.jobs.toLocaleString('en-US')} jobs spread over users and job names (one run each)"
-set xlabel 'users (log scale): each (user, job name) is a fairness group'
-set ylabel 'jobs per second'
+set multiplot layout ${wal ? 2 : 1},1 title "pg_jobrunner: bursts of jobs spread over users and job names (one run per point)"
 set logscale x
+set grid xtics ytics lc rgb '#dddddd'
+set format x '%.0s%c'
+set key at screen 0.655, screen 0.92 left top Left reverse box
+set lmargin at screen 0.08
+set rmargin at screen 0.63
+set ylabel 'jobs per second'
 set yrange [0:*]
 set ytics format '%.0s%c'
-set grid xtics ytics lc rgb '#dddddd'
-set key right top box opaque
-plot ${plots.join(', \\\n     ')}
+${wal ? '' : xlabel}
+plot ${plot(2, true)}
+${wal ? `${xlabel}
+unset key
+set ylabel 'WAL bytes per job'
+set ytics format '%.0f'
+plot ${plot(3, false)}` : ''}
+unset multiplot
 `);
   return gnuplot(`${out}/scaling.gp`) || 'scaling.svg';
 }

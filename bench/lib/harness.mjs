@@ -6,7 +6,7 @@
 //   latency          --system jobrunner|pgboss|graphile --samples S --port P [peer options]
 //   peer             --system pgboss|graphile --jobs N --users U --runs R [peer options]
 //   soak             --jobs N --chunk C --postmaster P
-//   scaling          --jobs N --users 1,10,... --names 1,10,... --nginx-url U
+//   scaling          --jobs-list N,... | --jobs N --users 1,100,... --names 1,1000 --nginx-url U
 //   scrape           --jobs N --users U --names K --queries FILE [--exporter BIN --port P]
 //   report           --raw DIR --out FILE
 //   charts           --raw DIR --out DIR   (SVG through gnuplot, see charts.mjs)
@@ -78,9 +78,31 @@ async function setupJobrunner() {
   return { worker_pid: status.pid };
 }
 
-// WAL bytes written (by the whole cluster) since lsn.
+// The stored tables of the job log: jobrunner.job_log_entry, and
+// jobrunner.job_logs while it is a table rather than a view over the former.
+async function logTables(db) {
+  const r = await db.query(`SELECT n FROM unnest(ARRAY['jobrunner.job_log_entry', 'jobrunner.job_logs']) n
+                              JOIN pg_class c ON c.oid = to_regclass(n) WHERE c.relkind = 'r'`);
+  return r.rows.map((x) => x.n);
+}
+
+// Empties the queue (jobrunner.job and its log) and the tables in extra,
+// whichever schema of the job log is installed.
+async function truncateQueue(db, extra = []) {
+  await db.query(`TRUNCATE ${['jobrunner.job', ...(await logTables(db)), ...extra].join(', ')}`);
+}
+
+// The WAL insert position. Not pg_current_wal_lsn(), the write position: at
+// the COMMIT of a burst that lags by the queueing's WAL still in the WAL
+// buffers (up to 700 bytes a job was seen), which would then be counted as
+// the worker's.
+async function walLsn(db) {
+  return (await db.query('SELECT pg_current_wal_insert_lsn() AS l')).rows[0].l;
+}
+
+// WAL bytes written (by the whole cluster) since lsn (a walLsn).
 async function walSince(db, lsn) {
-  const r = await db.query('SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1)::bigint AS b', [lsn]);
+  const r = await db.query('SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1)::bigint AS b', [lsn]);
   return Number(r.rows[0].b);
 }
 
@@ -107,7 +129,7 @@ async function activeJobs(db, jobName) {
 // planner and the disk are as an application's burst would find them.
 async function jobrunnerRun(db, n, users, postmaster, nginx) {
   await db.query(`UPDATE jobrunner.job_config SET enabled = true WHERE job_name = 'bench'`);
-  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  await truncateQueue(db);
   const wpid = await workerPid(db);
   const groups = {
     worker: [wpid],
@@ -118,7 +140,7 @@ async function jobrunnerRun(db, n, users, postmaster, nginx) {
   let t = nowMs();
   await db.query(QUEUE_SQL, [n, users, 'bench', 1]);
   const queueS = (nowMs() - t) / 1000;
-  const lsn0 = (await db.query('SELECT pg_current_wal_lsn() AS l')).rows[0].l;
+  const lsn0 = await walLsn(db);
   const before = cpuSnapshot(groups);
   const t0 = nowMs();
   await db.query('COMMIT');
@@ -151,7 +173,7 @@ async function jobrunnerBench() {
     results.push(r);
   }
   await db.query(`UPDATE jobrunner.job_config SET enabled = false WHERE job_name = 'bench'`);
-  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  await truncateQueue(db);
   await db.end();
   return { system: 'pg_jobrunner', jobs: n, users, runs: results,
            median_jobs_per_s: median(results.map((r) => r.jobs_per_s)) };
@@ -298,7 +320,7 @@ async function peerBench() {
         let t = nowMs();
         await adapter.queue(n, users);
         const queueS = (nowMs() - t) / 1000;
-        const lsn0 = (await adapter.db.query('SELECT pg_current_wal_lsn() AS l')).rows[0].l;
+        const lsn0 = await walLsn(adapter.db);
         const before = cpuSnapshot(groups);
         const t0 = nowMs();
         await adapter.db.query('COMMIT');
@@ -375,7 +397,7 @@ async function latencyBench() {
     let send, settled;
     if (system === 'jobrunner') {
       db = await connect('bench');
-      await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+      await truncateQueue(db);
       send = async (seq) => {
         const r = await db.query(`SELECT jobrunner.queue_job_for($1, 'authenticated', NULL, 'lat', $2::jsonb) AS id`,
                                  [userId(seq % 100), JSON.stringify({ user: userId(seq % 100), seq })]);
@@ -435,7 +457,7 @@ async function latencyBench() {
 async function soakBench() {
   const total = num('jobs', 200000), chunk = num('chunk', 10000), users = num('users', 100);
   const db = await connect('bench');
-  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  await truncateQueue(db);
   const wpid = await workerPid(db);
   const mem0 = memoryOf(wpid);
   let queued = 0;
@@ -480,9 +502,12 @@ async function soakBench() {
   const seconds = (nowMs() - t0) / 1000;
   const after = memoryOf(wpid);
   const pidAfter = await workerPid(db);
+  // The log's size is its stored table's (a view has none).
   const size = (await db.query(`SELECT pg_size_pretty(pg_total_relation_size('jobrunner.job')) AS job,
-                                       pg_size_pretty(pg_total_relation_size('jobrunner.job_logs')) AS logs`)).rows[0];
-  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+                                       pg_size_pretty((SELECT sum(pg_total_relation_size(n::regclass))
+                                                         FROM unnest($1::text[]) n)::bigint) AS logs`,
+  [await logTables(db)])).rows[0];
+  await truncateQueue(db);
   await db.end();
   const maxOf = (k) => Math.max(...samples.map((s) => s[k]), after[k]);
   return {
@@ -660,7 +685,7 @@ async function enqueueBench() {
   }
   // Leave no queued job behind for the next parts of the run.
   const rows = { jobrunner: Number((await jr.query('SELECT count(*) AS n FROM jobrunner.job')).rows[0].n) };
-  await jr.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  await truncateQueue(jr);
   await jr.end();
   if (peers) {
     rows.graphile = Number((await graphile.db.query('SELECT count(*) AS n FROM graphile_worker._private_jobs')).rows[0].n);
@@ -675,7 +700,7 @@ async function enqueueBench() {
     versions: peers ? { pgboss: boss.version, graphile: graphile.version } : {} };
 }
 
-// --- scaling: throughput against users and job names -------------------------
+// --- scaling: throughput and WAL against job count, users and job names -------
 
 // N jobs, job i for user i % U and job name scale.(i % K).
 const SCALE_QUEUE_SQL = `
@@ -684,46 +709,74 @@ const SCALE_QUEUE_SQL = `
            'authenticated', NULL, 'scale.' || (i % $3), jsonb_build_object('i', i)))
     FROM generate_series(1, $1::int) i`;
 
-// One run per (users, job names) point, as jobrunnerRun does it: the names
-// enabled and the worker idle, one transaction queues every job, timed from
-// its COMMIT until none is left; no ANALYZE or CHECKPOINT first.
+// The positive integers of a comma-separated argument.
+function intList(key, dflt) {
+  const list = String(args[key] ?? dflt).split(',').map(Number);
+  if (list.some((x) => !Number.isInteger(x) || x < 1)) {
+    throw new Error(`--${key} must list positive integers, not ${args[key]}`);
+  }
+  return list;
+}
+
+const gcd = (a, b) => (b ? gcd(b, a % b) : a);
+
+// One point, as jobrunnerRun does it: the names enabled and the worker idle,
+// one transaction queues every job, timed from its COMMIT until none is
+// left; no ANALYZE or CHECKPOINT first. WAL is counted from just before the
+// COMMIT until the queue has drained: the worker's claims and records, not
+// the queueing.
+async function scalingRun(db, n, users, names) {
+  // Fairness turns too: each point starts from an empty queue.
+  await truncateQueue(db, ['jobrunner.group_turn']);
+  await db.query('BEGIN');
+  const tq = nowMs();
+  await db.query(SCALE_QUEUE_SQL, [n, users, names]);
+  const queueS = (nowMs() - tq) / 1000;
+  const lsn0 = await walLsn(db);
+  const t0 = nowMs();
+  await db.query('COMMIT');
+  await until(async () => Number((await db.query(
+    `SELECT (SELECT count(*) FROM jobrunner.job WHERE state = 'pending')
+          + (SELECT count(*) FROM jobrunner.job WHERE state = 'running') AS a`)).rows[0].a) === 0,
+  { intervalMs: 20, deadlineMs: num('timeout', 600) * 1000, what: `${n} jobs, ${users} users, ${names} names` });
+  const seconds = (nowMs() - t0) / 1000;
+  const wal = await walSince(db, lsn0);
+  const done = Number((await db.query(`SELECT count(*) AS c FROM jobrunner.job WHERE state = 'completed'`)).rows[0].c);
+  if (done !== n) throw new Error(`scaling: ${done} of ${n} jobs completed (${users} users, ${names} names)`);
+  // Job i is in group (i mod U, i mod K): lcm(U, K) groups, or one per job.
+  const groups = Math.min(n, (users / gcd(users, names)) * names);
+  return { jobs: n, users, names, groups, seconds: round(seconds, 3), queue_s: round(queueS, 2),
+           jobs_per_s: round(n / seconds, 0), wal_bytes_per_job: round(wal / n, 0) };
+}
+
+// One run per (jobs, users, job names) point of the grid (--jobs-list, or
+// --jobs for one size), skipping points with more users than jobs: a user
+// without a job adds nothing.
 async function scalingBench() {
-  const n = num('jobs', 10000);
-  const usersList = String(args.users || '1,10,100,1000,10000').split(',').map(Number);
-  const namesList = String(args.names || '1,10,100').split(',').map(Number);
+  const jobsList = args['jobs-list'] ? intList('jobs-list') : [num('jobs', 10000)];
+  const usersList = intList('users', '1,100,10000,100000');
+  const namesList = intList('names', '1,1000');
   const db = await connect('bench');
   await db.query(`
     INSERT INTO jobrunner.job_config (job_name, url, enabled, concurrency_limit, max_retries)
-    SELECT 'scale.' || k, $1, false, 1000, 3 FROM generate_series(0, $2::int - 1) k
-    ON CONFLICT (job_name) DO UPDATE SET url = EXCLUDED.url, enabled = false, concurrency_limit = 1000`,
+    SELECT 'scale.' || k, $1, true, 1000, 3 FROM generate_series(0, $2::int - 1) k
+    ON CONFLICT (job_name) DO UPDATE SET url = EXCLUDED.url, enabled = true, concurrency_limit = 1000`,
   [args['nginx-url'], Math.max(...namesList)]);
-  const active = async () => Number((await db.query(
-    `SELECT (SELECT count(*) FROM jobrunner.job WHERE state = 'pending')
-          + (SELECT count(*) FROM jobrunner.job WHERE state = 'running') AS a`)).rows[0].a);
   const points = [];
-  for (const names of namesList) {
-    for (const users of usersList) {
-      await db.query(`UPDATE jobrunner.job_config SET enabled = true WHERE job_name LIKE 'scale.%'`);
-      // Fairness turns too: each point starts from an empty queue.
-      await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.group_turn');
-      await db.query('BEGIN');
-      await db.query(SCALE_QUEUE_SQL, [n, users, names]);
-      const t0 = nowMs();
-      await db.query('COMMIT');
-      await until(async () => (await active()) === 0,
-                  { intervalMs: 20, deadlineMs: num('timeout', 600) * 1000, what: `${n} jobs, ${users} users, ${names} names` });
-      const seconds = (nowMs() - t0) / 1000;
-      const done = Number((await db.query(`SELECT count(*) AS c FROM jobrunner.job WHERE state = 'completed'`)).rows[0].c);
-      if (done !== n) throw new Error(`scaling: ${done} of ${n} jobs completed (${users} users, ${names} names)`);
-      const p = { users, names, groups: Math.min(n, users * names), seconds: round(seconds, 3), jobs_per_s: round(n / seconds, 0) };
-      note(`scaling: ${users} users × ${names} job names: ${p.jobs_per_s} jobs/s`);
-      points.push(p);
+  for (const n of jobsList) {
+    for (const names of namesList) {
+      for (const users of usersList.filter((u) => u <= n)) {
+        const p = await scalingRun(db, n, users, names);
+        note(`scaling: ${n} jobs, ${users} users × ${names} job names: ${p.jobs_per_s} jobs/s,`,
+             `${p.wal_bytes_per_job} WAL bytes/job (${p.seconds} s; queued in ${p.queue_s} s)`);
+        points.push(p);
+      }
     }
   }
   await db.query(`UPDATE jobrunner.job_config SET enabled = false WHERE job_name LIKE 'scale.%'`);
-  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs, jobrunner.group_turn');
+  await truncateQueue(db, ['jobrunner.group_turn']);
   await db.end();
-  return { jobs: n, points };
+  return { jobs: jobsList, users: usersList, names: namesList, points };
 }
 
 // --- scrape cost: the exporter's queries at a million jobs ----------------------
@@ -816,7 +869,7 @@ async function scrapeBench() {
   const db = await connect('scrape');
   const scenarios = [];
   for (const scenario of ['steady', 'backlog']) {
-    await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+    await truncateQueue(db);
     let t = nowMs();
     await db.query(SCRAPE_POPULATE[scenario], [total, users, names]);
     const loadS = (nowMs() - t) / 1000;
@@ -844,7 +897,7 @@ async function scrapeBench() {
     note(`scrape cost (${scenario}, ${total} jobs): ${JSON.stringify(timings)}; exporter ${JSON.stringify(exporter)}`);
     scenarios.push({ scenario, jobs: total, users, names, load_s: round(loadS, 1), states, timings, pending_plan: plan, exporter });
   }
-  await db.query('TRUNCATE jobrunner.job, jobrunner.job_logs');
+  await truncateQueue(db);
   await db.end();
   return { scenarios };
 }
@@ -894,6 +947,44 @@ function peersBySystem(r) {
 function versionOf(r, system) {
   const key = Object.keys(r).find((k) => k.startsWith(`peer_${system}`) || k === `latency_${system}`);
   return r[key]?.version || 'n/a';
+}
+
+// The scaling section: one table per job count (rows job names, columns
+// users), each cell jobs/s / WAL bytes per job and the ratio of its jobs/s
+// to the 100-user, 1-name point of the same job count.
+function scalingSection(s, fmt) {
+  const points = s.points.map((p) => ({ ...p, jobs: p.jobs ?? s.jobs }));
+  const sorted = (xs) => [...new Set(xs)].sort((a, b) => a - b);
+  const many = (p) => p.users >= 10000 || p.names >= 1000;
+  const lines = ['## Scaling: jobs/s and WAL bytes per job against job count, users and job names', ''];
+  lines.push('One run per point: the names enabled and the worker idle, one transaction queues the jobs ' +
+             '(job i: user i mod U, job name i mod K; each (user, name) pair is a fairness group) and commits; ' +
+             'jobs/s and WAL from that COMMIT until none is left. Each cell: jobs/s / WAL bytes per job ' +
+             '(jobs/s ÷ that of 100 users and 1 job name, in bold, at the same job count). ' +
+             'The target: at least 0.80× with 10,000 users or more and with 1,000 job names.', '');
+  for (const n of sorted(points.map((p) => p.jobs))) {
+    const mine = points.filter((p) => p.jobs === n);
+    const users = sorted(mine.map((p) => p.users));
+    const base = mine.find((p) => p.users === 100 && p.names === 1);
+    const cell = (p) => {
+      if (!p) return '—';
+      const text = `${fmt(p.jobs_per_s)} / ${fmt(p.wal_bytes_per_job)}`;
+      if (p === base) return `**${text}**`;
+      return base ? `${text} (${(p.jobs_per_s / base.jobs_per_s).toFixed(2)}×)` : text;
+    };
+    lines.push(`### ${fmt(n)} jobs`, '');
+    lines.push(`| job names \\ users | ${users.map(fmt).join(' | ')} |`, `|---|${users.map(() => '---:').join('|')}|`);
+    for (const k of sorted(mine.map((p) => p.names))) {
+      lines.push(`| ${fmt(k)} | ${users.map((u) => cell(mine.find((p) => p.users === u && p.names === k))).join(' | ')} |`);
+    }
+    const worst = base && mine.filter(many).sort((a, b) => a.jobs_per_s - b.jobs_per_s)[0];
+    lines.push('');
+    if (worst) {
+      lines.push(`Lowest with many groups: ${(worst.jobs_per_s / base.jobs_per_s).toFixed(2)}× ` +
+                 `(${fmt(worst.users)} user${worst.users === 1 ? '' : 's'}, ${fmt(worst.names)} job name${worst.names === 1 ? '' : 's'}).`, '');
+    }
+  }
+  return lines;
 }
 
 function report() {
@@ -1005,16 +1096,7 @@ function report() {
                `(${fmt(s.jobs_per_s_after_warmup)} after warm-up), queueing concurrently; worker pid unchanged: ${s.same_pid_after}. ` +
                `Tables at the end: job ${s.table_size.job}, job_logs ${s.table_size.logs}.`, '');
   }
-  if (r.scaling?.points?.length) {
-    const users = [...new Set(r.scaling.points.map((p) => p.users))].sort((a, b) => a - b);
-    const names = [...new Set(r.scaling.points.map((p) => p.names))].sort((a, b) => a - b);
-    lines.push(`## Scaling: ${fmt(r.scaling.jobs)} jobs over users and job names (jobs/s, one run each)`, '');
-    lines.push(`| job names \\ users | ${users.map(fmt).join(' | ')} |`, `|---|${users.map(() => '---:').join('|')}|`);
-    for (const k of names) {
-      lines.push(`| ${k} | ${users.map((u) => fmt(r.scaling.points.find((p) => p.users === u && p.names === k)?.jobs_per_s)).join(' | ')} |`);
-    }
-    lines.push('');
-  }
+  if (r.scaling?.points?.length) lines.push(...scalingSection(r.scaling, fmt));
   if (r.scrape?.scenarios?.length) {
     lines.push('## Scrape cost: the exporter\'s queries (monitoring/postgres_exporter.yml)', '');
     const names = Object.keys(r.scrape.scenarios[0].timings);
