@@ -446,12 +446,24 @@ BEGIN
         UPDATE jobrunner.rate_bucket b SET tokens = b.tokens - k.n
           FROM (SELECT u.job_name, count(*) AS n FROM upd u GROUP BY 1) k
          WHERE b.job_name = k.job_name
-    ), turned AS (
-        INSERT INTO jobrunner.group_turn AS t (job_name, owner, served_at)
-        SELECT DISTINCT u.job_name, COALESCE(u.user_id, '00000000-0000-0000-0000-000000000000'::uuid), now()
+    ), served AS (
+        SELECT DISTINCT u.job_name, COALESCE(u.user_id, '00000000-0000-0000-0000-000000000000'::uuid) AS owner
           FROM upd u
          WHERE _turns
-        ON CONFLICT (job_name, owner) DO UPDATE SET served_at = EXCLUDED.served_at
+    ), turned AS (
+        -- A plain UPDATE, then an insert of the groups never served before:
+        -- ON CONFLICT DO UPDATE would lock each row first, a WAL record
+        -- more per group and claim. (Only the claim writes these rows.)
+        UPDATE jobrunner.group_turn t SET served_at = now()
+          FROM served s
+         WHERE t.job_name = s.job_name AND t.owner = s.owner
+        RETURNING t.job_name, t.owner
+    ), first_turns AS (
+        INSERT INTO jobrunner.group_turn (job_name, owner, served_at)
+        SELECT s.job_name, s.owner, now()
+          FROM served s
+         WHERE NOT EXISTS (SELECT 1 FROM turned t WHERE t.job_name = s.job_name AND t.owner = s.owner)
+        ON CONFLICT (job_name, owner) DO NOTHING
     ), cfg AS (
         -- What the request needs from job_config, once per job name.
         SELECT c.job_name, COALESCE(c.url, _base || '/' || c.job_name) AS url,

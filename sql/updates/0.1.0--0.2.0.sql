@@ -150,3 +150,7 @@ COMMENT ON COLUMN jobrunner.job.finished_log_id IS
     'id of the "completed with status" row in job_logs, which this row stands for when the worker completed the job (NULL: that row is stored, or the job has not completed)';
 COMMENT ON COLUMN jobrunner.job.last_duration_ms IS
     'how long the request that completed the job took, in milliseconds';
+
+-- Room on each page for a job's later versions (see tables.sql); pages
+-- written from now on keep it.
+ALTER TABLE jobrunner.job SET (fillfactor = 50);
