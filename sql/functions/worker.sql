@@ -35,7 +35,9 @@ BEGIN
        AND (j.acked_at IS NULL OR j.sending_attempt = j.attempt_seq);
     _total := COALESCE(pg_catalog.array_length(_stale, 1), 0);
     WITH mine AS (
-        SELECT j.ctid AS row_ctid, j.id, j.started_log_id, j.last_run_at FROM jobrunner.job j
+        SELECT j.ctid AS row_ctid, j.id, j.state = 'running' AND j.acked_at IS NULL AS interrupted,
+               j.started_log_id, j.last_run_at
+          FROM jobrunner.job j
          WHERE j.ctid = ANY (_stale)
            AND (j.state = 'running' OR j.sending_attempt = j.attempt_seq)
            AND j.locked_by IS DISTINCT FROM _worker
@@ -59,13 +61,16 @@ BEGIN
          WHERE j.ctid = ANY (ARRAY(SELECT m.row_ctid FROM mine m))  -- a TID scan
         RETURNING j.id, j.attempt_seq, j.state
     ), logged AS (
-        -- The interrupted attempt's row carries its "started" row.
+        -- Only attempts that were running are interrupted (a job already
+        -- pending again, failed by fail_job while its request was still on
+        -- the wire, only gives its request up). The row carries the
+        -- attempt's "started" row.
         INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, started_id, started_at)
         SELECT r.id, r.attempt_seq, 'warning', 'attempt interrupted by a worker restart; will be attempted again',
                m.started_log_id, CASE WHEN m.started_log_id IS NOT NULL THEN m.last_run_at END
           FROM reset r
           JOIN mine m ON m.id = r.id
-         WHERE r.state = 'pending'
+         WHERE m.interrupted
         RETURNING 1
     )
     SELECT (SELECT count(*)::int FROM logged), (SELECT count(*)::int FROM reset)

@@ -165,3 +165,14 @@ SELECT job_id = :'v2' AS is_v2, attempt, log_message FROM jobrunner.job_logs
 SELECT id = :'v1' AS is_v1, started_log_id IS NOT NULL AS start_from_job_row,
        finished_log_id IS NOT NULL AS completion_from_job_row
   FROM jobrunner.job WHERE id IN (:'v1', :'v2', :'v3') ORDER BY 1 DESC, 2;
+-- fail_job while the request is still on the wire puts the job back to
+-- pending; a worker restart then only ends that request: no attempt was
+-- running, so none is "interrupted".
+SELECT jobrunner.queue_job('sm.view2') AS v4 \gset
+SELECT regress.claim(:'v4', 79) AS attempt;
+SELECT jobrunner.fail_job(:'v4', 'endpoint says no') AS failed_on_the_wire;
+SELECT state, sending_attempt FROM jobrunner.job WHERE id = :'v4';
+SELECT recovered, skipped FROM jobrunner._recover(80);
+SELECT state, sending_attempt FROM jobrunner.job WHERE id = :'v4';
+SELECT attempt, regexp_replace(log_message, ' at .*$', ' at (time)') AS log_message
+  FROM jobrunner.job_logs WHERE job_id = :'v4' ORDER BY id;
