@@ -124,6 +124,34 @@ CREATE INDEX job_priority_idx ON jobrunner.job (priority DESC, next_run_at)
 -- the job row and from each attempt's first stored row. The rows stored so
 -- far stay as they are, ids and all; the names follow the table's, so an
 -- updated database has what a fresh install has.
+-- A view or function of the database's own that reads the 0.1.0 table
+-- would follow the rename and silently lose the rows now shown from the job
+-- row: the update refuses, naming them, instead.
+DO $$
+DECLARE
+    _readers text;
+BEGIN
+    SELECT pg_catalog.string_agg(DISTINCT CASE WHEN d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+                                               THEN r.ev_class::pg_catalog.regclass::text
+                                               ELSE pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) END,
+                                 ', ')
+      INTO _readers
+      FROM pg_catalog.pg_depend d
+      LEFT JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.oid = d.objid
+     WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND d.refobjid = 'jobrunner.job_logs'::pg_catalog.regclass
+       AND d.deptype = 'n'
+       -- views (their rules) and functions with a SQL-standard body; the
+       -- table's own constraints depend on it too, and come along
+       AND (r.ev_class IS DISTINCT FROM 'jobrunner.job_logs'::pg_catalog.regclass
+            AND d.classid IN ('pg_catalog.pg_rewrite'::pg_catalog.regclass, 'pg_catalog.pg_proc'::pg_catalog.regclass));
+    IF _readers IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot update pg_jobrunner to 0.2.0: % read jobrunner.job_logs, which becomes a view', _readers
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Drop them, run ALTER EXTENSION pg_jobrunner UPDATE, then create them again: jobrunner.job_logs keeps every row it had.';
+    END IF;
+END;
+$$;
 ALTER TABLE jobrunner.job_logs RENAME TO job_log_entry;
 ALTER SEQUENCE jobrunner.job_logs_id_seq RENAME TO job_log_entry_id_seq;
 ALTER INDEX jobrunner.job_logs_pkey RENAME TO job_log_entry_pkey;

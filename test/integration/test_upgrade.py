@@ -137,6 +137,37 @@ class UpgradeTest(unittest.TestCase):
             cur.execute("RESET ROLE")
         self.assertEqual(scalar(self.db, "SELECT count(*) FROM jobrunner.job WHERE job_name = 'upgrade.grant'"), 2)
 
+    def test_a_view_of_the_old_log_table_stops_the_update_by_name(self):
+        # job_logs becomes a view over the stored rows: a view an application
+        # built on the 0.1.0 table would follow the rename and silently lose
+        # rows, so the update refuses and names it; once it is dropped, the
+        # update runs and job_logs has every row it had.
+        self.recreate(OLD)
+        with self.db.cursor() as cur:
+            cur.execute("INSERT INTO jobrunner.job_config (job_name, url) VALUES ('upgrade.view', %s)",
+                        (self.ep.url("/ok"),))
+            cur.execute("SELECT jobrunner.queue_job_for(NULL, NULL, NULL, 'upgrade.view')")
+            cur.execute("DROP VIEW IF EXISTS public.app_job_logs")
+            cur.execute("CREATE VIEW public.app_job_logs AS SELECT * FROM jobrunner.job_logs")
+            self.addCleanup(self.drop_view)
+        before = query(self.db, "SELECT id, job_id, log_message FROM jobrunner.job_logs ORDER BY id")
+        self.assertEqual(len(before), 1, "the 0.1.0 job has its created row")
+        with self.assertRaises(psycopg2.errors.DependentObjectsStillExist) as refused:
+            with self.db.cursor() as cur:
+                cur.execute("ALTER EXTENSION pg_jobrunner UPDATE")
+        self.assertIn("app_job_logs read jobrunner.job_logs", str(refused.exception))
+        self.assertIn("Drop them", refused.exception.diag.message_hint)
+        self.assertEqual(scalar(self.db, "SELECT extversion FROM pg_extension WHERE extname = 'pg_jobrunner'"), OLD)
+        with self.db.cursor() as cur:
+            cur.execute("DROP VIEW public.app_job_logs")
+            cur.execute("ALTER EXTENSION pg_jobrunner UPDATE")
+        self.assertEqual(query(self.db, "SELECT id, job_id, log_message FROM jobrunner.job_logs ORDER BY id"),
+                         before, "job_logs has the rows it had")
+
+    def drop_view(self):
+        with self.db.cursor() as cur:
+            cur.execute("DROP VIEW IF EXISTS public.app_job_logs")
+
     def drop_role(self, role):
         with self.db.cursor() as cur:
             cur.execute("DROP OWNED BY %s" % role)
