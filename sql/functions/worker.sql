@@ -469,8 +469,9 @@ BEGIN
           FROM served s
          WHERE NOT EXISTS (SELECT 1 FROM turned t WHERE t.job_name = s.job_name AND t.owner = s.owner)
         ON CONFLICT (job_name, owner) DO NOTHING
-    ), cfg AS (
-        -- What the request needs from job_config, once per job name.
+    ), cfg AS MATERIALIZED (
+        -- What the request needs from job_config, once per job name
+        -- (inlined, the headers would be built again for every job).
         SELECT c.job_name, COALESCE(c.url, _base || '/' || c.job_name) AS url,
                (SELECT pg_catalog.string_agg(e.key || ': ' || (e.value #>> '{}'), E'\n')
                   FROM pg_catalog.jsonb_each(c.headers) e) AS headers,
