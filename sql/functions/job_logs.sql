@@ -45,3 +45,32 @@ SELECT j.finished_log_id, j.id, j.attempt_seq, 'info', 'completed with status ' 
  WHERE j.finished_log_id IS NOT NULL;
 COMMENT ON VIEW jobrunner.job_logs IS
     'one row per transition of a job (created, started attempt N, its outcome, canceled, retried by hand); users read the logs of their own jobs';
+
+-- Administrators may still clear logs with DELETE, as when job_logs was a
+-- table (users may not: they have no DELETE on it). A stored row is
+-- deleted; a row shown from a job row or carried by a stored one is
+-- forgotten there.
+CREATE OR REPLACE FUNCTION jobrunner._delete_job_log() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM jobrunner.job_log_entry e WHERE e.job_id = OLD.job_id AND e.id = OLD.id;
+    IF NOT FOUND THEN
+        UPDATE jobrunner.job_log_entry e SET started_id = NULL, started_at = NULL
+         WHERE e.job_id = OLD.job_id AND e.started_id = OLD.id;
+    END IF;
+    IF NOT FOUND THEN
+        UPDATE jobrunner.job j
+           SET created_log_id = NULLIF(j.created_log_id, OLD.id),
+               started_log_id = NULLIF(j.started_log_id, OLD.id),
+               finished_log_id = NULLIF(j.finished_log_id, OLD.id)
+         WHERE j.id = OLD.job_id AND OLD.id IN (j.created_log_id, j.started_log_id, j.finished_log_id);
+    END IF;
+    RETURN OLD;
+END;
+$$;
+COMMENT ON FUNCTION jobrunner._delete_job_log() IS
+    'internal: DELETE on job_logs removes a stored row, or forgets a row shown from the job row';
+CREATE OR REPLACE TRIGGER job_logs_delete INSTEAD OF DELETE ON jobrunner.job_logs
+    FOR EACH ROW EXECUTE FUNCTION jobrunner._delete_job_log();

@@ -91,13 +91,14 @@ SELECT throws_ok($$INSERT INTO jobrunner.job (user_id, user_role, job_name, max_
                  '42501', NULL, 'cannot INSERT job');
 SELECT throws_ok($$UPDATE jobrunner.job SET state = 'completed'$$, '42501', NULL, 'cannot UPDATE job');
 SELECT throws_ok($$DELETE FROM jobrunner.job$$, '42501', NULL, 'cannot DELETE job');
--- job_logs is a view that cannot be written at all; the table under it
--- refuses writes as job does.
+-- job_logs is a view: it cannot be inserted into or updated at all, and
+-- only administrators may DELETE from it; the table under it refuses
+-- writes as job does.
 SELECT throws_ok($$INSERT INTO jobrunner.job_logs (job_id, log_level, log_message)
                    VALUES ('bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 'info', 'forged')$$,
                  '55000', NULL, 'cannot INSERT job_logs');
 SELECT throws_ok($$UPDATE jobrunner.job_logs SET log_message = 'x'$$, '55000', NULL, 'cannot UPDATE job_logs');
-SELECT throws_ok($$DELETE FROM jobrunner.job_logs$$, '55000', NULL, 'cannot DELETE job_logs');
+SELECT throws_ok($$DELETE FROM jobrunner.job_logs$$, '42501', NULL, 'cannot DELETE job_logs');
 SELECT throws_ok($$INSERT INTO jobrunner.job_log_entry (job_id, log_level, log_message)
                    VALUES ('bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 'info', 'forged')$$,
                  '42501', NULL, 'cannot INSERT job_log_entry');

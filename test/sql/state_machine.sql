@@ -176,3 +176,14 @@ SELECT recovered, skipped FROM jobrunner._recover(80);
 SELECT state, sending_attempt FROM jobrunner.job WHERE id = :'v4';
 SELECT attempt, regexp_replace(log_message, ' at .*$', ' at (time)') AS log_message
   FROM jobrunner.job_logs WHERE job_id = :'v4' ORDER BY id;
+
+-- An administrator clears logs with DELETE as from a table: a stored row,
+-- a "started" row it carries, and the rows shown from the job row.
+SELECT count(*) AS v1_rows_before FROM jobrunner.job_logs WHERE job_id = :'v1';
+DELETE FROM jobrunner.job_logs WHERE job_id = :'v1' AND log_message LIKE 'started attempt 1';
+SELECT attempt, regexp_replace(log_message, ' at .*$', ' at (time)') AS log_message
+  FROM jobrunner.job_logs WHERE job_id = :'v1' ORDER BY id;
+DELETE FROM jobrunner.job_logs WHERE job_id = :'v1';
+SELECT count(*) AS v1_rows_after FROM jobrunner.job_logs WHERE job_id = :'v1';
+SELECT count(*) AS v1_stored_rows FROM jobrunner.job_log_entry WHERE job_id = :'v1';
+SELECT state FROM jobrunner.job WHERE id = :'v1';
