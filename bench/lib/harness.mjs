@@ -1094,7 +1094,7 @@ function report() {
     lines.push(`Growth after warm-up: RssAnon ${s.growth_kB.RssAnon_after_warmup} kB, VmRSS ${s.growth_kB.VmRSS_after_warmup} kB ` +
                `(VmRSS includes shared buffers the worker touched). Soak throughput ${fmt(s.jobs_per_s)} jobs/s ` +
                `(${fmt(s.jobs_per_s_after_warmup)} after warm-up), queueing concurrently; worker pid unchanged: ${s.same_pid_after}. ` +
-               `Tables at the end: job ${s.table_size.job}, job_logs ${s.table_size.logs}.`, '');
+               `Tables at the end: job ${s.table_size.job}, stored log rows ${s.table_size.logs}.`, '');
   }
   if (r.scaling?.points?.length) lines.push(...scalingSection(r.scaling, fmt));
   if (r.scrape?.scenarios?.length) {
