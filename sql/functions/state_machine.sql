@@ -41,6 +41,28 @@ $$;
 COMMENT ON FUNCTION jobrunner._run_hook(regprocedure, jobrunner.job) IS
     'internal: run a completion hook as its owner, in a security-restricted operation, with the job user''s claims';
 
+-- internal: the stored job_logs row that ends (or acknowledges) _job's
+-- current attempt. While the attempt has no stored row, job_logs shows its
+-- "started" row from the job row (started_log_id): the first stored row
+-- carries it from then on, and the caller's update of the job row clears
+-- started_log_id in the same transaction.
+CREATE OR REPLACE FUNCTION jobrunner._log_attempt_end(_job jobrunner.job, _level text, _message text,
+                                                      _status int DEFAULT NULL,
+                                                      _duration_ms double precision DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, status_code, duration_ms,
+                                         started_id, started_at)
+    VALUES (_job.id, _job.attempt_seq, _level, _message, _status, _duration_ms,
+            _job.started_log_id, CASE WHEN _job.started_log_id IS NOT NULL THEN _job.last_run_at END);
+END;
+$$;
+COMMENT ON FUNCTION jobrunner._log_attempt_end(jobrunner.job, text, text, int, double precision) IS
+    'internal: store the row ending an attempt, carrying the attempt''s "started" row';
+
 -- internal: mark a job completed, run on_complete, log. Whatever raises here
 -- (the hook, typically) undoes all of it: callers decide what happens next.
 CREATE OR REPLACE FUNCTION jobrunner._complete(_job jobrunner.job, _cfg jobrunner.job_config,
@@ -66,13 +88,11 @@ BEGIN
     -- Counted in the metrics at commit (and not if a savepoint around this
     -- rolls back: a hook that raised in the worker).
     PERFORM jobrunner._count_finished(ARRAY[_job.job_name], ARRAY['completed']);
-    INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, status_code, duration_ms,
-                                         started_id, started_at)
-    VALUES (_job.id, _job.attempt_seq, 'info',
-            CASE WHEN _via = 'worker'
-                 THEN pg_catalog.format('completed with status %s', _status)
-                 ELSE pg_catalog.format('completed by %s', _via) END,
-            _status, _duration_ms, _job.started_log_id, CASE WHEN _job.started_log_id IS NOT NULL THEN _job.last_run_at END);
+    PERFORM jobrunner._log_attempt_end(_job, 'info',
+                CASE WHEN _via = 'worker'
+                     THEN pg_catalog.format('completed with status %s', _status)
+                     ELSE pg_catalog.format('completed by %s', _via) END,
+                _status, _duration_ms);
 END;
 $$;
 COMMENT ON FUNCTION jobrunner._complete(jobrunner.job, jobrunner.job_config, int, jsonb, double precision, text) IS
@@ -100,12 +120,10 @@ BEGIN
            SET acked_at = now(), lease_expires_at = now() + _cfg.callback_lease,
                last_status = _status, updated_at = now(), sending_attempt = NULL, started_log_id = NULL
          WHERE j.id = _job.id;
-        INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, status_code, duration_ms,
-                                             started_id, started_at)
-        VALUES (_job.id, _job.attempt_seq, 'info',
-                pg_catalog.format('acknowledged with status %s; waiting for complete_job until %s',
-                                  _status, now() + _cfg.callback_lease),
-                _status, _duration_ms, _job.started_log_id, CASE WHEN _job.started_log_id IS NOT NULL THEN _job.last_run_at END);
+        PERFORM jobrunner._log_attempt_end(_job, 'info',
+                    pg_catalog.format('acknowledged with status %s; waiting for complete_job until %s',
+                                      _status, now() + _cfg.callback_lease),
+                    _status, _duration_ms);
         RETURN false;
     END IF;
     IF _via <> 'worker' THEN
@@ -156,11 +174,8 @@ BEGIN
                locked_by = CASE WHEN j.sending_attempt IS NULL THEN NULL ELSE j.locked_by END,
                acked_at = NULL, lease_expires_at = NULL, started_log_id = NULL
          WHERE j.id = _job.id;
-        INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, status_code, duration_ms,
-                                             started_id, started_at)
-        VALUES (_job.id, _job.attempt_seq, 'warning',
-                pg_catalog.format('%s; next attempt at %s', _what, _next), _status, _duration_ms,
-                _job.started_log_id, CASE WHEN _job.started_log_id IS NOT NULL THEN _job.last_run_at END);
+        PERFORM jobrunner._log_attempt_end(_job, 'warning', pg_catalog.format('%s; next attempt at %s', _what, _next),
+                                           _status, _duration_ms);
         PERFORM jobrunner._wake_at_commit();
         RETURN;
     END IF;
@@ -185,10 +200,8 @@ BEGIN
         _what := pg_catalog.format('%s; on_fail hook %s failed: %s', _what, _cfg.on_fail, SQLERRM);
     END;
     PERFORM jobrunner._count_finished(ARRAY[_job.job_name], ARRAY['failed']);
-    INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, status_code, duration_ms,
-                                         started_id, started_at)
-    VALUES (_job.id, _job.attempt_seq, 'error',
-            pg_catalog.format('%s; failed permanently', _what), _status, _duration_ms, _job.started_log_id, CASE WHEN _job.started_log_id IS NOT NULL THEN _job.last_run_at END);
+    PERFORM jobrunner._log_attempt_end(_job, 'error', pg_catalog.format('%s; failed permanently', _what),
+                                       _status, _duration_ms);
 END;
 $$;
 COMMENT ON FUNCTION jobrunner._settle_fail(jobrunner.job, int, text, boolean, bigint, double precision) IS
@@ -253,12 +266,10 @@ BEGIN
            acked_at = NULL, lease_expires_at = NULL, started_log_id = NULL,
            locked_by = CASE WHEN j.sending_attempt IS NULL THEN NULL ELSE j.locked_by END
      WHERE j.id = _job_id;
-    INSERT INTO jobrunner.job_log_entry (job_id, attempt, log_level, log_message, started_id, started_at)
-    VALUES (_job_id, _job.attempt_seq, 'info',
-            CASE WHEN _job.state = 'running'
-                 THEN pg_catalog.format('canceled while attempt %s was running', _job.attempt_seq)
-                 ELSE 'canceled' END,
-            _job.started_log_id, CASE WHEN _job.started_log_id IS NOT NULL THEN _job.last_run_at END);
+    PERFORM jobrunner._log_attempt_end(_job, 'info',
+                CASE WHEN _job.state = 'running'
+                     THEN pg_catalog.format('canceled while attempt %s was running', _job.attempt_seq)
+                     ELSE 'canceled' END);
     IF _job.sending_attempt IS NOT NULL THEN
         PERFORM jobrunner._cancel_at_commit(_job_id, _job.sending_attempt);
     END IF;
